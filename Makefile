@@ -1,0 +1,23 @@
+# Two commands for a newcomer: `make demo` (the main job) and `make test`.
+# Both set up .venv first (idempotent: a second run only checks, in seconds).
+PY := .venv/bin/python
+
+.PHONY: setup demo test synthetic bench clean-venv
+
+setup:
+	bash tools/setup_env.sh
+
+synthetic: setup
+	$(PY) datasets/prepare_synthetic.py
+
+demo: setup
+	$(PY) datasets/prepare_synthetic.py
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) bench/bench_evaluator.py
+
+clean-venv:
+	rm -rf .venv
