@@ -59,7 +59,8 @@ NUMPY_ALIAS = re.compile(r"\bnp\.(bool|int|float|str)\b(?![_\w])")
 # (file, old, new, why): exact textual replacements.
 TEXT_FIXES = [
     ("data/transforms/transform.py", "Image.LINEAR", "Image.BILINEAR", "Pillow>=10 (upstream ff53992b)"),
-    ("layers/mask_ops.py", "np.array(", "np.asarray(", "numpy>=2 copy=False (upstream 70f45430)"),
+    ("layers/mask_ops.py", "np.array(mask, copy=False)", "np.asarray(mask)",
+     "numpy>=2 copy=False (upstream 70f45430)"),
     ("projects/__init__.py", "import importlib\n", "import importlib\nimport importlib.abc\n",
      "importlib.abc import (upstream 2a68c056)"),
 ]
