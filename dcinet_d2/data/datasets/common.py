@@ -1,0 +1,137 @@
+"""Shared pieces of the CUHK-SYSU and PRW readers: errors that name the file and entry, checked
+access to MATLAB files, image sizes from file headers, and the protocol's box conversions."""
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "DatasetNotFoundError",
+    "DatasetFormatError",
+    "require_file",
+    "load_mat",
+    "mat_str",
+    "mat_struct_records",
+    "image_size",
+    "cuhk_xywh_to_xyxy",
+    "prw_annotation_xywh_to_xyxy",
+    "prw_query_xywh_to_xyxy",
+]
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset file is missing. The message names the path, what it should hold and where to get it."""
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file exists but does not hold what the official release holds (names file and entry)."""
+
+
+def require_file(path: str, what: str, how_to_get: str) -> str:
+    """Return ``path`` if it is a file, else raise :class:`DatasetNotFoundError` explaining it."""
+    if not os.path.isfile(path):
+        raise DatasetNotFoundError(
+            f"Expected {what} at '{path}', but there is no such file.\n{how_to_get}"
+        )
+    return path
+
+
+def load_mat(path: str, keys: Iterable[str], what: str, how_to_get: str) -> tuple[str, Any]:
+    """Load a MATLAB (v5) file and return ``(key, value)`` for the first of ``keys`` it contains.
+
+    Raises:
+        DatasetNotFoundError: the file does not exist.
+        DatasetFormatError: it cannot be parsed, or holds none of ``keys``.
+    """
+    from scipy.io import loadmat  # local: scipy import costs ~0.3 s, only readers need it
+
+    keys = list(keys)
+    require_file(path, what, how_to_get)
+    try:
+        mat = loadmat(path)
+    except Exception as e:  # scipy raises several types (ValueError, MatReadError, TypeError...)
+        raise DatasetFormatError(f"'{path}' ({what}) is not a readable MATLAB file: {e}") from e
+    for key in keys:
+        if key in mat:
+            return key, mat[key]
+    found = sorted(k for k in mat if not k.startswith("__"))
+    raise DatasetFormatError(
+        f"'{path}' ({what}) holds no variable named {' or '.join(repr(k) for k in keys)}; "
+        f"it holds {found}."
+    )
+
+
+def mat_str(value: Any, path: str, entry: str) -> str:
+    """A MATLAB char array (as loaded by scipy: ``array(['s1.jpg'])``, possibly nested) as ``str``."""
+    arr = np.asarray(value)
+    while arr.dtype == object and arr.size == 1:
+        arr = np.asarray(arr.reshape(-1)[0])
+    if arr.dtype.kind != "U" or arr.size != 1:
+        raise DatasetFormatError(f"'{path}', {entry}: expected a string, found {arr!r}")
+    return str(arr.reshape(-1)[0])
+
+
+def mat_struct_records(value: Any, fields: Iterable[str], path: str, entry: str) -> np.ndarray:
+    """Flatten a MATLAB struct array to 1-d, checking that it has ``fields``."""
+    arr = np.asarray(value)
+    names = arr.dtype.names or ()
+    missing = [f for f in fields if f not in names]
+    if missing:
+        raise DatasetFormatError(
+            f"'{path}', {entry}: expected a struct with fields {list(fields)}, "
+            f"found {list(names) if names else arr.dtype} (missing {missing})"
+        )
+    return arr.reshape(-1)
+
+
+def mat_box(value: Any, path: str, entry: str) -> np.ndarray | None:
+    """A 1x4 ``[x, y, w, h]`` MATLAB vector as float64[4]; ``None`` for an empty array."""
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.size == 0:
+        return None
+    if arr.size != 4:
+        raise DatasetFormatError(f"'{path}', {entry}: expected a box [x, y, w, h], found {arr.tolist()}")
+    return arr.reshape(4)
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """``(height, width)`` read from the image file header (the pixels are not decoded)."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+    except FileNotFoundError:
+        raise DatasetNotFoundError(f"Expected the image '{path}' (listed in the annotations), not found.")
+    except Exception as e:
+        raise DatasetFormatError(f"'{path}' is not a readable image: {e}") from e
+    return height, width
+
+
+# ------------------------------------------------------------------------------------------------
+# Box conversions, exactly as the community's reference code does them (DESIGN.md section 4).
+def cuhk_xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
+    """CUHK-SYSU: cast ``[x, y, w, h]`` to int32 first, then ``x2 = x + w``; negatives clipped to 0.
+
+    Args:
+        xywh: float[..., 4].
+    Returns:
+        int32[..., 4] ``[x1, y1, x2, y2]``.
+    """
+    box = np.asarray(xywh).astype(np.int32)
+    box[..., 2:] += box[..., :2]
+    return np.clip(box, 0, None)
+
+
+def prw_annotation_xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
+    """PRW frame annotations: clip ``[x, y, w, h]`` at 0, ``x2 = x + w`` in floats, then cast to int32."""
+    box = np.clip(np.asarray(xywh, dtype=np.float64), 0, None)
+    box[..., 2:] += box[..., :2]
+    return box.astype(np.int32)
+
+
+def prw_query_xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
+    """PRW queries (``query_info.txt``): ``x2 = x + w`` in floats, cast to int32, then clip at 0."""
+    x, y, w, h = (float(v) for v in np.asarray(xywh).reshape(4))
+    return np.clip(np.array([x, y, x + w, y + h]).astype(np.int32), 0, None)
