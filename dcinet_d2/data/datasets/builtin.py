@@ -30,7 +30,7 @@ class _LazyMetadata(Metadata):
         compute = _LAZY.get((self.name, key))
         if compute is not None:
             value = compute()
-            setattr(self, key, value)
+            self.__dict__[key] = value  # not setattr: Metadata.__setattr__ reads the old value first
             return value
         return super().__getattr__(key)
 

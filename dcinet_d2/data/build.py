@@ -1,0 +1,90 @@
+"""Train loader that yields Siamese pairs: images 2k and 2k+1 of every batch share a labelled identity."""
+from __future__ import annotations
+
+import logging
+import random
+from typing import Callable, Sequence
+
+import torch.utils.data as torchdata
+from detectron2.data import DatasetFromList, get_detection_dataset_dicts
+from detectron2.data.build import worker_init_reset_seed
+from detectron2.data.samplers import TrainingSampler
+from detectron2.utils import comm
+
+from .dataset_mapper import PersonSearchDatasetMapper
+from .pairing import anchor_indices, build_partner_index, choose_partner
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PairedDataset", "build_paired_train_loader", "flatten_pairs"]
+
+
+class PairedDataset(torchdata.Dataset):
+    """Map-style dataset over anchor images; item ``k`` is ``[mapped anchor, mapped partner]``.
+
+    The partner is drawn anew at every access with Python's ``random`` (which Detectron2 seeds per
+    process and per data-loader worker, so workers and ranks draw different partners).
+    """
+
+    def __init__(self, dataset_dicts: Sequence[dict], mapper: Callable[[dict], dict], *,
+                 fallback: str = "self", prefer_other_camera: bool = True):
+        self.partners = build_partner_index(dataset_dicts, prefer_other_camera)
+        self.anchors = anchor_indices(self.partners, fallback)
+        if len(self.anchors) == 0:
+            raise ValueError("No training image has a partner sharing a labelled identity and FALLBACK is 'drop'")
+        self.fallback = fallback
+        self.mapper = mapper
+        # Serialised storage: workers do not copy-on-access the Python dicts (Detectron2's approach).
+        self._dicts = DatasetFromList(list(dataset_dicts), copy=True, serialize=True)
+        no_partner = sum(1 for p in self.partners if len(p) == 0)
+        logger.info("Paired loading: %d images, %d anchors, %d without a partner (fallback '%s').",
+                    len(self.partners), len(self.anchors), no_partner, fallback)
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    def __getitem__(self, k: int) -> list[dict]:
+        i = int(self.anchors[k])
+        j = choose_partner(i, self.partners, self.fallback, random)
+        return [self.mapper(self._dicts[i]), self.mapper(self._dicts[j])]
+
+
+def flatten_pairs(batch: list[list[dict]]) -> list[dict]:
+    """Collate: ``[[a0, b0], [a1, b1], ...] -> [a0, b0, a1, b1, ...]`` (pair k = items 2k, 2k+1)."""
+    return [d for pair in batch for d in pair]
+
+
+def build_paired_train_loader(cfg, mapper: Callable[[dict], dict] | None = None, dataset_dicts=None):
+    """Infinite train loader of paired batches, per process ``IMS_PER_BATCH / world_size`` images.
+
+    Uses Detectron2's :class:`TrainingSampler` (shuffled, sharded by rank), ``DATALOADER.NUM_WORKERS``
+    workers and :func:`worker_init_reset_seed`. Aspect-ratio grouping is not applied (ours: a pair
+    must stay together, and its two images may differ in orientation).
+    """
+    world = comm.get_world_size()
+    ims = cfg.SOLVER.IMS_PER_BATCH
+    if ims % world != 0 or (ims // world) % 2 != 0:
+        raise ValueError(
+            f"SOLVER.IMS_PER_BATCH ({ims}) must be a multiple of 2 x the number of processes ({world}): "
+            "every process needs whole pairs of images"
+        )
+    if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
+        raise ValueError(f"paired loading supports DATALOADER.SAMPLER_TRAIN 'TrainingSampler', "
+                         f"got {cfg.DATALOADER.SAMPLER_TRAIN!r}")
+    if dataset_dicts is None:
+        dataset_dicts = get_detection_dataset_dicts(
+            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+        )
+    if mapper is None:
+        mapper = PersonSearchDatasetMapper(cfg, is_train=True)
+    dataset = PairedDataset(dataset_dicts, mapper, fallback=cfg.DATALOADER.PAIRING.FALLBACK,
+                            prefer_other_camera=cfg.DATALOADER.PAIRING.PREFER_OTHER_CAMERA)
+    return torchdata.DataLoader(
+        dataset,
+        sampler=TrainingSampler(len(dataset)),
+        batch_size=ims // world // 2,
+        drop_last=True,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        collate_fn=flatten_pairs,
+        worker_init_fn=worker_init_reset_seed,
+    )
