@@ -1,0 +1,21 @@
+"""Re-id losses of I-Net / DC-I-Net: OLP, HEP, C2HEP and the criterion combining them.
+
+Pure torch modules (no Detectron2 inside); the memories they use are in
+:mod:`dcinet_d2.modeling.memory`.
+"""
+from .c2hep import C2HEPLoss
+from .criterion import REID_LOSS_NAMES, ReIDCriterion
+from .hep import HEPLoss, build_label_pool, hard_negative_identities, pooled_cross_entropy
+from .olp import OLPLoss, olp_loss
+
+__all__ = [
+    "OLPLoss",
+    "olp_loss",
+    "HEPLoss",
+    "build_label_pool",
+    "hard_negative_identities",
+    "pooled_cross_entropy",
+    "C2HEPLoss",
+    "ReIDCriterion",
+    "REID_LOSS_NAMES",
+]

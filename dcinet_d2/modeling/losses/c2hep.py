@@ -1,0 +1,136 @@
+"""Class-centre guided HEP (C2HEP) loss of DC-I-Net (Zhang et al., TPAMI 2020).
+
+Like HEP (:mod:`.hep`), but stored class centres (a
+:class:`~dcinet_d2.modeling.memory.ClassCentres` buffer, updated with a momentum from the
+labelled embeddings of each step) replace the learned classifier weights, and the hardest
+classes of an anchor are the centres most similar to it.
+
+Only torch is used (no Detectron2).
+"""
+import logging
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ...utils.distributed import all_gather_rows
+from ..memory import ClassCentres
+from .hep import pooled_cross_entropy
+from .olp import check_reid_inputs
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["C2HEPLoss"]
+
+
+class C2HEPLoss(nn.Module):
+    """C2HEP loss; owns the class centres (``self.centres``, a :class:`ClassCentres`).
+
+    One training step (``self.training``), with ``(F, Y)`` the detached labelled embeddings and
+    identities of this step, all-gathered over the processes in rank order:
+
+    1. *Initialise*: every class of ``Y`` never seen before gets ``centre = normalize(m_c)``,
+       ``m_c`` the mean of its rows of ``F``; call these classes "fresh".
+    2. *Loss*: per pair, pool = identities of the pair ∪ identities of the ``num_hard``
+       initialised centres most similar to each labelled anchor of the pair (its own class
+       excluded) ∪ random initialised classes up to ``pool_size`` (the first two groups are
+       never truncated);
+       ``loss = mean over labelled embeddings of -log softmax_pool(scale * x.centre)[y]``.
+       The centres are buffers: the gradient flows into the embeddings only.
+    3. *Update*: every class of ``Y`` that is *not fresh* gets
+       ``centre = normalize(momentum * centre + (1 - momentum) * m_c)``. Fresh classes are not
+       updated a second time in the same step (their centre stays ``normalize(m_c)``; a momentum
+       step with the same ``m_c`` would not change its direction anyway).
+
+    Every class of the pair is thus initialised when the loss is computed. The embeddings have not
+    changed between steps 1 and 3, so ``m_c`` is the same in both. In eval mode no buffer changes:
+    the loss uses a copy of the centres with the fresh classes initialised as in step 1.
+
+    Steps 1 and 3 are collective under ``torch.distributed`` (one all-gather per step): every
+    process must call ``forward`` at every step, even with no labelled embedding.
+
+    Args:
+        num_classes: number of labelled training identities C.
+        dim: embedding dimension D.
+        pool_size: preset pool size M (ours: config key).
+        num_hard: hardest classes per anchor (ours: config key; 20 as HEP).
+        scale: logit scale s (ours: config key, default 10).
+        momentum: weight of the old centre in the update (ours: config key, default 0.5 as the
+            OIM lookup table).
+        generator: optional CPU generator of the random pool filling (default: global RNG).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int,
+        pool_size: int,
+        num_hard: int = 20,
+        scale: float = 10.0,
+        momentum: float = 0.5,
+        generator: Optional[torch.Generator] = None,
+    ):
+        super().__init__()
+        if num_classes <= 0 or dim <= 0 or pool_size < 0 or num_hard < 0 or scale <= 0:
+            raise ValueError(
+                f"C2HEPLoss: bad arguments num_classes={num_classes} dim={dim} "
+                f"pool_size={pool_size} num_hard={num_hard} scale={scale}"
+            )
+        self.num_classes = int(num_classes)
+        self.dim = int(dim)
+        self.pool_size = int(pool_size)
+        self.num_hard = int(num_hard)
+        self.scale = float(scale)
+        self.generator = generator
+        self.centres = ClassCentres(num_classes, dim, momentum)
+
+    def forward(
+        self, embeds: Tensor, pids: Tensor, image_ids: Tensor
+    ) -> Tuple[Tensor, Dict[str, float]]:
+        """C2HEP loss of a batch of pairs, with the centre initialisation and update of the step.
+
+        Args:
+            embeds: ``[N, D]`` L2-normalised embeddings.
+            pids: ``[N]`` long, 0..C-1 or -1 (unlabelled, ignored).
+            image_ids: ``[N]`` long, image index in the batch (pairs ``2k``, ``2k+1``).
+
+        Returns:
+            loss (0-dim float32) and stats (``acc``, ``pool_size``, ``num_labelled``, and
+            ``num_fresh``: classes initialised at this step), see
+            :func:`~.hep.pooled_cross_entropy`.
+        """
+        check_reid_inputs(embeds, pids, image_ids)
+        labelled = pids >= 0
+        feats_all, pids_all = all_gather_rows(embeds.detach().float()[labelled], pids[labelled])
+
+        if self.training:
+            fresh = self.centres.initialize_unseen(feats_all, pids_all, sync=False)
+            centres, initialized = self.centres.centres, self.centres.initialized
+        else:
+            centres, initialized, fresh = self.centres.preview_unseen(feats_all, pids_all)
+        # Copies: the buffers are updated in place below, before the backward pass.
+        known = initialized.nonzero(as_tuple=True)[0]
+        centres = centres.clone()
+        loss, stats = pooled_cross_entropy(
+            embeds,
+            pids,
+            image_ids,
+            centres,
+            centres[known],
+            known,
+            self.pool_size,
+            self.num_hard,
+            self.scale,
+            fill_from=known,
+            generator=self.generator,
+        )
+        if self.training:
+            self.centres.update(feats_all, pids_all, exclude=fresh, sync=False)
+        stats["num_fresh"] = float(fresh.numel())
+        return loss, stats
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, dim={self.dim}, pool_size={self.pool_size}, "
+            f"num_hard={self.num_hard}, scale={self.scale}"
+        )

@@ -1,0 +1,188 @@
+"""The re-id criterion of I-Net / DC-I-Net: selected losses plus the shared feature dictionary.
+
+I-Net = OLP + HEP, DC-I-Net = OLP + C2HEP (Zhang et al., TPAMI 2020); any subset can be chosen
+for ablations. Only torch is used (no Detectron2): the ROI heads call it and report its metrics.
+"""
+import logging
+import math
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..memory import FeatureDictionary
+from .c2hep import C2HEPLoss
+from .hep import HEPLoss
+from .olp import OLPLoss, check_reid_inputs
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ReIDCriterion", "REID_LOSS_NAMES"]
+
+REID_LOSS_NAMES = ("olp", "hep", "c2hep")
+
+
+class ReIDCriterion(nn.Module):
+    """Computes the selected re-id losses of a batch of Siamese pairs and maintains the memories.
+
+    Sub-modules: ``dictionary`` (a :class:`FeatureDictionary`, shared by OLP and HEP; None when
+    neither is selected), ``olp``, ``hep``, ``c2hep`` (None when not selected). The memories are
+    buffers of these sub-modules, hence part of the owner's ``state_dict``.
+
+    One call of :meth:`forward` in training mode:
+
+    1. reads the dictionary as it was before this step;
+    2. computes the selected losses (C2HEP initialises and updates its centres, see
+       :class:`C2HEPLoss`);
+    3. enqueues *all* given embeddings (labelled and unlabelled, detached) into the dictionary,
+       all-gathered over the processes, so a step never sees its own embeddings as negatives.
+
+    In eval mode no memory changes. Under ``torch.distributed`` steps 2 (C2HEP) and 3 are
+    collective: every process must call ``forward`` at every training step, also with N = 0.
+    The losses are computed in float32 with autocast disabled.
+
+    Args:
+        num_classes: number of labelled training identities C.
+        dim: embedding dimension D.
+        losses: the losses to compute, a subset of ``("olp", "hep", "c2hep")``.
+        weights: loss name -> weight; a missing name weighs 1.0.
+        dictionary_size: entries of the feature dictionary (paper: 4 x batch size; ours: a
+            config key).
+        olp_scale: OLP scale s (paper: 1, none written; ours: config key).
+        hep_pool_size: HEP label pool size M (ours: config key).
+        hep_num_hard: hardest labelled negatives per anchor in HEP (paper: 20).
+        hep_scale: HEP logit scale (ours: config key).
+        c2hep_pool_size: C2HEP pool size (ours: config key).
+        c2hep_num_hard: hardest classes per anchor in C2HEP (ours: config key).
+        c2hep_scale: C2HEP logit scale (ours: config key).
+        c2hep_momentum: momentum of the class centres (ours: config key).
+
+    The defaults of the "ours" values are placeholders for direct use of this module; the
+    Detectron2 heads pass the values of the config.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int,
+        losses: Sequence[str] = ("olp", "hep"),
+        weights: Optional[Dict[str, float]] = None,
+        dictionary_size: int = 2048,
+        olp_scale: float = 10.0,
+        hep_pool_size: int = 500,
+        hep_num_hard: int = 20,
+        hep_scale: float = 10.0,
+        c2hep_pool_size: int = 500,
+        c2hep_num_hard: int = 20,
+        c2hep_scale: float = 10.0,
+        c2hep_momentum: float = 0.5,
+    ):
+        super().__init__()
+        losses = tuple(str(name).lower() for name in losses)
+        unknown = set(losses) - set(REID_LOSS_NAMES)
+        if unknown:
+            raise ValueError(f"unknown re-id losses {sorted(unknown)}; known: {REID_LOSS_NAMES}")
+        weights = {str(k).lower(): float(v) for k, v in (weights or {}).items()}
+        unknown = set(weights) - set(REID_LOSS_NAMES)
+        if unknown:
+            raise ValueError(f"weights for unknown re-id losses {sorted(unknown)}")
+        self.num_classes = int(num_classes)
+        self.dim = int(dim)
+        self.loss_names = tuple(name for name in REID_LOSS_NAMES if name in losses)
+        self.weights = {name: weights.get(name, 1.0) for name in self.loss_names}
+
+        uses_dict = "olp" in self.loss_names or "hep" in self.loss_names
+        self.dictionary = FeatureDictionary(dictionary_size, dim) if uses_dict else None
+        self.olp = OLPLoss(olp_scale) if "olp" in self.loss_names else None
+        self.hep = (
+            HEPLoss(num_classes, dim, hep_pool_size, hep_num_hard, hep_scale)
+            if "hep" in self.loss_names
+            else None
+        )
+        self.c2hep = (
+            C2HEPLoss(
+                num_classes, dim, c2hep_pool_size, c2hep_num_hard, c2hep_scale, c2hep_momentum
+            )
+            if "c2hep" in self.loss_names
+            else None
+        )
+        logger.info(
+            "ReIDCriterion: losses %s, weights %s, %d classes, dim %d",
+            self.loss_names,
+            self.weights,
+            self.num_classes,
+            self.dim,
+        )
+
+    def forward(
+        self, embeds: Tensor, pids: Tensor, image_ids: Tensor
+    ) -> Tuple[Dict[str, Tensor], Dict[str, float]]:
+        """Re-id losses of one batch.
+
+        Args:
+            embeds: ``[N, D]`` L2-normalised embeddings of the batch's foreground proposals.
+            pids: ``[N]`` long, identity 0..C-1, or -1 for an unlabelled person.
+            image_ids: ``[N]`` long, index in the batch of each embedding's image; images
+                ``2k`` and ``2k+1`` form a pair.
+
+        Returns:
+            loss_dict: ``loss_olp`` / ``loss_hep`` / ``loss_c2hep`` (only the selected ones),
+                0-dim float32 tensors already multiplied by their weights; zero but connected
+                to the graph when undefined (e.g. no labelled person).
+            metrics: python floats for logging: ``reid/num_labelled``, ``reid/num_unlabelled``,
+                ``reid/dict_fill`` (after this step's enqueue), ``reid/olp_num_pairs``,
+                ``reid/olp_pos_sim``, ``reid/olp_neg_sim``, ``reid/hep_acc``,
+                ``reid/hep_pool_size``, ``reid/c2hep_acc``, ``reid/c2hep_pool_size``,
+                ``reid/pool_size`` (mean of the selected pool losses' mean pool sizes). A metric
+                that is undefined at this step (a mean over nothing) is left out.
+        """
+        check_reid_inputs(embeds, pids, image_ids)
+        if embeds.shape[1] != self.dim:
+            raise ValueError(f"embeds must be [N, {self.dim}], got {tuple(embeds.shape)}")
+        pids = pids.long()
+        image_ids = image_ids.long()
+        if pids.numel() and (int(pids.min()) < -1 or int(pids.max()) >= self.num_classes):
+            raise ValueError(
+                f"pids must be in [-1, {self.num_classes - 1}], got "
+                f"[{int(pids.min())}, {int(pids.max())}]"
+            )
+
+        loss_dict: Dict[str, Tensor] = {}
+        metrics: Dict[str, float] = {
+            "reid/num_labelled": float((pids >= 0).sum()),
+            "reid/num_unlabelled": float((pids < 0).sum()),
+        }
+        pool_sizes = []
+        with torch.autocast(device_type=embeds.device.type, enabled=False):
+            x = embeds.float()
+            if self.dictionary is not None:
+                dict_feats, dict_pids = self.dictionary.entries()
+            if self.olp is not None:
+                loss, stats = self.olp(x, pids, image_ids, dict_feats, dict_pids)
+                loss_dict["loss_olp"] = self.weights["olp"] * loss
+                metrics["reid/olp_num_pairs"] = stats["num_terms"]
+                metrics["reid/olp_pos_sim"] = stats["pos_sim"]
+                metrics["reid/olp_neg_sim"] = stats["neg_sim"]
+            if self.hep is not None:
+                loss, stats = self.hep(x, pids, image_ids, dict_feats, dict_pids)
+                loss_dict["loss_hep"] = self.weights["hep"] * loss
+                metrics["reid/hep_acc"] = stats["acc"]
+                metrics["reid/hep_pool_size"] = stats["pool_size"]
+                pool_sizes.append(stats["pool_size"])
+            if self.c2hep is not None:
+                loss, stats = self.c2hep(x, pids, image_ids)
+                loss_dict["loss_c2hep"] = self.weights["c2hep"] * loss
+                metrics["reid/c2hep_acc"] = stats["acc"]
+                metrics["reid/c2hep_pool_size"] = stats["pool_size"]
+                pool_sizes.append(stats["pool_size"])
+            if self.dictionary is not None:
+                if self.training:
+                    self.dictionary.enqueue(x.detach(), pids)
+                metrics["reid/dict_fill"] = self.dictionary.fill_ratio()
+        if pool_sizes:
+            metrics["reid/pool_size"] = sum(pool_sizes) / len(pool_sizes)
+        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        return loss_dict, metrics
+
+    def extra_repr(self) -> str:
+        return f"losses={self.loss_names}, weights={self.weights}"

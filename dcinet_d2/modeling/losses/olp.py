@@ -1,0 +1,176 @@
+"""On-line pairing (OLP) loss of I-Net / DC-I-Net (Zhang et al., TPAMI 2020).
+
+For an anchor embedding x_A of identity y in one image of a Siamese pair, a positive x_p is an
+embedding of identity y in the *other* image of the pair, and the negatives x_n are the entries
+of the dynamic feature dictionary whose identity is not y (unlabelled entries, identity -1,
+included)::
+
+    L_OLP = -1/m sum_(A,p) log(e^{s cos(x_A,x_p)} / (e^{s cos(x_A,x_p)} + sum_n e^{s cos(x_A,x_n)}))
+
+over the m (anchor, positive) pairs of the batch. Paper: the gradient flows into x_A only;
+no scale is written (s = 1). Ours: s is an argument (config key ``MODEL.REID.OLP_SCALE``).
+
+Only torch is used (no Detectron2).
+"""
+import logging
+import math
+from typing import Dict, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["olp_loss", "OLPLoss", "masked_logsumexp", "check_reid_inputs"]
+
+
+def masked_logsumexp(logits: Tensor, mask: Tensor) -> Tensor:
+    """Row-wise ``log(sum_j mask[i, j] * exp(logits[i, j]))``; ``-inf`` for a row with no entry.
+
+    The gradient is finite everywhere (zero for rows without entries), unlike a plain
+    ``logsumexp`` over a row of ``-inf``.
+
+    Args:
+        logits: ``[A, K]`` float.
+        mask: ``[A, K]`` bool, the entries to sum over.
+
+    Returns:
+        ``[A]`` float.
+    """
+    has_any = mask.any(dim=1)
+    filled = logits.masked_fill(~mask, float("-inf"))
+    # Rows without any entry get finite dummies, whose result is discarded just below.
+    filled = torch.where(has_any[:, None], filled, torch.zeros_like(filled))
+    lse = torch.logsumexp(filled, dim=1)
+    return torch.where(has_any, lse, torch.full_like(lse, float("-inf")))
+
+
+def olp_loss(
+    embeds: Tensor,
+    pids: Tensor,
+    image_ids: Tensor,
+    dict_feats: Tensor,
+    dict_pids: Tensor,
+    scale: float,
+) -> Tuple[Tensor, Dict[str, float]]:
+    """OLP loss of one batch of Siamese pairs.
+
+    Images ``2k`` and ``2k+1`` of the batch form pair ``k``: the partner image of an embedding
+    from image ``i`` is ``i ^ 1``. Anchors are the labelled embeddings (pid >= 0) having at least
+    one positive, an embedding of the same pid in the partner image. There is one term per
+    (anchor, positive) pair::
+
+        term = -log(e^{s a.p} / (e^{s a.p} + sum_n e^{s a.n}))
+             = softplus(logsumexp_n(s a.n) - s a.p)
+
+    with negatives ``n`` = dictionary entries whose pid differs from the anchor's (entries with
+    pid -1 are negatives; entries with pid <= -2, empty slots, are ignored). The loss is the mean
+    of the terms. The positive and the dictionary are detached: the gradient flows into the
+    anchors only. Embeddings are expected L2-normalised, so ``cos(a, b) = a.b``.
+
+    Special cases: with an empty dictionary every term is ``-log(1) = 0``; with no anchor having
+    a positive the loss is ``embeds.sum() * 0`` (zero but connected to the graph, so that
+    DistributedDataParallel sees every parameter used).
+
+    Computed in float32 whatever the input dtype.
+
+    Args:
+        embeds: ``[N, D]`` L2-normalised embeddings of the batch's foreground proposals.
+        pids: ``[N]`` long, identity 0..C-1, or -1 for an unlabelled person.
+        image_ids: ``[N]`` long, index in the batch of each embedding's image.
+        dict_feats: ``[K, D]`` dictionary embeddings (K may be 0).
+        dict_pids: ``[K]`` long dictionary identities.
+        scale: s > 0, the scale of the cosine similarities.
+
+    Returns:
+        loss: 0-dim float32 tensor.
+        stats: ``num_terms`` (m), ``num_anchors``, ``pos_sim`` (mean a.p over the terms) and
+            ``neg_sim`` (mean a.n over the anchors' negatives); the means are NaN when undefined.
+    """
+    if scale <= 0:
+        raise ValueError(f"scale must be > 0, got {scale}")
+    check_reid_inputs(embeds, pids, image_ids)
+    if dict_feats.dim() != 2 or dict_feats.shape[1] != embeds.shape[1]:
+        raise ValueError(
+            f"dict_feats must be [K, {embeds.shape[1]}], got {tuple(dict_feats.shape)}"
+        )
+    if dict_pids.shape != dict_feats.shape[:1]:
+        raise ValueError(f"dict_pids must be [{dict_feats.shape[0]}], got {tuple(dict_pids.shape)}")
+
+    x = embeds.float()
+    labelled = pids >= 0
+    # pos_mask[i, j]: j is a positive of anchor i.
+    pos_mask = (
+        labelled[:, None]
+        & (pids[:, None] == pids[None, :])
+        & (image_ids[None, :] == (image_ids[:, None] ^ 1))
+    )
+    anchor_idx, pos_idx = pos_mask.nonzero(as_tuple=True)
+    num_terms = int(anchor_idx.numel())
+    if num_terms == 0:
+        stats = {"num_terms": 0.0, "num_anchors": 0.0, "pos_sim": math.nan, "neg_sim": math.nan}
+        return embeds.sum() * 0.0, stats
+
+    # Distinct anchors, and for every term the row of its anchor.
+    anchors, term_anchor = torch.unique(anchor_idx, sorted=True, return_inverse=True)
+    a = x[anchors]  # [A, D]
+    pos_sim = (x[anchor_idx] * x[pos_idx].detach()).sum(dim=1)  # [T]
+
+    d = dict_feats.detach().to(device=x.device, dtype=x.dtype)  # [K, D]
+    dp = dict_pids.to(device=x.device)
+    neg_mask = (dp[None, :] != pids[anchors][:, None]) & (dp[None, :] >= -1)  # [A, K]
+    neg_sim = a @ d.t()  # [A, K]
+    lse_neg = masked_logsumexp(scale * neg_sim, neg_mask)  # [A]
+    terms = F.softplus(lse_neg[term_anchor] - scale * pos_sim)  # [T]
+    loss = terms.mean()
+
+    with torch.no_grad():
+        num_neg = int(neg_mask.sum())
+        stats = {
+            "num_terms": float(num_terms),
+            "num_anchors": float(anchors.numel()),
+            "pos_sim": float(pos_sim.mean()),
+            "neg_sim": float(neg_sim[neg_mask].sum() / num_neg) if num_neg else math.nan,
+        }
+    return loss, stats
+
+
+class OLPLoss(nn.Module):
+    """Module wrapper of :func:`olp_loss` (no parameters, no state).
+
+    Args:
+        scale: s > 0, the scale of the cosine similarities. Ours (the paper writes none, i.e.
+            s = 1): a config key, default 10 (temperature 0.1 as in OIM).
+    """
+
+    def __init__(self, scale: float = 10.0):
+        super().__init__()
+        if scale <= 0:
+            raise ValueError(f"scale must be > 0, got {scale}")
+        self.scale = float(scale)
+
+    def forward(
+        self,
+        embeds: Tensor,
+        pids: Tensor,
+        image_ids: Tensor,
+        dict_feats: Tensor,
+        dict_pids: Tensor,
+    ) -> Tuple[Tensor, Dict[str, float]]:
+        """See :func:`olp_loss` for the arguments and the outputs."""
+        return olp_loss(embeds, pids, image_ids, dict_feats, dict_pids, self.scale)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
+def check_reid_inputs(embeds: Tensor, pids: Tensor, image_ids: Tensor) -> None:
+    """Shape checks shared by the re-id losses."""
+    if embeds.dim() != 2:
+        raise ValueError(f"embeds must be [N, D], got {tuple(embeds.shape)}")
+    n = embeds.shape[0]
+    if pids.shape != (n,) or image_ids.shape != (n,):
+        raise ValueError(
+            f"pids and image_ids must be [{n}], got {tuple(pids.shape)}, {tuple(image_ids.shape)}"
+        )

@@ -1,0 +1,262 @@
+"""Memories of the re-id losses: the dynamic feature dictionary and the class centres.
+
+Both are ``nn.Module`` objects whose whole state lives in registered buffers, so they are saved
+in checkpoints, restored on resume and moved with ``.to(device)``. Under ``torch.distributed``
+every update first all-gathers the inputs of all processes in rank order
+(:func:`dcinet_d2.utils.all_gather_rows`), so every process applies the same update and the
+buffers stay identical across processes. The updates are collective operations: every process
+must call them at the same step, even one without any embedding to add.
+
+Only torch is used (no Detectron2).
+"""
+import logging
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..utils.distributed import all_gather_rows
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FeatureDictionary", "ClassCentres", "EMPTY_PID"]
+
+# Identity stored in a slot of the feature dictionary that was never written.
+EMPTY_PID = -2
+
+
+class FeatureDictionary(nn.Module):
+    """Dynamic feature dictionary of OLP (and HEP): a FIFO queue of recent person embeddings.
+
+    Each entry is an L2-normalised embedding with its identity (``0..C-1`` for a labelled person,
+    ``-1`` for an unlabelled one). New entries overwrite the oldest ones (a ring buffer). Paper:
+    length 4 x batch size, oldest dropped first; ours: the length is a constructor argument (a
+    config key).
+
+    Buffers (saved in ``state_dict``):
+        feats: ``[size, D]`` float32, the stored embeddings (zeros in empty slots).
+        pids: ``[size]`` long, their identities; ``EMPTY_PID`` (-2) marks an empty slot.
+        ptr: ``[]`` long, the slot the next entry is written to.
+        num_filled: ``[]`` long, the number of filled slots (``<= size``).
+
+    While the queue is not full the filled slots are exactly ``0 .. num_filled-1``.
+
+    Args:
+        size: number of entries kept (> 0).
+        dim: embedding dimension D (> 0).
+    """
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        if size <= 0 or dim <= 0:
+            raise ValueError(f"FeatureDictionary needs size > 0 and dim > 0, got {size}, {dim}")
+        self.size = int(size)
+        self.dim = int(dim)
+        self.register_buffer("feats", torch.zeros(self.size, self.dim))
+        self.register_buffer("pids", torch.full((self.size,), EMPTY_PID, dtype=torch.long))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("num_filled", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def enqueue(self, feats: Tensor, pids: Tensor, sync: bool = True) -> None:
+        """Append embeddings (detached), overwriting the oldest entries once the queue is full.
+
+        With ``sync`` (default) and ``torch.distributed`` initialised, the ``(feats, pids)`` of all
+        processes are first gathered in rank order, so every process writes the same entries in the
+        same order. Collective in that case: every process must call it (possibly with N = 0).
+        If more entries than ``size`` arrive at once, only the newest ``size`` are kept (the last
+        rows of the gathered batch).
+
+        Args:
+            feats: ``[N, D]`` embeddings (any float dtype; stored as float32).
+            pids: ``[N]`` long, identities (-1 for unlabelled persons).
+            sync: gather across processes first; pass False when the inputs already are the
+                gathered batch of all processes.
+        """
+        self._check(feats, pids)
+        if sync:
+            feats, pids = all_gather_rows(feats, pids)
+        feats = feats.detach().to(device=self.feats.device, dtype=self.feats.dtype)
+        pids = pids.detach().to(device=self.pids.device, dtype=torch.long)
+        n = feats.shape[0]
+        if n == 0:
+            return
+        if n > self.size:
+            feats, pids = feats[-self.size :], pids[-self.size :]
+            n = self.size
+        slots = (self.ptr + torch.arange(n, device=self.ptr.device)) % self.size
+        self.feats[slots] = feats
+        self.pids[slots] = pids
+        self.ptr.copy_((self.ptr + n) % self.size)
+        self.num_filled.copy_(torch.clamp(self.num_filled + n, max=self.size))
+
+    def entries(self) -> Tuple[Tensor, Tensor]:
+        """The filled entries, in slot order (not oldest-first once the queue has wrapped).
+
+        Returns copies, so that a loss may keep them for its backward pass while the queue is
+        updated in place afterwards.
+
+        Returns:
+            feats: ``[num_filled, D]`` float32 embeddings.
+            pids: ``[num_filled]`` long identities (-1 = unlabelled).
+        """
+        n = int(self.num_filled.item())
+        return self.feats[:n].clone(), self.pids[:n].clone()
+
+    def fill_ratio(self) -> float:
+        """Fraction of the slots that hold an entry, in [0, 1]."""
+        return float(self.num_filled.item()) / self.size
+
+    def _check(self, feats: Tensor, pids: Tensor) -> None:
+        if feats.dim() != 2 or feats.shape[1] != self.dim:
+            raise ValueError(f"feats must be [N, {self.dim}], got {tuple(feats.shape)}")
+        if pids.dim() != 1 or pids.shape[0] != feats.shape[0]:
+            raise ValueError(
+                f"pids must be [N] with N = {feats.shape[0]}, got {tuple(pids.shape)}"
+            )
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, dim={self.dim}"
+
+
+class ClassCentres(nn.Module):
+    """One L2-normalised centre per labelled identity, updated with a momentum (C2HEP).
+
+    Update rule for every class ``c`` with labelled embeddings in the (gathered) batch, ``m_c``
+    being the plain mean of those embeddings:
+
+    * first time the class is seen: ``centre_c = normalize(m_c)``;
+    * otherwise: ``centre_c = normalize(momentum * centre_c + (1 - momentum) * m_c)``.
+
+    Classes absent from the batch are left unchanged. Ours: the momentum is a constructor argument
+    (a config key); the paper gives no value.
+
+    Buffers (saved in ``state_dict``):
+        centres: ``[C, D]`` float32 (zeros for a class never seen).
+        initialized: ``[C]`` bool, whether the class has been seen.
+
+    Args:
+        num_classes: number of labelled identities C (> 0).
+        dim: embedding dimension D (> 0).
+        momentum: weight of the old centre, in [0, 1].
+    """
+
+    def __init__(self, num_classes: int, dim: int, momentum: float):
+        super().__init__()
+        if num_classes <= 0 or dim <= 0:
+            raise ValueError(f"ClassCentres needs num_classes, dim > 0, got {num_classes}, {dim}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        self.num_classes = int(num_classes)
+        self.dim = int(dim)
+        self.momentum = float(momentum)
+        self.register_buffer("centres", torch.zeros(self.num_classes, self.dim))
+        self.register_buffer("initialized", torch.zeros(self.num_classes, dtype=torch.bool))
+
+    @torch.no_grad()
+    def class_means(self, feats: Tensor, pids: Tensor) -> Tuple[Tensor, Tensor]:
+        """Per-class means of the labelled rows (pid >= 0); no gathering, no state change.
+
+        Args:
+            feats: ``[N, D]`` embeddings.
+            pids: ``[N]`` long identities; rows with pid < 0 are ignored.
+
+        Returns:
+            classes: ``[K]`` long, the sorted distinct identities present.
+            means: ``[K, D]`` float32, ``means[k]`` = mean of the rows of ``classes[k]``.
+        """
+        self._check(feats, pids)
+        feats = feats.detach().to(device=self.centres.device, dtype=self.centres.dtype)
+        pids = pids.to(device=self.centres.device, dtype=torch.long)
+        keep = pids >= 0
+        feats, pids = feats[keep], pids[keep]
+        if pids.numel() and int(pids.max()) >= self.num_classes:
+            raise ValueError(f"identity {int(pids.max())} >= num_classes {self.num_classes}")
+        classes, inverse = torch.unique(pids, sorted=True, return_inverse=True)
+        # A one-hot matmul rather than index_add_: index_add_ uses atomic adds on CUDA, whose
+        # summation order (hence rounding) may differ between processes; the buffers must not.
+        one_hot = (inverse[None, :] == torch.arange(classes.numel(), device=pids.device)[:, None])
+        one_hot = one_hot.to(feats.dtype)  # [K, N]
+        counts = one_hot.sum(dim=1)
+        return classes, (one_hot @ feats) / counts.clamp(min=1)[:, None]
+
+    @torch.no_grad()
+    def preview_unseen(self, feats: Tensor, pids: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """What :meth:`initialize_unseen` would produce, without changing any buffer.
+
+        No gathering: pass the gathered batch. Returns copies ``(centres [C, D],
+        initialized [C], fresh [F])`` where the classes ``fresh`` (present in the batch, never
+        seen before) hold ``normalize(m_c)``.
+        """
+        classes, means = self.class_means(feats, pids)
+        centres, initialized = self.centres.clone(), self.initialized.clone()
+        new = ~initialized[classes]
+        fresh = classes[new]
+        centres[fresh] = F.normalize(means[new], dim=1)
+        initialized[fresh] = True
+        return centres, initialized, fresh
+
+    @torch.no_grad()
+    def initialize_unseen(self, feats: Tensor, pids: Tensor, sync: bool = True) -> Tensor:
+        """Initialise the classes of the batch that were never seen: ``centre = normalize(m_c)``.
+
+        Classes already initialised are not touched (no momentum step here).
+
+        Args:
+            feats: ``[N, D]`` embeddings of this process (or of all processes if not ``sync``).
+            pids: ``[N]`` long identities (-1 rows ignored).
+            sync: gather across processes first (collective when distributed).
+
+        Returns:
+            ``[F]`` long, the sorted classes initialised by this call.
+        """
+        if sync:
+            feats, pids = all_gather_rows(feats, pids)
+        centres, initialized, fresh = self.preview_unseen(feats, pids)
+        self.centres.copy_(centres)
+        self.initialized.copy_(initialized)
+        return fresh
+
+    @torch.no_grad()
+    def update(
+        self, feats: Tensor, pids: Tensor, exclude: Optional[Tensor] = None, sync: bool = True
+    ) -> Tensor:
+        """Apply the update rule of the class docstring for the classes of the batch.
+
+        Args:
+            feats: ``[N, D]`` embeddings of this process (or of all processes if not ``sync``).
+            pids: ``[N]`` long identities (-1 rows ignored).
+            exclude: optional ``[E]`` long classes to leave unchanged at this call (C2HEP passes
+                the classes it initialised earlier in the same step).
+            sync: gather across processes first (collective when distributed).
+
+        Returns:
+            ``[K]`` long, the sorted classes whose centre changed.
+        """
+        if sync:
+            feats, pids = all_gather_rows(feats, pids)
+        classes, means = self.class_means(feats, pids)
+        if exclude is not None and exclude.numel():
+            keep = ~torch.isin(classes, exclude.to(classes.device))
+            classes, means = classes[keep], means[keep]
+        if classes.numel() == 0:
+            return classes
+        seen = self.initialized[classes]
+        old = self.centres[classes]
+        mixed = self.momentum * old + (1.0 - self.momentum) * means
+        new = torch.where(seen[:, None], mixed, means)
+        self.centres[classes] = F.normalize(new, dim=1)
+        self.initialized[classes] = True
+        return classes
+
+    def _check(self, feats: Tensor, pids: Tensor) -> None:
+        if feats.dim() != 2 or feats.shape[1] != self.dim:
+            raise ValueError(f"feats must be [N, {self.dim}], got {tuple(feats.shape)}")
+        if pids.dim() != 1 or pids.shape[0] != feats.shape[0]:
+            raise ValueError(
+                f"pids must be [N] with N = {feats.shape[0]}, got {tuple(pids.shape)}"
+            )
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, dim={self.dim}, momentum={self.momentum}"
