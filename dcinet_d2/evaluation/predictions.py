@@ -1,0 +1,245 @@
+"""The person-search predictions file: format, validation, save and load.
+
+Format (stable; a dict saved with ``torch.save``, loadable with ``torch.load(..., weights_only=True)``)::
+
+    {
+      "gallery": {image_id: {"boxes":  float32 tensor [n, 4]  x1, y1, x2, y2 in original image pixels,
+                             "scores": float32 tensor [n],
+                             "embeds": float32 tensor [n, D]  L2-normalised}},
+      "queries": {query_id: {"embed": float32 tensor [D]  L2-normalised}},
+      "meta":    {...}   # optional, free-form (str / int / float / bool / list values)
+    }
+
+``image_id`` is the image file name as in the dataset (``s15535.jpg``, ``c1s1_000151.jpg``);
+``query_id`` the 0-based official query index (an ``int``). Every test image must have an entry
+(``n`` may be 0) and every query an embedding. CBGM needs nothing more: the query image's context
+persons are its own gallery entry. ``PersonSearchEvaluator`` writes the detections it keeps
+(score >= its detection threshold), so a file it wrote can be re-evaluated at that threshold or a
+higher one. Files from other systems can hold all their detections.
+
+In memory (as :mod:`.protocol` takes them) the same structure holds numpy arrays.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PredictionsFormatError",
+    "NORM_TOLERANCE",
+    "validate_predictions",
+    "check_against_dataset",
+    "save_predictions",
+    "load_predictions",
+]
+
+# |norm - 1| allowed for an "L2-normalised" embedding (float16 models stay well inside it).
+NORM_TOLERANCE = 1e-3
+
+
+class PredictionsFormatError(ValueError):
+    """A predictions file or dict that does not follow the documented format."""
+
+
+def _array(value: Any, where: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if not value.dtype.is_floating_point:
+            raise PredictionsFormatError(f"{where}: expected a floating-point tensor, got dtype {value.dtype}")
+        return value.to(torch.float32).numpy()
+    if isinstance(value, np.ndarray):
+        if not np.issubdtype(value.dtype, np.floating):
+            raise PredictionsFormatError(f"{where}: expected a floating-point array, got dtype {value.dtype}")
+        return value.astype(np.float32, copy=False)
+    raise PredictionsFormatError(f"{where}: expected a tensor or numpy array, got {type(value).__name__}")
+
+
+def _check_norms(embeds: np.ndarray, where: str, tol: float) -> None:
+    if embeds.size == 0:
+        return
+    norms = np.linalg.norm(embeds.astype(np.float64), axis=-1).reshape(-1)
+    bad = np.flatnonzero(np.abs(norms - 1.0) > tol)
+    if bad.size:
+        raise PredictionsFormatError(
+            f"{where}: embeddings must be L2-normalised (|norm - 1| <= {tol}); "
+            f"row {int(bad[0])} has norm {norms[bad[0]]:.6g} ({bad.size} such rows)"
+        )
+
+
+def _check_meta(value: Any, where: str) -> None:
+    """Meta values must be plain Python data (what ``torch.load(weights_only=True)`` reads)."""
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise PredictionsFormatError(f"{where}: keys must be str or int, got {type(k).__name__}")
+            _check_meta(v, f"{where}[{k!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_meta(v, f"{where}[{i}]")
+    elif value is not None and not isinstance(value, (str, int, float, bool)):
+        raise PredictionsFormatError(f"{where}: expected str, int, float, bool, None, list or dict, "
+                                     f"got {type(value).__name__}")
+
+
+def validate_predictions(predictions: Any, *, norm_tolerance: float = NORM_TOLERANCE) -> dict:
+    """Check the structure, shapes, values and norms of predictions; return them as numpy.
+
+    Args:
+        predictions: the dict described in the module docstring (tensors or numpy arrays).
+        norm_tolerance: allowed ``|norm - 1|`` of every embedding.
+
+    Returns:
+        ``{"gallery": {image_id: {"boxes", "scores", "embeds"}}, "queries": {query_id: {"embed"}},
+        "meta": dict}`` with float32 numpy arrays.
+
+    Raises:
+        PredictionsFormatError: naming the first problem found (key, image or query, shape).
+    """
+    if not isinstance(predictions, Mapping):
+        raise PredictionsFormatError(f"predictions must be a dict, got {type(predictions).__name__}")
+    for key in ("gallery", "queries"):
+        if key not in predictions:
+            raise PredictionsFormatError(f"predictions have no '{key}' entry (keys: {sorted(map(str, predictions))})")
+        if not isinstance(predictions[key], Mapping):
+            raise PredictionsFormatError(f"predictions['{key}'] must be a dict, got {type(predictions[key]).__name__}")
+    unknown = set(predictions) - {"gallery", "queries", "meta"}
+    if unknown:
+        raise PredictionsFormatError(f"predictions have unknown entries {sorted(map(str, unknown))}")
+    meta = predictions.get("meta", {})
+    if not isinstance(meta, Mapping):
+        raise PredictionsFormatError("predictions['meta'] must be a dict")
+    _check_meta(meta, "meta")
+
+    dims: dict[int, str] = {}
+    gallery = {}
+    for image_id, entry in predictions["gallery"].items():
+        where = f"gallery[{image_id!r}]"
+        if not isinstance(image_id, str):
+            raise PredictionsFormatError(f"{where}: image ids must be file names (str), got {type(image_id).__name__}")
+        if not isinstance(entry, Mapping):
+            raise PredictionsFormatError(f"{where}: expected a dict with boxes, scores, embeds")
+        for key in ("boxes", "scores", "embeds"):
+            if key not in entry:
+                raise PredictionsFormatError(f"{where} has no '{key}'")
+        boxes = _array(entry["boxes"], f"{where}['boxes']")
+        scores = _array(entry["scores"], f"{where}['scores']")
+        embeds = _array(entry["embeds"], f"{where}['embeds']")
+        if scores.ndim != 1:
+            raise PredictionsFormatError(f"{where}['scores']: expected shape [n], got {list(scores.shape)}")
+        n = scores.shape[0]
+        if boxes.shape != (n, 4):
+            raise PredictionsFormatError(f"{where}['boxes']: expected shape [{n}, 4], got {list(boxes.shape)}")
+        if embeds.ndim != 2 or embeds.shape[0] != n:
+            raise PredictionsFormatError(f"{where}['embeds']: expected shape [{n}, D], got {list(embeds.shape)}")
+        for key, arr in (("boxes", boxes), ("scores", scores), ("embeds", embeds)):
+            if not np.all(np.isfinite(arr)):
+                raise PredictionsFormatError(f"{where}['{key}']: non-finite values")
+        if n and np.any((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])):
+            raise PredictionsFormatError(f"{where}['boxes']: boxes must be x1, y1, x2, y2 with x2 >= x1, y2 >= y1")
+        if n:
+            dims.setdefault(embeds.shape[1], where)
+        _check_norms(embeds, f"{where}['embeds']", norm_tolerance)
+        gallery[image_id] = {"boxes": boxes, "scores": scores, "embeds": embeds}
+
+    queries = {}
+    for query_id, entry in predictions["queries"].items():
+        where = f"queries[{query_id!r}]"
+        if isinstance(query_id, bool) or not isinstance(query_id, (int, np.integer)):
+            raise PredictionsFormatError(f"{where}: query ids must be ints, got {type(query_id).__name__}")
+        if not isinstance(entry, Mapping) or "embed" not in entry:
+            raise PredictionsFormatError(f"{where}: expected a dict with 'embed'")
+        embed = _array(entry["embed"], f"{where}['embed']")
+        if embed.ndim != 1:
+            raise PredictionsFormatError(f"{where}['embed']: expected shape [D], got {list(embed.shape)}")
+        if not np.all(np.isfinite(embed)):
+            raise PredictionsFormatError(f"{where}['embed']: non-finite values")
+        dims.setdefault(embed.shape[0], where)
+        _check_norms(embed[None, :], f"{where}['embed']", norm_tolerance)
+        queries[int(query_id)] = {"embed": embed}
+
+    if len(dims) > 1:
+        raise PredictionsFormatError(
+            "embedding dimensions differ: " + ", ".join(f"D={d} in {w}" for d, w in sorted(dims.items()))
+        )
+    return {"gallery": gallery, "queries": queries, "meta": dict(meta)}
+
+
+def _few(items: Sequence, k: int = 5) -> str:
+    items = sorted(items, key=str)
+    more = f" (and {len(items) - k} more)" if len(items) > k else ""
+    return ", ".join(map(repr, items[:k])) + more
+
+
+def check_against_dataset(predictions: Mapping, image_ids: Sequence[str], query_ids: Sequence[int]) -> None:
+    """Check that predictions (validated) cover exactly the dataset's images and queries.
+
+    Raises:
+        PredictionsFormatError: on unknown or missing image ids or query ids.
+    """
+    have, want = set(predictions["gallery"]), set(image_ids)
+    if have - want:
+        raise PredictionsFormatError(f"{len(have - want)} unknown image ids in 'gallery': {_few(list(have - want))}")
+    if want - have:
+        raise PredictionsFormatError(
+            f"'gallery' misses {len(want - have)} of the dataset's {len(want)} images: {_few(list(want - have))}"
+        )
+    have, want = set(predictions["queries"]), {int(q) for q in query_ids}
+    if have - want:
+        raise PredictionsFormatError(f"{len(have - want)} unknown query ids in 'queries': {_few(list(have - want))}")
+    if want - have:
+        raise PredictionsFormatError(
+            f"'queries' misses {len(want - have)} of the dataset's {len(want)} queries: {_few(list(want - have))}"
+        )
+
+
+def save_predictions(
+    path: str,
+    gallery: Mapping[str, Mapping[str, Any]],
+    queries: Mapping[int, Mapping[str, Any]],
+    meta: Optional[Mapping[str, Any]] = None,
+) -> None:
+    """Validate and write predictions to ``path`` (tensors, loadable with ``weights_only=True``)."""
+    checked = validate_predictions({"gallery": gallery, "queries": queries, "meta": dict(meta or {})})
+    out = {
+        "gallery": {
+            k: {key: torch.from_numpy(np.ascontiguousarray(v[key])) for key in ("boxes", "scores", "embeds")}
+            for k, v in checked["gallery"].items()
+        },
+        "queries": {
+            k: {"embed": torch.from_numpy(np.ascontiguousarray(v["embed"]))} for k, v in checked["queries"].items()
+        },
+        "meta": checked["meta"],
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save(out, path)
+
+
+def load_predictions(path: str, *, norm_tolerance: float = NORM_TOLERANCE) -> dict:
+    """Read a predictions file (``torch.load(weights_only=True)``) and validate it.
+
+    Returns:
+        The validated predictions as numpy (see :func:`validate_predictions`).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        PredictionsFormatError: if the file is not a loadable predictions dict.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"predictions file not found: {path}")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors of every kind: the file is not in the format
+        raise PredictionsFormatError(
+            f"{path}: not loadable with torch.load(weights_only=True) ({type(e).__name__}: {e}); "
+            "save a dict of tensors (see dcinet_d2.evaluation.predictions)"
+        ) from e
+    try:
+        return validate_predictions(raw, norm_tolerance=norm_tolerance)
+    except PredictionsFormatError as e:
+        raise PredictionsFormatError(f"{path}: {e}") from None
