@@ -1,0 +1,4 @@
+"""Pictures of person-search results."""
+from .search_results import Match, draw_search_results, top_matches
+
+__all__ = ["Match", "top_matches", "draw_search_results"]
