@@ -42,7 +42,7 @@ from __future__ import annotations
 import itertools
 import logging
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
@@ -65,6 +65,10 @@ __all__ = [
 DEFAULT_TOPK = (1, 5, 10)
 # Budget (bytes) for one chunk of the query x detection similarity matrix and its mask.
 DEFAULT_CHUNK_BYTES = 256 << 20
+# Bytes counted per (query, gallery detection) similarity of the explicit-gallery path (without
+# CBGM) against chunk_bytes: the float64 similarity, its query's threshold, the comparison, and a
+# share of the per-(query, image) index arrays.
+_FLAT_ENTRY_BYTES = 24
 
 # image id -> {"boxes": [n, 4], "scores": [n], "embeds": [n, D]} (numpy arrays)
 GalleryPredictions = Mapping[str, Mapping[str, np.ndarray]]
@@ -194,17 +198,44 @@ def _segment_first_argmax(key: np.ndarray, seg_starts: np.ndarray) -> np.ndarray
 
 
 # ------------------------------------------------------------------------------- gallery packing
-@dataclass
 class _Packed:
-    ptr: np.ndarray  # int [n_images + 1] detection range of each image
-    boxes: np.ndarray  # float64 [M, 4]
-    scores: np.ndarray  # [M] (original dtype)
-    embeds: np.ndarray  # [M, D] (as given, usually float32)
-    det_image: np.ndarray = field(init=False)
-    _embeds64: Optional[np.ndarray] = field(init=False, default=None)
+    """The kept detections of a list of images, in image order.
 
-    def __post_init__(self) -> None:
-        self.det_image = np.repeat(np.arange(self.ptr.size - 1), np.diff(self.ptr))
+    Attributes:
+        ptr: int [n_images + 1] detection range of each image.
+        boxes: float64 [M, 4].
+        scores: [M] (original dtype).
+        embeds: [M, D] (as given, usually float32), concatenated on first use: the explicit-gallery
+            path reads each image's block from ``parts`` and never needs the concatenation.
+        parts: per image, its kept embeddings [n_i, D] (views of the inputs where nothing was
+            dropped), or ``None`` when only ``embeds`` exists.
+        dim: D.
+    """
+
+    def __init__(self, ptr: np.ndarray, boxes: np.ndarray, scores: np.ndarray, embeds: Optional[np.ndarray] = None,
+                 parts: Optional[list] = None, dim: int = 0) -> None:
+        self.ptr, self.boxes, self.scores = ptr, boxes, scores
+        self._embeds, self.parts = embeds, parts
+        self.dim = int(embeds.shape[1]) if embeds is not None else int(dim)
+        self.det_image = np.repeat(np.arange(ptr.size - 1), np.diff(ptr))
+        self._embeds64: Optional[np.ndarray] = None
+
+    @property
+    def embeds(self) -> np.ndarray:
+        if self._embeds is None:
+            filled = [e for e in self.parts if len(e)]
+            self._embeds = np.concatenate(filled) if filled else np.zeros((0, self.dim))
+        return self._embeds
+
+    @embeds.setter
+    def embeds(self, value: np.ndarray) -> None:
+        self._embeds, self.parts, self.dim, self._embeds64 = value, None, int(value.shape[1]), None
+
+    def image_embeds(self, j: int) -> np.ndarray:
+        """[n_j, D] kept embeddings of image ``j``."""
+        if self.parts is not None:
+            return self.parts[j]
+        return self.embeds[self.ptr[j] : self.ptr[j + 1]]
 
     def embeds64(self) -> np.ndarray:
         """float64 copy of ``embeds`` (made once, only by the paths that need all of it)."""
@@ -249,7 +280,7 @@ def _pack(gallery: GalleryPredictions, image_ids: Sequence[str], det_thresh: flo
             dims = {e.shape[1] for e in embeds}
             dim = dims.pop() if len(dims) == 1 else 0
         return _Packed(np.zeros(len(entries) + 1, dtype=np.int64), np.zeros((0, 4)), np.zeros(0, np.float32),
-                       np.zeros((0, dim)))
+                       embeds=np.zeros((0, dim)))
     all_scores = np.concatenate(scores)
     keep = all_scores >= det_thresh
     owner = np.repeat(np.arange(len(entries)), n_all)
@@ -259,14 +290,20 @@ def _pack(gallery: GalleryPredictions, image_ids: Sequence[str], det_thresh: flo
     boxes = boxes if all_kept else boxes[keep]
     if boxes.shape[1] != 4:
         raise ValueError(f"boxes must be [n, 4], got [n, {boxes.shape[1]}]")
-    if need_embeds:
-        emb = np.concatenate([e for e, n in zip(embeds, n_all) if n > 0])
-        if not np.issubdtype(emb.dtype, np.floating):
-            emb = emb.astype(np.float64)
-        emb = emb if all_kept else emb[keep]
-    else:
-        emb = np.zeros((int(ptr[-1]), 0))
-    return _Packed(ptr=ptr, boxes=boxes, scores=all_scores if all_kept else all_scores[keep], embeds=emb)
+    scores = all_scores if all_kept else all_scores[keep]
+    if not need_embeds:
+        return _Packed(ptr=ptr, boxes=boxes, scores=scores, embeds=np.zeros((int(ptr[-1]), 0)))
+    # per image, its kept embeddings (the input itself where nothing is dropped); concatenated
+    # only if a path needs all of them at once
+    parts = embeds
+    if not all_kept:
+        parts = list(embeds)
+        first, count = (np.cumsum(n_all) - n_all).tolist(), n_all.tolist()
+        for j in np.flatnonzero(np.diff(ptr) != n_all).tolist():
+            parts[j] = embeds[j].compress(keep[first[j] : first[j] + count[j]], axis=0)
+    if any(dt.kind != "f" for dt in {e.dtype for e in parts}):
+        parts = [e if e.dtype.kind == "f" else e.astype(np.float64) for e in parts]
+    return _Packed(ptr=ptr, boxes=boxes, scores=scores, parts=parts, dim=dims.pop())
 
 
 # ------------------------------------------------------------------------------- search
@@ -317,19 +354,9 @@ def evaluate_search(
     n_det = packed.ptr[-1]
     nq = len(queries)
 
-    qlist = []
-    for q in queries:
-        if q.query_id not in query_embeds:
-            raise ValueError(f"no embedding for query {q.query_id}")
-        qlist.append(np.asarray(query_embeds[q.query_id], dtype=np.float64).reshape(-1))
-    dim = packed.embeds.shape[1]
-    if n_det == 0 and qlist:
-        dim = qlist[0].shape[0]
-        packed.embeds = np.zeros((0, dim))
-    for q, e in zip(queries, qlist):
-        if e.shape[0] != dim:
-            raise ValueError(f"query {q.query_id}: embedding dimension {e.shape[0]} != gallery dimension {dim}")
-    qemb = np.stack(qlist) if qlist else np.zeros((0, dim))
+    qemb = _query_matrix(queries, query_embeds, None if n_det == 0 and nq else packed.dim)
+    if n_det == 0 and nq:
+        packed.embeds = np.zeros((0, qemb.shape[1]))
 
     has_excl = np.array([q.exclude_camera is not None for q in queries], dtype=bool)
     excl = np.array([q.exclude_camera if q.exclude_camera is not None else 0 for q in queries], dtype=np.int64)
@@ -359,27 +386,16 @@ def evaluate_search(
     keep = gi != q_img[gq]
     if cams is not None:
         keep &= ~(has_excl[gq] & (cams[gi] == excl[gq]))
-    gp_key = np.sort(gq[keep] * n_img + gi[keep])
-    gp_key = gp_key[np.r_[True, gp_key[1:] != gp_key[:-1]]] if gp_key.size else gp_key  # (query, image), unique
-    gp_q, gp_img = gp_key // max(n_img, 1), gp_key % max(n_img, 1)
+    gp_key = np.sort(gi[keep] * nq + gq[keep])  # image * Q + query: by image, then query
+    gp_key = gp_key[np.r_[True, gp_key[1:] != gp_key[:-1]]] if gp_key.size else gp_key
 
     # ---- targets inside each query's effective gallery: (query, image, box), sorted by query
-    tq, ti, tbox = [], [], []
-    for i, q in enumerate(queries):
-        for name, box in q.targets.items():
-            j = index.get(str(name))
-            if j is None:
-                raise ValueError(f"query {q.query_id}: target image {name} is not a test image")
-            tq.append(i)
-            ti.append(j)
-            tbox.append(np.asarray(box).reshape(4))
-    tq, ti = np.asarray(tq, dtype=np.int64), np.asarray(ti, dtype=np.int64)
-    tbox = np.asarray(tbox, dtype=np.int64).reshape(-1, 4)
+    tq, ti, tbox = _target_arrays(queries, index)
     inside = ti != q_img[tq]
     if cams is not None:
         inside &= ~(has_excl[tq] & (cams[ti] == excl[tq]))
     if exp_rows.size:  # explicit galleries: the target image must be one of the listed images
-        key = tq * n_img + ti
+        key = ti * nq + tq
         found = np.zeros(tq.size, dtype=bool)
         if gp_key.size:
             found = gp_key[np.minimum(np.searchsorted(gp_key, key), gp_key.size - 1)] == key
@@ -402,7 +418,12 @@ def evaluate_search(
     state = _SearchState(packed, qemb, q_img, has_excl, excl, cams, tq, ti, t_ptr, t_ndet, tflat_det,
                          tflat_match, tflat_ptr, tp_score, c_all, cbgm, ctx)
     _search_dense(state, np.flatnonzero(~is_explicit), chunk_bytes)
-    _search_sparse(state, exp_rows, gp_q, gp_img, chunk_bytes)
+    if cbgm is None:
+        _search_sparse_by_image(state, exp_rows, gp_key, chunk_bytes)
+    else:  # (query, image) pairs sorted by query
+        gp_img, gp_q = np.divmod(gp_key, max(nq, 1))
+        by_query = np.lexsort((gp_img, gp_q))
+        _search_sparse(state, exp_rows, gp_q[by_query], gp_img[by_query], chunk_bytes)
     ap, hits, count_tp = _query_stats(nq, tq, tp_score, c_all, count_gt, topk)
     logger.debug("%d of %d queries have no ground truth in their gallery", int(np.sum(count_gt == 0)), nq)
     return SearchResult(
@@ -413,6 +434,53 @@ def evaluate_search(
         count_tp=count_tp,
         topk=topk,
     )
+
+
+def _query_matrix(queries: Sequence[SearchQuery], query_embeds: Mapping[int, np.ndarray],
+                  dim: Optional[int]) -> np.ndarray:
+    """float64 [Q, D] embeddings of ``queries``, each flattened; D must be ``dim`` (the gallery's;
+    ``None``: the first query's)."""
+    ids = [q.query_id for q in queries]
+    if not all(map(query_embeds.__contains__, ids)):
+        raise ValueError(f"no embedding for query {next(i for i in ids if i not in query_embeds)}")
+    raw = [query_embeds[i] for i in ids]
+    out = None
+    if raw:
+        try:  # all of one shape (the usual case): one conversion
+            out = np.asarray(raw, dtype=np.float64)
+            out = out.reshape(len(raw), -1) if out.size else None
+        except (ValueError, TypeError):
+            out = None
+    if out is None:
+        rows = [np.asarray(e, dtype=np.float64).reshape(-1) for e in raw]
+        dim = rows[0].shape[0] if dim is None and rows else dim
+        for q, e in zip(queries, rows):
+            if e.shape[0] != dim:
+                raise ValueError(f"query {q.query_id}: embedding dimension {e.shape[0]} != gallery dimension {dim}")
+        return np.stack(rows) if rows else np.zeros((0, dim or 0))
+    if dim is not None and out.shape[1] != dim:
+        raise ValueError(f"query {ids[0]}: embedding dimension {out.shape[1]} != gallery dimension {dim}")
+    return out
+
+
+def _target_arrays(queries: Sequence[SearchQuery], index: Mapping[str, int]) -> tuple:
+    """(query index [T], image index [T], int64 box [T, 4]) of every target of every query, in order."""
+    names = [str(name) for q in queries for name in q.targets]
+    try:
+        ti = np.fromiter(map(index.__getitem__, names), dtype=np.int64, count=len(names))
+    except KeyError as e:
+        q = next(q for q in queries if any(str(name) == e.args[0] for name in q.targets))
+        raise ValueError(f"query {q.query_id}: target image {e.args[0]} is not a test image") from None
+    tq = np.repeat(np.arange(len(queries)), [len(q.targets) for q in queries]).astype(np.int64)
+    boxes = [box for q in queries for box in q.targets.values()]
+    try:  # all given as 4 numbers (the usual case): one conversion
+        tbox = np.array(boxes, dtype=np.int64)
+        ok = tbox.shape == (len(boxes), 4)
+    except (ValueError, TypeError):
+        ok = False
+    if not ok:
+        tbox = np.asarray([np.asarray(box).reshape(4) for box in boxes], dtype=np.int64).reshape(-1, 4)
+    return tq, ti, tbox
 
 
 @dataclass
@@ -521,8 +589,10 @@ def _search_dense(state: _SearchState, rows: np.ndarray, chunk_bytes: int) -> No
 
 def _search_sparse(state: _SearchState, rows: np.ndarray, gp_q: np.ndarray, gp_img: np.ndarray,
                    chunk_bytes: int) -> None:
-    """Queries with explicit gallery lists: only the (query, gallery detection) similarities they
-    need, one small matrix product per gallery image, laid out as rows padded with -inf."""
+    """Queries with explicit gallery lists, with CBGM (which re-scores a query's row in place):
+    only the (query, gallery detection) similarities they need, one small matrix product per
+    gallery image, laid out as rows padded with -inf. Without CBGM, see
+    :func:`_search_sparse_by_image`."""
     if rows.size == 0:
         return
     packed = state.packed
@@ -579,6 +649,105 @@ def _search_sparse(state: _SearchState, rows: np.ndarray, gp_q: np.ndarray, gp_i
             return col0[np.searchsorted(pair_key, state.tq[t] * n_img + state.ti[t])]
 
         _score_block(state, chunk, sims, t_col0_of)
+
+
+def _search_sparse_by_image(state: _SearchState, rows: np.ndarray, gp_key: np.ndarray, chunk_bytes: int) -> None:
+    """Queries with explicit gallery lists, without CBGM: only the (query, gallery detection)
+    similarities they need, as one matrix product per gallery image (the queries that list it
+    against its detections), kept flat in image order: no padded rows, no scatter.
+
+    Args:
+        state: the search state.
+        rows: the explicit queries (increasing).
+        gp_key: their (query, gallery image) pairs as sorted unique keys ``image * Q + query``.
+        chunk_bytes: memory budget: rows are processed in chunks whose entries (a similarity and
+            its temporaries, ``_FLAT_ENTRY_BYTES`` each) fit it, at least one row per chunk.
+
+    Per chunk: the true positive of every target is the best similarity among the detections that
+    match it, and its rank (``c_all``) counts the query's entries scoring at least as high; only
+    the entries reaching the lowest true-positive score of their query take part in that count.
+    """
+    if rows.size == 0 or gp_key.size == 0:
+        return
+    packed, qemb, ptr = state.packed, state.qemb, state.packed.ptr
+    nq = qemb.shape[0]
+    gp_img, gp_q = np.divmod(gp_key, nq)
+    gp_n = ptr[gp_img + 1] - ptr[gp_img]
+    with_dets = None if gp_n.all() else gp_n > 0
+    bounds = [0, rows.size]
+    if rows.size > 1 and int(gp_n.sum()) * _FLAT_ENTRY_BYTES > chunk_bytes:
+        n_entries = np.bincount(gp_q, weights=gp_n, minlength=nq)[rows]  # per row
+        per_chunk, csum, bounds = max(1, chunk_bytes // _FLAT_ENTRY_BYTES), np.cumsum(n_entries), [0]
+        while bounds[-1] < rows.size:
+            a = bounds[-1]
+            b = int(np.searchsorted(csum, (csum[a - 1] if a else 0) + per_chunk, side="right"))
+            bounds.append(min(rows.size, max(b, a + 1)))
+    gather = np.empty((0, qemb.shape[1]))  # reused buffer for the query rows of one product
+    image_embeds = packed.parts.__getitem__ if packed.parts is not None else packed.image_embeds
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        chunk = rows[a:b]
+        pkey, pimg, pq, pn = gp_key, gp_img, gp_q, gp_n  # the chunk's pairs with detections
+        sel = with_dets
+        if len(bounds) > 2:
+            sel = (gp_q >= chunk[0]) & (gp_q <= chunk[-1]) & (True if with_dets is None else with_dets)
+        if sel is not None:
+            pkey, pimg, pq, pn = gp_key[sel], gp_img[sel], gp_q[sel], gp_n[sel]
+        if pkey.size == 0:
+            continue
+        ent_off = np.r_[0, np.cumsum(pn)]  # entries of pair k: ent_off[k] + [0, pn[k])
+        starts = np.r_[0, np.flatnonzero(pimg[1:] != pimg[:-1]) + 1]
+        ends = np.r_[starts[1:], pimg.size]
+        widest = int((ends - starts).max())
+        if gather.shape[0] < widest:
+            gather = np.empty((widest, qemb.shape[1]))
+        # one product per image: [queries listing it, D] x [D, its detections] (float64 x float32
+        # blocks: float64 products), written in place as that image's block of entries
+        sims = np.empty(int(ent_off[-1]))
+        for s, e, img, n, o in zip(starts.tolist(), ends.tolist(), pimg[starts].tolist(), pn[starts].tolist(),
+                                   ent_off[starts].tolist()):
+            k = e - s
+            np.dot(qemb.take(pq[s:e], axis=0, out=gather[:k], mode="clip"), image_embeds(img).T,
+                   out=sims[o : o + k * n].reshape(k, n))
+
+        # targets of the chunk's rows whose image has detections: their true positive
+        _, targets = _expand_ranges(state.t_ptr[chunk], state.t_ptr[chunk + 1] - state.t_ptr[chunk])
+        targets = targets[state.t_ndet[targets] > 0]
+        if targets.size == 0:
+            continue
+        nd = state.t_ndet[targets]
+        pair = np.searchsorted(pkey, state.ti[targets] * nq + state.tq[targets])
+        owner, flat = _expand_ranges(state.tflat_ptr[targets], nd)
+        local = flat - state.tflat_ptr[targets][owner]
+        vals = np.where(state.tflat_match[flat], sims[ent_off[pair][owner] + local], -np.inf)
+        tp = np.maximum.reduceat(vals, np.r_[0, np.cumsum(nd)[:-1]].astype(np.int64))
+        state.tp_score[targets] = tp
+        found = tp > -np.inf
+        if not found.any():
+            continue
+        targets, tp = targets[found], tp[found]
+        # the entries reaching the lowest true-positive score of their query, then the ranks
+        tq = state.tq[targets]  # sorted
+        q_first = np.r_[0, np.flatnonzero(tq[1:] != tq[:-1]) + 1]
+        low = np.full(nq, np.inf)
+        low[tq[q_first]] = np.minimum.reduceat(tp, q_first)
+        cand = np.flatnonzero(sims >= np.repeat(low[pq], pn))
+        cand_q = pq[np.searchsorted(ent_off, cand, side="right") - 1]
+        state.c_all[targets] = _count_at_least_grouped(cand_q, sims[cand], tq, tp)
+
+
+def _count_at_least_grouped(cand_q: np.ndarray, cand_v: np.ndarray, q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``count(cand_v[cand_q == q[i]] >= v[i])`` for every i."""
+    n = cand_q.size
+    keys_q = np.r_[cand_q, q]
+    keys_v = np.r_[cand_v, v]
+    is_target = np.r_[np.zeros(n, dtype=bool), np.ones(q.size, dtype=bool)]
+    # by query, then decreasing value, candidates before targets of equal value
+    order = np.lexsort((is_target, -keys_v, keys_q))
+    seen = np.cumsum(~is_target[order])  # candidates up to each position
+    pos = np.empty(order.size, dtype=np.int64)
+    pos[order] = np.arange(order.size)
+    below = np.searchsorted(np.sort(cand_q), q, side="left")  # candidates of smaller queries
+    return seen[pos[n:]] - below
 
 
 def _query_stats(nq: int, tq: np.ndarray, tp_score: np.ndarray, c_all: np.ndarray, count_gt: np.ndarray,
