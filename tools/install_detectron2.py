@@ -68,9 +68,22 @@ TEXT_FIXES = [
 PLACEHOLDER_C = '''"""Placeholder for Detectron2's compiled extension, which this build does not include.
 
 Installed by dcinet_d2's tools/install_detectron2.py. Modules that import ``detectron2._C`` at load
-time (``evaluation/fast_eval_api.py``) import fine; any use of a compiled op raises a clear error.
+time (``evaluation/fast_eval_api.py``) import fine, ``collect_env`` (``default_setup``) reports the
+build; any use of a compiled op raises a clear error.
 Use ``COCOEvaluator(..., use_fast_impl=False)``; ROIAlign and NMS come from torchvision.
 """
+
+
+def get_compiler_version():
+    return "none (pure-Python build without C++ ops)"
+
+
+def get_cuda_version():
+    return "none (pure-Python build without CUDA ops)"
+
+
+def has_cuda():
+    return False
 
 
 def __getattr__(name):
