@@ -5,9 +5,16 @@ Every key is commented where it is set. "Paper" marks a value given by Zhang et 
 """
 from detectron2.config import CfgNode as CN
 
+from .modeling.config import add_model_config
+
 
 def add_dcinet_config(cfg: CN) -> CN:
-    """Add the keys of dcinet_d2 to ``cfg`` in place (and return it). Touches no existing key."""
+    """Add the keys of dcinet_d2 to ``cfg`` in place (and return it). Touches no existing key.
+
+    ``cfg.MODEL.REID`` (embedding, identities, re-id losses) is documented in
+    :mod:`dcinet_d2.modeling.config`; the data and evaluation keys below.
+    """
+    add_model_config(cfg)
     # ---------------------------------------------------------------- paired (Siamese) loading
     cfg.DATALOADER.PAIRING = CN()
     # Build training batches from pairs of images that share a labelled identity: images 2k and

@@ -1,0 +1,71 @@
+"""Model config keys of dcinet_d2 (``cfg.MODEL.REID``), added by :func:`add_model_config`.
+
+Every key is commented where it is set. "Paper" marks a value given by Zhang et al. (TPAMI 2020,
+I-Net / DC-I-Net); "ours" marks a choice of this project where the paper gives none.
+"""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_model_config"]
+
+
+def add_model_config(cfg: CN) -> CN:
+    """Add ``cfg.MODEL.REID`` to ``cfg`` in place (and return it). Touches no existing key.
+
+    Args:
+        cfg: a Detectron2 config (from ``detectron2.config.get_cfg()``).
+
+    Returns:
+        The same ``cfg``.
+    """
+    cfg.MODEL.REID = CN()
+    # ------------------------------------------------------------------------- embedding head
+    # Paper: 256-d L2-normalised embeddings.
+    cfg.MODEL.REID.EMBED_DIM = 256
+    # Ours: normalisation between the linear projection and the L2 norm: "BN" (BatchNorm1d, as in
+    # OIM/SeqNet embedding heads) or "" (none).
+    cfg.MODEL.REID.EMBED_NORM = "BN"
+    # Ours: also embed every ground-truth person box of a training image (in the same ROI pass as
+    # the sampled proposals), not only the sampled foreground proposals, so that every labelled
+    # identity of a pair always has embeddings in both images. A gt box that was itself sampled as
+    # a foreground proposal (ROI_HEADS.PROPOSAL_APPEND_GT) is embedded once.
+    cfg.MODEL.REID.EMBED_GT_BOXES = True
+
+    # ------------------------------------------------------------------------- identities
+    # Number C of labelled training identities (pids 0..C-1). 0 = read it from
+    # MetadataCatalog.get(DATASETS.TRAIN[0]).num_train_ids.
+    cfg.MODEL.REID.NUM_IDS = 0
+
+    # ------------------------------------------------------------------------- losses
+    # Re-id losses, a subset of "olp", "hep", "c2hep". Paper: I-Net = OLP + HEP,
+    # DC-I-Net = OLP + C2HEP.
+    cfg.MODEL.REID.LOSSES = ["olp", "hep"]
+    # Ours: weight of each re-id loss in the total loss (the paper gives none; 1 each).
+    cfg.MODEL.REID.LOSS_WEIGHTS = CN()
+    cfg.MODEL.REID.LOSS_WEIGHTS.OLP = 1.0
+    cfg.MODEL.REID.LOSS_WEIGHTS.HEP = 1.0
+    cfg.MODEL.REID.LOSS_WEIGHTS.C2HEP = 1.0
+
+    # OLP feature dictionary length (number of embeddings kept). Paper: "4 x batch size". Ours:
+    # we read "batch size" as the most re-id embeddings one training step can produce from
+    # sampled proposals, so 0 = 4 * SOLVER.IMS_PER_BATCH * ROI_HEADS.BATCH_SIZE_PER_IMAGE *
+    # ROI_HEADS.POSITIVE_FRACTION (four steps' worth of foreground embeddings).
+    cfg.MODEL.REID.DICTIONARY_SIZE = 0
+    # Ours: OLP logit scale s (the paper writes none, i.e. s = 1); 10 = temperature 0.1 as in OIM.
+    cfg.MODEL.REID.OLP_SCALE = 10.0
+
+    # HEP label pool size M (ours: the paper gives no value).
+    cfg.MODEL.REID.HEP_POOL_SIZE = 500
+    # Paper: the identities of the top-20 hardest labelled negatives of each anchor join the pool.
+    cfg.MODEL.REID.HEP_NUM_HARD = 20
+    # Ours: HEP logit scale (cosine classifier).
+    cfg.MODEL.REID.HEP_SCALE = 10.0
+
+    # C2HEP label pool size (ours).
+    cfg.MODEL.REID.C2HEP_POOL_SIZE = 500
+    # Ours: number of hardest class centres per anchor (HEP's paper value 20 carried over).
+    cfg.MODEL.REID.C2HEP_NUM_HARD = 20
+    # Ours: C2HEP logit scale.
+    cfg.MODEL.REID.C2HEP_SCALE = 10.0
+    # Ours: momentum of the class-centre update (weight of the old centre; 0.5 as OIM's table).
+    cfg.MODEL.REID.C2HEP_MOMENTUM = 0.5
+    return cfg

@@ -1,0 +1,149 @@
+"""``PersonSearchRCNN``: a Detectron2 ``GeneralizedRCNN`` that also embeds persons.
+
+Training is the ``GeneralizedRCNN`` forward on Siamese batches (images ``2k`` and ``2k+1`` form a
+pair; the ROI heads compute the re-id losses). Inference returns, per image, ``instances`` with
+``pred_boxes``, ``scores``, ``pred_classes`` and ``pred_embeds`` (``[N, D]``, unit norm) in the
+original image coordinates and, for an input carrying ``queries``, ``query_embeds`` (``[Q, D]``,
+in the order of ``queries``), all from one backbone pass.
+"""
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
+from detectron2.structures import Boxes, ImageList, Instances
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PersonSearchRCNN"]
+
+
+@META_ARCH_REGISTRY.register()
+class PersonSearchRCNN(GeneralizedRCNN):
+    """Joint person detection and re-identification (I-Net / DC-I-Net).
+
+    Needs ROI heads with ``embed_boxes(features, boxes)`` and a ``pred_embeds`` output, i.e.
+    :class:`~dcinet_d2.modeling.roi_heads.INetROIHeads` or
+    :class:`~dcinet_d2.modeling.roi_heads.DCINetROIHeads`.
+    """
+
+    @classmethod
+    def from_config(cls, cfg) -> dict:
+        ret = super().from_config(cfg)
+        if not hasattr(ret["roi_heads"], "embed_boxes"):
+            raise ValueError(
+                f"PersonSearchRCNN needs person search ROI heads (INetROIHeads or DCINetROIHeads), "
+                f"got MODEL.ROI_HEADS.NAME = {cfg.MODEL.ROI_HEADS.NAME!r}"
+            )
+        return ret
+
+    def forward(self, batched_inputs: List[Dict]) -> object:
+        """
+        Args:
+            batched_inputs: as :meth:`GeneralizedRCNN.forward`. Training: an even number of
+                images, ``2k`` and ``2k+1`` forming a pair, each with ``instances`` holding
+                ``gt_boxes``, ``gt_classes`` and ``gt_pids`` (-1 = unlabelled). Inference: dicts
+                with ``image``, optionally ``height``/``width`` (output size) and ``queries``
+                (``[{"query_id", "bbox": [x1, y1, x2, y2] in output coordinates, ...}]``).
+
+        Returns:
+            Training: dict of losses (``loss_*``). Inference: see :meth:`inference`.
+        """
+        if self.training and len(batched_inputs) % 2 != 0:
+            raise ValueError(
+                f"PersonSearchRCNN trains on image pairs (images 2k, 2k+1): got a batch of "
+                f"{len(batched_inputs)} images; the per-process batch size must be even"
+            )
+        return super().forward(batched_inputs)
+
+    def inference(
+        self,
+        batched_inputs: List[Dict],
+        detected_instances: Optional[List[Instances]] = None,
+        do_postprocess: bool = True,
+    ):
+        """Detect and embed persons; embed the queries of inputs that carry ``queries``.
+
+        Args:
+            batched_inputs: see :meth:`forward`.
+            detected_instances: optional given detections per image (``pred_boxes`` in input
+                coordinates, ``pred_classes``): only embedded, as in ``GeneralizedRCNN``.
+            do_postprocess: rescale the outputs to ``height``/``width``. Without it the raw
+                Instances (input coordinates, with ``pred_embeds``) are returned and queries are
+                not embedded.
+
+        Returns:
+            With ``do_postprocess``: one dict per image, ``{"instances": Instances}`` with
+            ``pred_boxes``, ``scores``, ``pred_classes``, ``pred_embeds`` ``[N, D]``; plus
+            ``"query_embeds"`` ``[Q, D]`` for an input with ``queries``.
+        """
+        assert not self.training
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        if detected_instances is None:
+            if self.proposal_generator is not None:
+                proposals, _ = self.proposal_generator(images, features, None)
+            else:
+                proposals = [x["proposals"].to(self.device) for x in batched_inputs]
+            results, _ = self.roi_heads(images, features, proposals, None)
+        else:
+            detected_instances = [x.to(self.device) for x in detected_instances]
+            results = self.roi_heads.forward_with_given_boxes(features, detected_instances)
+        if not do_postprocess:
+            return results
+
+        processed = GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
+        with_queries = [i for i, x in enumerate(batched_inputs) if "queries" in x]
+        if with_queries:
+            boxes = [
+                torch.as_tensor(
+                    [q["bbox"] for q in batched_inputs[i]["queries"]], dtype=torch.float32
+                ).reshape(-1, 4)
+                if i in with_queries
+                else torch.zeros(0, 4)
+                for i in range(len(batched_inputs))
+            ]
+            query_embeds = self._embed_original_boxes(batched_inputs, images, features, boxes)
+            for i in with_queries:
+                processed[i]["query_embeds"] = query_embeds[i]
+        return processed
+
+    def embed_boxes(
+        self, batched_inputs: List[Dict], boxes: Sequence[Tensor]
+    ) -> List[Tensor]:
+        """Embed given person boxes of given images (queries, or any box to search for).
+
+        Args:
+            batched_inputs: B dicts with ``image`` (``[3, H_in, W_in]``) and optionally
+                ``height``/``width``, the original image size the boxes refer to (default: the
+                input size).
+            boxes: B tensors ``[k_i, 4]`` of ``[x1, y1, x2, y2]`` in original image coordinates.
+
+        Returns:
+            B tensors ``[k_i, D]`` of unit-norm embeddings.
+        """
+        if len(boxes) != len(batched_inputs):
+            raise ValueError(f"{len(boxes)} box tensors for {len(batched_inputs)} images")
+        images = self.preprocess_image(batched_inputs)
+        features = self.backbone(images.tensor)
+        return self._embed_original_boxes(batched_inputs, images, features, boxes)
+
+    def _embed_original_boxes(
+        self,
+        batched_inputs: List[Dict],
+        images: ImageList,
+        features: Dict[str, Tensor],
+        boxes: Sequence[Tensor],
+    ) -> List[Tensor]:
+        """Scale boxes from original to input coordinates (input size / (height, width)) and
+        embed them with the ROI heads."""
+        scaled = []
+        for x, b, (h_in, w_in) in zip(batched_inputs, boxes, images.image_sizes):
+            b = torch.as_tensor(b, dtype=torch.float32, device=self.device).reshape(-1, 4)
+            sx = w_in / float(x.get("width", w_in))
+            sy = h_in / float(x.get("height", h_in))
+            scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float32, device=self.device)
+            scaled.append(Boxes(b * scale))
+        return self.roi_heads.embed_boxes(features, scaled)

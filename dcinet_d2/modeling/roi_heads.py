@@ -1,0 +1,437 @@
+"""ROI heads of I-Net and DC-I-Net for C4 backbones (ResNet res5 applied to ROI features).
+
+* :class:`INetROIHeads` (I-Net): one res5 head shared by detection and re-id. Its pooled output
+  feeds both Detectron2's box predictor and the embedding projection.
+* :class:`DCINetROIHeads` (DC-I-Net, "divide and conquer"): a detection module (res5 + box
+  predictor, exactly :class:`~detectron2.modeling.roi_heads.Res5ROIHeads`) and a separate re-id
+  module (its own res5-like block, built the same way, + projection + L2 norm) on the shared trunk.
+
+Both extend ``Res5ROIHeads`` (keyword-only ``@configurable`` arguments, ``from_config`` built on
+``super().from_config``). Training: Detectron2 labels and samples the proposals (which copies each
+matched ground truth's ``gt_pids`` onto its proposals); the sampled *foreground* proposals, labelled
+by their matched ground truth's identity, are embedded (background proposals are not) and, with
+``MODEL.REID.EMBED_GT_BOXES`` (ours), every ground-truth person box too, in the same ROI pass. The
+embeddings go to :class:`~dcinet_d2.modeling.losses.criterion.ReIDCriterion`; its metrics are
+written to the :class:`~detectron2.utils.events.EventStorage`. Inference: the final detections
+(after NMS) are embedded, I-Net by a second pass of the shared res5, DC-I-Net by its re-id module;
+they get a ``pred_embeds`` field.
+"""
+import logging
+import math
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detectron2.config import CfgNode, configurable
+from detectron2.data import MetadataCatalog
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
+from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.events import get_event_storage
+
+from .losses.criterion import ReIDCriterion
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EmbeddingHead",
+    "PersonSearchRes5ROIHeads",
+    "INetROIHeads",
+    "DCINetROIHeads",
+    "build_reid_criterion",
+    "num_train_identities",
+    "reid_dictionary_size",
+]
+
+
+# --------------------------------------------------------------------------------- config glue
+def num_train_identities(cfg: CfgNode) -> int:
+    """Number C of labelled training identities: ``MODEL.REID.NUM_IDS`` or the train metadata.
+
+    Args:
+        cfg: config with ``MODEL.REID``.
+
+    Returns:
+        C > 0.
+
+    Raises:
+        ValueError: when ``MODEL.REID.NUM_IDS`` is 0 and ``num_train_ids`` of
+            ``DATASETS.TRAIN[0]``'s metadata is missing or cannot be computed.
+    """
+    num_ids = int(cfg.MODEL.REID.NUM_IDS)
+    if num_ids > 0:
+        return num_ids
+    if num_ids < 0:
+        raise ValueError(f"MODEL.REID.NUM_IDS must be >= 0, got {num_ids}")
+    if len(cfg.DATASETS.TRAIN) == 0:
+        raise ValueError("MODEL.REID.NUM_IDS is 0 and DATASETS.TRAIN is empty: set NUM_IDS")
+    name = cfg.DATASETS.TRAIN[0]
+    try:
+        num_ids = int(MetadataCatalog.get(name).num_train_ids)
+    except Exception as e:  # missing attribute, or the dataset files are not there
+        raise ValueError(
+            f"MODEL.REID.NUM_IDS is 0 and the number of training identities could not be read "
+            f"from MetadataCatalog.get({name!r}).num_train_ids ({type(e).__name__}: {e}); "
+            f"set MODEL.REID.NUM_IDS to the number of labelled training identities"
+        ) from e
+    if num_ids <= 0:
+        raise ValueError(f"MetadataCatalog.get({name!r}).num_train_ids = {num_ids}; must be > 0")
+    return num_ids
+
+
+def reid_dictionary_size(cfg: CfgNode) -> int:
+    """Length of the OLP feature dictionary: ``MODEL.REID.DICTIONARY_SIZE``, or the default rule.
+
+    Paper: 4 x batch size. Ours (``DICTIONARY_SIZE`` = 0): 4 x the most foreground proposals one
+    training step samples, ``4 * IMS_PER_BATCH * BATCH_SIZE_PER_IMAGE * POSITIVE_FRACTION``.
+    """
+    size = int(cfg.MODEL.REID.DICTIONARY_SIZE)
+    if size > 0:
+        return size
+    if size < 0:
+        raise ValueError(f"MODEL.REID.DICTIONARY_SIZE must be >= 0, got {size}")
+    roi_heads = cfg.MODEL.ROI_HEADS
+    fg_per_image = int(roi_heads.BATCH_SIZE_PER_IMAGE * roi_heads.POSITIVE_FRACTION)
+    return 4 * int(cfg.SOLVER.IMS_PER_BATCH) * max(fg_per_image, 1)
+
+
+def build_reid_criterion(cfg: CfgNode) -> ReIDCriterion:
+    """Build the :class:`ReIDCriterion` described by ``cfg.MODEL.REID``."""
+    reid = cfg.MODEL.REID
+    weights = {k.lower(): float(v) for k, v in reid.LOSS_WEIGHTS.items()}
+    return ReIDCriterion(
+        num_classes=num_train_identities(cfg),
+        dim=reid.EMBED_DIM,
+        losses=list(reid.LOSSES),
+        weights=weights,
+        dictionary_size=reid_dictionary_size(cfg),
+        olp_scale=reid.OLP_SCALE,
+        hep_pool_size=reid.HEP_POOL_SIZE,
+        hep_num_hard=reid.HEP_NUM_HARD,
+        hep_scale=reid.HEP_SCALE,
+        c2hep_pool_size=reid.C2HEP_POOL_SIZE,
+        c2hep_num_hard=reid.C2HEP_NUM_HARD,
+        c2hep_scale=reid.C2HEP_SCALE,
+        c2hep_momentum=reid.C2HEP_MOMENTUM,
+    )
+
+
+# --------------------------------------------------------------------------------- modules
+class EmbeddingHead(nn.Module):
+    """Projection of ROI features to L2-normalised person embeddings.
+
+    ``x -> spatial mean -> Linear(in_channels, embed_dim) -> [BatchNorm1d] -> L2 normalise``.
+
+    With ``norm="BN"`` in training mode and fewer than two rows, batch statistics do not exist;
+    the running statistics are used for that call instead (and are not updated).
+
+    Args:
+        in_channels: channels C of the ROI features.
+        embed_dim: embedding dimension D (paper: 256).
+        norm: ``"BN"`` or ``""`` (ours, ``MODEL.REID.EMBED_NORM``).
+    """
+
+    def __init__(self, in_channels: int, embed_dim: int, norm: str = "BN"):
+        super().__init__()
+        self.proj = nn.Linear(in_channels, embed_dim)
+        nn.init.normal_(self.proj.weight, std=0.01)
+        nn.init.zeros_(self.proj.bias)
+        if norm == "BN":
+            self.norm: Optional[nn.BatchNorm1d] = nn.BatchNorm1d(embed_dim)
+        elif norm == "":
+            self.norm = None
+        else:
+            raise ValueError(f"MODEL.REID.EMBED_NORM must be 'BN' or '', got {norm!r}")
+        self.embed_dim = embed_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        """
+        Args:
+            x: ``[N, C, H, W]`` ROI feature maps or ``[N, C]`` already pooled features.
+
+        Returns:
+            ``[N, D]`` embeddings of unit L2 norm.
+        """
+        if x.dim() == 4:
+            x = x.mean(dim=(2, 3))
+        x = self.proj(x)
+        if self.norm is not None:
+            if self.training and x.shape[0] < 2:
+                bn = self.norm
+                x = F.batch_norm(
+                    x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps
+                )
+            else:
+                x = self.norm(x)
+        return F.normalize(x, dim=1)
+
+
+class PersonSearchRes5ROIHeads(Res5ROIHeads):
+    """Common part of :class:`INetROIHeads` and :class:`DCINetROIHeads` (not registered).
+
+    Adds to ``Res5ROIHeads`` an embedding head, the re-id criterion and the selection of the
+    ROIs to embed. Subclasses define :meth:`_reid_transform` (ROI features for re-id) and
+    :meth:`_forward_train`.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        embed_head: nn.Module,
+        criterion: nn.Module,
+        embed_gt_boxes: bool = True,
+        **kwargs,
+    ):
+        """
+        Args:
+            embed_head: maps re-id ROI features ``[N, C, H, W]`` (or pooled ``[N, C]``) to
+                ``[N, D]`` unit embeddings (:class:`EmbeddingHead`).
+            criterion: re-id criterion called as ``criterion(embeds, pids, image_ids) ->
+                (loss_dict, metrics)`` (:class:`ReIDCriterion`).
+            embed_gt_boxes: also embed the ground-truth boxes of training images.
+            kwargs: arguments of :class:`Res5ROIHeads` (``mask_head`` must be None).
+        """
+        super().__init__(**kwargs)
+        if self.mask_on:
+            raise ValueError("person search ROI heads have no mask branch (MODEL.MASK_ON)")
+        self.embed_head = embed_head
+        self.criterion = criterion
+        self.embed_gt_boxes = embed_gt_boxes
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
+        if cfg.MODEL.MASK_ON:
+            raise ValueError("person search ROI heads have no mask branch: set MODEL.MASK_ON False")
+        ret = super().from_config(cfg, input_shape)
+        res5_channels = ret["res5"][-1].out_channels
+        ret["embed_head"] = EmbeddingHead(
+            res5_channels, cfg.MODEL.REID.EMBED_DIM, cfg.MODEL.REID.EMBED_NORM
+        )
+        ret["criterion"] = build_reid_criterion(cfg)
+        ret["embed_gt_boxes"] = cfg.MODEL.REID.EMBED_GT_BOXES
+        return ret
+
+    @property
+    def embed_dim(self) -> int:
+        return self.embed_head.embed_dim
+
+    # ----------------------------------------------------------------------------- re-id parts
+    def _reid_transform(self, features: List[Tensor], boxes: List[Boxes]) -> Tensor:
+        """Re-id ROI features ``[sum_i len(boxes[i]), C, H, W]`` of the given boxes."""
+        raise NotImplementedError
+
+    def embed_boxes(self, features: Dict[str, Tensor], boxes: List[Boxes]) -> List[Tensor]:
+        """Embed given boxes (in input-image coordinates) of each image.
+
+        Args:
+            features: backbone features, ``{name: [B, C, H, W]}``.
+            boxes: B :class:`Boxes`, ``k_i`` boxes each, in the coordinates of the (resized)
+                input images.
+
+        Returns:
+            B tensors ``[k_i, D]`` of unit-norm embeddings.
+        """
+        counts = [len(b) for b in boxes]
+        if sum(counts) == 0:
+            ref = features[self.in_features[0]]
+            return [ref.new_zeros(0, self.embed_dim) for _ in boxes]
+        x = self._reid_transform([features[f] for f in self.in_features], boxes)
+        return list(self.embed_head(x).split(counts))
+
+    def forward_with_given_boxes(
+        self, features: Dict[str, Tensor], instances: List[Instances]
+    ) -> List[Instances]:
+        """Add ``pred_embeds`` (``[N_i, D]``, unit norm) to the given detections of each image.
+
+        Args:
+            features: backbone features, ``{name: [B, C, H, W]}``.
+            instances: B Instances with ``pred_boxes`` (input-image coordinates) and
+                ``pred_classes``.
+
+        Returns:
+            The same Instances, with ``pred_embeds``.
+        """
+        instances = super().forward_with_given_boxes(features, instances)
+        embeds = self.embed_boxes(features, [x.pred_boxes for x in instances])
+        for inst, emb in zip(instances, embeds):
+            inst.pred_embeds = emb
+        return instances
+
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+    ) -> Tuple[List[Instances], Dict[str, Tensor]]:
+        """See :meth:`detectron2.modeling.roi_heads.ROIHeads.forward`.
+
+        Training returns ``([], losses)`` with the box losses and the selected ``loss_olp`` /
+        ``loss_hep`` / ``loss_c2hep``; inference returns detections with ``pred_embeds``.
+        """
+        if not self.training:
+            return super().forward(images, features, proposals, targets)
+        if not targets:
+            raise ValueError("person search ROI heads need targets in training")
+        proposals = self.label_and_sample_proposals(proposals, targets)
+        losses = self._forward_train([features[f] for f in self.in_features], proposals, targets)
+        return [], losses
+
+    def _forward_train(
+        self, features: List[Tensor], proposals: List[Instances], targets: List[Instances]
+    ) -> Dict[str, Tensor]:
+        raise NotImplementedError
+
+    def _training_rois(
+        self, proposals: List[Instances], targets: List[Instances]
+    ) -> Tuple[List[Boxes], Tensor, Tensor, Tensor, Tensor]:
+        """The ROIs of a training step: the sampled proposals of each image, then its gt boxes.
+
+        Args:
+            proposals: B sampled proposals (``proposal_boxes``, ``gt_classes`` and, for images
+                with ground truth, ``gt_pids``).
+            targets: B ground truths (``gt_boxes``, ``gt_pids``).
+
+        Returns:
+            boxes: B Boxes, ``n_i`` sampled proposals followed by the ``g_i`` gt boxes that are
+                not already among the sampled foreground proposals (``g_i = 0`` without
+                ``embed_gt_boxes``).
+            det_rows: ``[R]`` bool over the concatenated ROIs (``R = sum_i n_i + g_i``): the
+                sampled proposals (input of the box predictor).
+            reid_rows: ``[R]`` bool: the ROIs to embed (foreground proposals and gt boxes).
+            pids: ``[E]`` long, identity of each embedded ROI (-1 unlabelled), E = reid_rows.sum().
+            image_ids: ``[E]`` long, batch index of the image of each embedded ROI.
+        """
+        boxes, det_rows, reid_rows, pids, image_ids = [], [], [], [], []
+        for i, (props, tgt) in enumerate(zip(proposals, targets)):
+            n = len(props)
+            fg = (props.gt_classes >= 0) & (props.gt_classes < self.num_classes)
+            if len(tgt) > 0 and not tgt.has("gt_pids"):
+                raise ValueError("training targets need a gt_pids field (person identities)")
+            fg_pids = props.gt_pids[fg] if props.has("gt_pids") else fg.new_zeros(0).long()
+            parts = [props.proposal_boxes]
+            reid_parts = [fg]
+            pid_parts = [fg_pids]
+            g = 0
+            if self.embed_gt_boxes and len(tgt) > 0:
+                # A gt box already sampled as a foreground proposal (PROPOSAL_APPEND_GT adds the
+                # gt boxes to the proposals) is embedded once, as that proposal.
+                same = props.proposal_boxes.tensor[fg][:, None, :] == tgt.gt_boxes.tensor[None]
+                missing = ~same.all(dim=2).any(dim=0)  # [num_gt]
+                g = int(missing.sum())
+                parts.append(tgt.gt_boxes[missing])
+                reid_parts.append(fg.new_ones(g))
+                pid_parts.append(tgt.gt_pids[missing])
+            boxes.append(Boxes.cat(parts) if len(parts) > 1 else parts[0])
+            det_rows.append(torch.cat([fg.new_ones(n), fg.new_zeros(g)]))
+            reid_rows.append(torch.cat(reid_parts))
+            pid = torch.cat(pid_parts).long()
+            pids.append(pid)
+            image_ids.append(torch.full_like(pid, i))
+        return (
+            boxes,
+            torch.cat(det_rows),
+            torch.cat(reid_rows),
+            torch.cat(pids),
+            torch.cat(image_ids),
+        )
+
+    def _reid_losses(self, embeds: Tensor, pids: Tensor, image_ids: Tensor) -> Dict[str, Tensor]:
+        """Run the criterion (always, also with no embedding: it is collective under DDP) and
+        write its metrics to the event storage."""
+        loss_dict, metrics = self.criterion(embeds, pids, image_ids)
+        storage = get_event_storage()
+        for name, value in metrics.items():
+            if math.isfinite(value):
+                storage.put_scalar(name, value)
+        storage.put_scalar("reid/num_embeds", float(embeds.shape[0]))
+        return loss_dict
+
+
+@ROI_HEADS_REGISTRY.register()
+class INetROIHeads(PersonSearchRes5ROIHeads):
+    """I-Net heads: one res5 head shared by detection and re-id.
+
+    Training: one res5 pass over the sampled proposals and the gt boxes; its spatially pooled
+    output feeds the box predictor (proposals) and the embedding head (foreground proposals and
+    gt boxes). Inference: detection as ``Res5ROIHeads``, then a second pass of the same res5 on
+    the final boxes to embed them.
+    """
+
+    def _reid_transform(self, features: List[Tensor], boxes: List[Boxes]) -> Tensor:
+        return self._shared_roi_transform(features, boxes)
+
+    def _forward_train(
+        self, features: List[Tensor], proposals: List[Instances], targets: List[Instances]
+    ) -> Dict[str, Tensor]:
+        boxes, det_rows, reid_rows, pids, image_ids = self._training_rois(proposals, targets)
+        pooled = self._shared_roi_transform(features, boxes).mean(dim=(2, 3))  # [R, C]
+        predictions = self.box_predictor(pooled[det_rows])
+        losses = self.box_predictor.losses(predictions, proposals)
+        embeds = self.embed_head(pooled[reid_rows])
+        losses.update(self._reid_losses(embeds, pids, image_ids))
+        return losses
+
+
+@ROI_HEADS_REGISTRY.register()
+class DCINetROIHeads(PersonSearchRes5ROIHeads):
+    """DC-I-Net heads: a detection module and a separate re-id module on the shared trunk.
+
+    The detection module is ``Res5ROIHeads``' ``res5`` + ``box_predictor``; the re-id module is
+    ``reid_res5`` (a second res5 block built by the same ``_build_res5_block``) + ``embed_head``.
+    Both read the same pooled ROI features. Inference: detection as ``Res5ROIHeads``, then the
+    re-id module on the final boxes.
+
+    Loading a checkpoint that has ``res5`` weights but no ``reid_res5`` weights (ImageNet
+    initialisation, a Faster R-CNN or I-Net checkpoint) initialises ``reid_res5`` with a copy of
+    ``res5``'s weights (ours: both modules start from the same pretrained res5).
+    """
+
+    @configurable
+    def __init__(self, *, reid_res5: nn.Module, **kwargs):
+        """
+        Args:
+            reid_res5: the re-id module's res5-like block, ``[N, C_in, R, R] -> [N, C, R/2, R/2]``.
+            kwargs: arguments of :class:`PersonSearchRes5ROIHeads`.
+        """
+        super().__init__(**kwargs)
+        if isinstance(reid_res5, (list, tuple)):
+            reid_res5 = nn.Sequential(*reid_res5)
+        self.reid_res5 = reid_res5
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
+        ret = super().from_config(cfg, input_shape)
+        ret["reid_res5"], _ = cls._build_res5_block(cfg)
+        return ret
+
+    def _reid_transform(self, features: List[Tensor], boxes: List[Boxes]) -> Tensor:
+        return self.reid_res5(self.pooler(features, boxes))
+
+    def _forward_train(
+        self, features: List[Tensor], proposals: List[Instances], targets: List[Instances]
+    ) -> Dict[str, Tensor]:
+        boxes, det_rows, reid_rows, pids, image_ids = self._training_rois(proposals, targets)
+        rois = self.pooler(features, boxes)  # [R, C_in, R', R']
+        predictions = self.box_predictor(self.res5(rois[det_rows]).mean(dim=(2, 3)))
+        losses = self.box_predictor.losses(predictions, proposals)
+        embeds = self.embed_head(self.reid_res5(rois[reid_rows]))
+        losses.update(self._reid_losses(embeds, pids, image_ids))
+        return losses
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        det, reid = prefix + "res5.", prefix + "reid_res5."
+        has_reid = any(k.startswith(reid) for k in state_dict)
+        det_keys = [k for k in state_dict if k.startswith(det)]
+        if det_keys and not has_reid:
+            for k in det_keys:
+                state_dict[reid + k[len(det) :]] = state_dict[k]
+            logger.info("Initialised %s from the checkpoint's %s (it has none)", reid, det)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
