@@ -11,13 +11,15 @@ synthetic: setup
 	$(PY) datasets/prepare_synthetic.py
 
 demo: setup
-	$(PY) datasets/prepare_synthetic.py
+	$(PY) demo/run_demo.py
 
 test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
 	$(PY) bench/bench_evaluator.py
+	$(PY) bench/bench_model.py
+	$(PY) bench/bench_dataset_loading.py
 
 clean-venv:
 	rm -rf .venv

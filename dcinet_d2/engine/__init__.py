@@ -1,0 +1,5 @@
+"""Training glue: the trainer, the CPU/GPU launcher and the command-line entry."""
+from .launch import launch
+from .trainer import PersonSearchTrainer
+
+__all__ = ["launch", "PersonSearchTrainer"]

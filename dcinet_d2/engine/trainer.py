@@ -1,0 +1,71 @@
+"""The Detectron2 trainer of dcinet_d2: paired train loader, person-search mapper and evaluator."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import DefaultTrainer
+from detectron2.engine import defaults as d2_defaults
+from detectron2.evaluation import DatasetEvaluators
+
+from ..data import PersonSearchDatasetMapper, build_paired_train_loader
+from ..evaluation import PersonSearchEvaluator
+
+__all__ = ["PersonSearchTrainer"]
+logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _cpu_ddp_support():
+    """Let ``DefaultTrainer.__init__`` wrap a CPU model in DDP.
+
+    Detectron2's ``create_ddp_model`` passes ``device_ids=[local_rank]``, which torch refuses for a
+    CPU module; for CPU models (gloo processes, see ``launch.py``) it must be ``None``. Patched only
+    for the duration of ``__init__``; GPU models are wrapped exactly as Detectron2 does.
+    """
+    original = d2_defaults.create_ddp_model
+
+    def create_ddp_model(model, **kwargs):
+        if next(model.parameters()).device.type == "cpu":
+            kwargs.setdefault("device_ids", None)
+        return original(model, **kwargs)
+
+    d2_defaults.create_ddp_model = create_ddp_model
+    try:
+        yield
+    finally:
+        d2_defaults.create_ddp_model = original
+
+
+class PersonSearchTrainer(DefaultTrainer):
+    """:class:`DefaultTrainer` with Siamese pair loading and the person-search evaluator.
+
+    Everything else (optimizer, LR schedule, checkpointing with the model's buffers, i.e. the
+    feature dictionary and class centres, EvalHook every ``TEST.EVAL_PERIOD``, DDP) is Detectron2's.
+    """
+
+    def __init__(self, cfg):
+        with _cpu_ddp_support():
+            super().__init__(cfg)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        if cfg.DATALOADER.PAIRING.ENABLED:
+            return build_paired_train_loader(cfg)
+        return build_detection_train_loader(cfg, mapper=PersonSearchDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=PersonSearchDatasetMapper(cfg, is_train=False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if output_folder is None:
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
+        if evaluator_type != "person_search":
+            raise ValueError(f"dataset '{dataset_name}' has evaluator_type {evaluator_type!r}; "
+                             "dcinet_d2 evaluates person-search datasets only")
+        return DatasetEvaluators([PersonSearchEvaluator.from_config(cfg, dataset_name, output_folder)])
