@@ -30,6 +30,12 @@ def add_model_config(cfg: CN) -> CN:
     # a foreground proposal (ROI_HEADS.PROPOSAL_APPEND_GT) is embedded once.
     cfg.MODEL.REID.EMBED_GT_BOXES = True
 
+    # I-Net inference: embed each detection from the shared res5 features of the proposal it
+    # was regressed from ("proposals": one ROI pass, as the shared head scores it) or by a second
+    # res5 pass on the final boxes ("boxes"). Ours; DC-I-Net always embeds the final boxes with
+    # its own re-id module.
+    cfg.MODEL.REID.INET_EMBED_DETECTIONS_FROM = "proposals"
+
     # ------------------------------------------------------------------------- identities
     # Number C of labelled training identities (pids 0..C-1). 0 = read it from
     # MetadataCatalog.get(DATASETS.TRAIN[0]).num_train_ids.

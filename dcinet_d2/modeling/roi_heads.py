@@ -357,9 +357,45 @@ class INetROIHeads(PersonSearchRes5ROIHeads):
 
     Training: one res5 pass over the sampled proposals and the gt boxes; its spatially pooled
     output feeds the box predictor (proposals) and the embedding head (foreground proposals and
-    gt boxes). Inference: detection as ``Res5ROIHeads``, then a second pass of the same res5 on
-    the final boxes to embed them.
+    gt boxes). Inference (``MODEL.REID.INET_EMBED_DETECTIONS_FROM``): ``"proposals"`` (default)
+    embeds each detection from the res5 features of the proposal it was regressed from, in the
+    same single pass that scores it; ``"boxes"`` runs the shared res5 a second time on the final
+    (regressed) boxes.
     """
+
+    @configurable
+    def __init__(self, *, embed_detections_from: str = "proposals", **kwargs):
+        super().__init__(**kwargs)
+        if embed_detections_from not in ("proposals", "boxes"):
+            raise ValueError(
+                "MODEL.REID.INET_EMBED_DETECTIONS_FROM must be 'proposals' or 'boxes', "
+                f"got {embed_detections_from!r}"
+            )
+        self.embed_detections_from = embed_detections_from
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
+        ret = super().from_config(cfg, input_shape)
+        ret["embed_detections_from"] = cfg.MODEL.REID.INET_EMBED_DETECTIONS_FROM
+        return ret
+
+    def forward(self, images, features, proposals, targets=None):
+        if self.training or self.embed_detections_from == "boxes":
+            return super().forward(images, features, proposals, targets)
+        pooled = self._shared_roi_transform(
+            [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
+        ).mean(dim=(2, 3))  # [R, C]
+        predictions = self.box_predictor(pooled)
+        instances, kept = self.box_predictor.inference(predictions, proposals)
+        # Detectron2 drops non-finite predictions before indexing: map kept indices back to proposals.
+        boxes = self.box_predictor.predict_boxes(predictions, proposals)
+        scores = self.box_predictor.predict_probs(predictions, proposals)
+        offset = 0
+        for inst, keep, b, s in zip(instances, kept, boxes, scores):
+            valid = (torch.isfinite(b).all(dim=1) & torch.isfinite(s).all(dim=1)).nonzero()[:, 0]
+            inst.pred_embeds = self.embed_head(pooled[offset + valid[keep]])
+            offset += len(b)
+        return instances, {}
 
     def _reid_transform(self, features: List[Tensor], boxes: List[Boxes]) -> Tensor:
         return self._shared_roi_transform(features, boxes)

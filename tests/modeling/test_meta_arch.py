@@ -109,6 +109,8 @@ def test_embed_boxes_scales_original_to_input_coordinates(config_file):
 def test_detections_embeddings_are_the_embeddings_of_the_final_boxes(config_file):
     # random weights: keep every detection after NMS, so that there are some to check
     model, _ = _eval_model(config_file, score_thresh=0.0)
+    if hasattr(model.roi_heads, "embed_detections_from"):
+        model.roi_heads.embed_detections_from = "boxes"  # I-Net: second res5 pass on the final boxes
     inputs = make_test_inputs()
     with torch.no_grad():
         outputs = model(inputs)
@@ -117,6 +119,32 @@ def test_detections_embeddings_are_the_embeddings_of_the_final_boxes(config_file
         embedded = model.embed_boxes(inputs, boxes)
     for out, emb in zip(outputs, embedded):
         torch.testing.assert_close(out["instances"].pred_embeds, emb, rtol=1e-4, atol=1e-5)
+
+
+def test_inet_embeds_detections_from_their_proposals():
+    # With the box regression zeroed every detection's box is its proposal's box, so embedding the
+    # detection from its proposal's features ("proposals", one ROI pass) must give exactly what a
+    # second pass on the final box gives ("boxes"): this checks the proposal index bookkeeping.
+    model, _ = _eval_model(SMALL_INET, score_thresh=0.0)
+    assert model.roi_heads.embed_detections_from == "proposals"  # the default
+    with torch.no_grad():
+        model.roi_heads.box_predictor.bbox_pred.weight.zero_()
+        model.roi_heads.box_predictor.bbox_pred.bias.zero_()
+        inputs = make_test_inputs()
+        from_proposals = model(inputs)
+        model.roi_heads.embed_detections_from = "boxes"
+        from_boxes = model(inputs)
+    for a, b in zip(from_proposals, from_boxes):
+        assert len(a["instances"]) > 1
+        torch.testing.assert_close(a["instances"].pred_boxes.tensor, b["instances"].pred_boxes.tensor)
+        torch.testing.assert_close(a["instances"].pred_embeds, b["instances"].pred_embeds, rtol=1e-4, atol=1e-5)
+    # and without zeroing, the two differ (the regressed box is not the proposal box)
+    model2, _ = _eval_model(SMALL_INET, score_thresh=0.0)
+    with torch.no_grad():
+        a = model2(inputs)[0]["instances"].pred_embeds
+        model2.roi_heads.embed_detections_from = "boxes"
+        b = model2(inputs)[0]["instances"].pred_embeds
+    assert not torch.allclose(a, b, atol=1e-4)
 
 
 def test_inference_with_given_boxes_and_without_postprocessing():
