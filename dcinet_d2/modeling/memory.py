@@ -26,6 +26,14 @@ __all__ = ["FeatureDictionary", "ClassCentres", "EMPTY_PID"]
 EMPTY_PID = -2
 
 
+
+def _check_rows(feats: Tensor, pids: Tensor, dim: int) -> None:
+    """Raise ValueError unless ``feats`` is ``[N, dim]`` and ``pids`` is ``[N]``."""
+    if feats.dim() != 2 or feats.shape[1] != dim:
+        raise ValueError(f"feats must be [N, {dim}], got {tuple(feats.shape)}")
+    if pids.dim() != 1 or pids.shape[0] != feats.shape[0]:
+        raise ValueError(f"pids must be [N] with N = {feats.shape[0]}, got {tuple(pids.shape)}")
+
 class FeatureDictionary(nn.Module):
     """Dynamic feature dictionary of OLP (and HEP): a FIFO queue of recent person embeddings.
 
@@ -109,12 +117,7 @@ class FeatureDictionary(nn.Module):
         return float(self.num_filled.item()) / self.size
 
     def _check(self, feats: Tensor, pids: Tensor) -> None:
-        if feats.dim() != 2 or feats.shape[1] != self.dim:
-            raise ValueError(f"feats must be [N, {self.dim}], got {tuple(feats.shape)}")
-        if pids.dim() != 1 or pids.shape[0] != feats.shape[0]:
-            raise ValueError(
-                f"pids must be [N] with N = {feats.shape[0]}, got {tuple(pids.shape)}"
-            )
+        _check_rows(feats, pids, self.dim)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}"
@@ -251,12 +254,7 @@ class ClassCentres(nn.Module):
         return classes
 
     def _check(self, feats: Tensor, pids: Tensor) -> None:
-        if feats.dim() != 2 or feats.shape[1] != self.dim:
-            raise ValueError(f"feats must be [N, {self.dim}], got {tuple(feats.shape)}")
-        if pids.dim() != 1 or pids.shape[0] != feats.shape[0]:
-            raise ValueError(
-                f"pids must be [N] with N = {feats.shape[0]}, got {tuple(pids.shape)}"
-            )
+        _check_rows(feats, pids, self.dim)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, dim={self.dim}, momentum={self.momentum}"

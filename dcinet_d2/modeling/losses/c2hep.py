@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ...utils.distributed import all_gather_rows
 from ..memory import ClassCentres
-from .hep import pooled_cross_entropy
+from .hep import check_pool_loss_args, pooled_cross_entropy
 from .olp import check_reid_inputs
 
 logger = logging.getLogger(__name__)
@@ -71,11 +71,7 @@ class C2HEPLoss(nn.Module):
         generator: Optional[torch.Generator] = None,
     ):
         super().__init__()
-        if num_classes <= 0 or dim <= 0 or pool_size < 0 or num_hard < 0 or scale <= 0:
-            raise ValueError(
-                f"C2HEPLoss: bad arguments num_classes={num_classes} dim={dim} "
-                f"pool_size={pool_size} num_hard={num_hard} scale={scale}"
-            )
+        check_pool_loss_args("C2HEPLoss", num_classes, dim, pool_size, num_hard, scale)
         self.num_classes = int(num_classes)
         self.dim = int(dim)
         self.pool_size = int(pool_size)

@@ -114,6 +114,16 @@ def build_label_pool(
     return pool
 
 
+def check_pool_loss_args(name: str, num_classes: int, dim: int, pool_size: int, num_hard: int,
+                         scale: float) -> None:
+    """Constructor checks shared by :class:`HEPLoss` and ``C2HEPLoss``."""
+    if num_classes <= 0 or dim <= 0 or pool_size < 0 or num_hard < 0 or scale <= 0:
+        raise ValueError(
+            f"{name}: bad arguments num_classes={num_classes} dim={dim} "
+            f"pool_size={pool_size} num_hard={num_hard} scale={scale}"
+        )
+
+
 def pooled_cross_entropy(
     embeds: Tensor,
     pids: Tensor,
@@ -216,11 +226,7 @@ class HEPLoss(nn.Module):
         generator: Optional[torch.Generator] = None,
     ):
         super().__init__()
-        if num_classes <= 0 or dim <= 0 or pool_size < 0 or num_hard < 0 or scale <= 0:
-            raise ValueError(
-                f"HEPLoss: bad arguments num_classes={num_classes} dim={dim} "
-                f"pool_size={pool_size} num_hard={num_hard} scale={scale}"
-            )
+        check_pool_loss_args("HEPLoss", num_classes, dim, pool_size, num_hard, scale)
         self.num_classes = int(num_classes)
         self.dim = int(dim)
         self.pool_size = int(pool_size)
