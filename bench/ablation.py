@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Ablation on the synthetic CUHK-SYSU: I-Net, DC-I-Net, and each re-id loss switched off in turn,
-same schedule and seed, evaluated with the CUHK-SYSU protocol (gallery 100). Prints a Markdown table.
+same schedule and seed, evaluated with the CUHK-SYSU protocol (gallery 100) and with
+tools/reid_probe.py (re-id alone: retrieval among the gt boxes of 100 training images). Prints a
+Markdown table.
 
     python bench/ablation.py --iters 600 --seeds 0 --out output/ablation
 
@@ -37,7 +39,20 @@ def run_variant(config, losses, seed, iters, out_dir):
         with open(os.path.join(os.path.dirname(out_dir), os.path.basename(out_dir) + ".log"), "w") as log:
             subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
     with open(metrics_path) as f:
-        return json.load(f)
+        metrics = json.load(f)
+    # Re-id alone, without detection: retrieval among the gt boxes of 100 training images.
+    probe_path = os.path.join(out_dir, "reid_probe.json")
+    if not os.path.isfile(probe_path):
+        cmd = [sys.executable, os.path.join(REPO, "tools", "reid_probe.py"),
+               "--config-file", os.path.join(REPO, "configs", "synthetic", f"{config}.yaml"),
+               "--weights", os.path.join(out_dir, "model_final.pth"),
+               "MODEL.REID.LOSSES", json.dumps(losses).replace(" ", "")]
+        out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
+        with open(probe_path, "w") as f:
+            f.write(out.strip().splitlines()[-1])
+    with open(probe_path) as f:
+        metrics["probe"] = json.load(f)
+    return metrics
 
 
 def main():
@@ -62,8 +77,8 @@ def main():
                   f"({time.time() - t:.0f} s)", flush=True)
         rows.append((name, per_seed))
     print(f"\n{args.iters} iterations, seeds {args.seeds}; CUHK-SYSU protocol, gallery 100 (mean ± std over seeds)\n")
-    print("| variant | mAP | top-1 | top-5 | detection AP | recall |")
-    print("|---|---|---|---|---|---|")
+    print("| variant | mAP | top-1 | top-5 | detection AP | recall | gt-box probe mAP | probe rank-1 |")
+    print("|---|---|---|---|---|---|---|---|")
     import numpy as np
 
     for name, ms in rows:
@@ -71,7 +86,8 @@ def main():
             v = np.array([m[task][key] for m in ms])
             return f"{v.mean():.1f}" + (f" ± {v.std():.1f}" if len(v) > 1 else "")
         print(f"| {name} | {cell('search', 'mAP')} | {cell('search', 'top1')} | {cell('search', 'top5')} | "
-              f"{cell('detection', 'AP')} | {cell('detection', 'recall')} |")
+              f"{cell('detection', 'AP')} | {cell('detection', 'recall')} | {cell('probe', 'mAP')} | "
+              f"{cell('probe', 'rank1')} |")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,9 @@ def load_cfg(config_file: str, image_size: int, num_ids: int) -> CfgNode:
         cfg.MODEL.PIXEL_STD = [57.375, 57.120, 58.395]
     cfg.INPUT.MIN_SIZE_TEST = image_size
     cfg.INPUT.MAX_SIZE_TEST = 2 * image_size
+    # Detectron2's Res5ROIHeads (the baseline) builds its res5 with MODEL.RESNETS.NORM and ignores
+    # our RES5_NORM: give every model the same res5 blocks, so that the ratios time the heads only.
+    cfg.MODEL.ROI_HEADS.RES5_NORM = ""
     return cfg
 
 

@@ -17,6 +17,13 @@ def add_model_config(cfg: CN) -> CN:
     Returns:
         The same ``cfg``.
     """
+    # Ours: normalisation of the res5 blocks of the ROI heads (the detection res5 and DC-I-Net's
+    # re-id res5), any name of detectron2.layers.get_norm; "" = MODEL.RESNETS.NORM (Detectron2's
+    # behaviour). The small from-scratch CPU configs use "GN": a BatchNorm over the ROIs of one
+    # step sees only the few identities of two pairs, and its batch statistics then carry that
+    # step's identity mix into every embedding (measured in the README, "Re-id on the CPU").
+    cfg.MODEL.ROI_HEADS.RES5_NORM = ""
+
     cfg.MODEL.REID = CN()
     # ------------------------------------------------------------------------- embedding head
     # Paper: 256-d L2-normalised embeddings.

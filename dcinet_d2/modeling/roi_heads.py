@@ -214,6 +214,17 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
         ret["embed_gt_boxes"] = cfg.MODEL.REID.EMBED_GT_BOXES
         return ret
 
+    @classmethod
+    def _build_res5_block(cls, cfg: CfgNode):
+        """``Res5ROIHeads._build_res5_block`` with ``MODEL.ROI_HEADS.RES5_NORM`` (when set) in
+        place of ``MODEL.RESNETS.NORM``; the backbone keeps ``MODEL.RESNETS.NORM``."""
+        norm = cfg.MODEL.ROI_HEADS.get("RES5_NORM", "")
+        if norm and norm != cfg.MODEL.RESNETS.NORM:
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.MODEL.RESNETS.NORM = norm
+        return super()._build_res5_block(cfg)
+
     @property
     def embed_dim(self) -> int:
         return self.embed_head.embed_dim

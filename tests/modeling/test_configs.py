@@ -37,11 +37,13 @@ def test_project_has_the_expected_configs():
     assert expected <= {p.replace(os.sep, "/") for p in config_files()}
 
 
-def test_add_model_config_adds_reid_and_touches_nothing_else():
+def test_add_model_config_adds_reid_and_res5_norm_and_touches_nothing_else():
     plain = get_cfg()
     cfg = add_model_config(get_cfg())
     assert "REID" in cfg.MODEL and "REID" not in plain.MODEL
+    assert cfg.MODEL.ROI_HEADS.RES5_NORM == "" and "RES5_NORM" not in plain.MODEL.ROI_HEADS
     del cfg.MODEL["REID"]
+    del cfg.MODEL.ROI_HEADS["RES5_NORM"]
     assert cfg.dump() == plain.dump()
 
 
@@ -103,7 +105,9 @@ def test_small_configs_use_synthetic_data_and_no_download(config_file):
     assert cfg.MODEL.WEIGHTS == ""
     assert cfg.DATASETS.TRAIN == ("synthetic_cuhk_sysu_train",)
     assert cfg.DATASETS.TEST == ("synthetic_cuhk_sysu_test",)
-    assert max(cfg.INPUT.MIN_SIZE_TRAIN) <= 256 and cfg.INPUT.MIN_SIZE_TEST <= 256
+    # CPU-sized: the 256x192 synthetic images at most upsampled 2x.
+    assert max(cfg.INPUT.MIN_SIZE_TRAIN) <= 384 and cfg.INPUT.MIN_SIZE_TEST <= 384
+    assert cfg.MODEL.RESNETS.NORM == "BN" and cfg.MODEL.ROI_HEADS.RES5_NORM == "GN"
 
 
 @pytest.mark.parametrize("config_file", config_files())

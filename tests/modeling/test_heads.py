@@ -310,6 +310,28 @@ def test_inet_shares_res5_between_detection_and_reid():
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
 
 
+def _norm_types(module):
+    return {type(m).__name__ for m in module.modules()
+            if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm))}
+
+
+@pytest.mark.parametrize("res5_norm, expected", [("", "BatchNorm2d"), ("GN", "GroupNorm")])
+def test_res5_norm_key_sets_the_norm_of_the_roi_head_blocks_only(res5_norm, expected):
+    cfg = reduce_for_cpu(load_cfg(SMALL_DCINET))
+    cfg.MODEL.RESNETS.NORM = "BN"
+    cfg.MODEL.ROI_HEADS.RES5_NORM = res5_norm
+    model = build_test_model(cfg).train()
+    heads = model.roi_heads
+    assert _norm_types(heads.res5) == {expected}
+    assert _norm_types(heads.reid_res5) == {expected}
+    assert _norm_types(model.backbone) == {"BatchNorm2d"}
+    # GroupNorm(32, C): every res5 channel count of the small config is a multiple of 32.
+    with EventStorage():
+        losses = model(make_pair_batch())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in heads.reid_res5.parameters())
+
+
 @pytest.mark.parametrize("config_file", [SMALL_INET, SMALL_DCINET])
 def test_training_on_one_batch_pulls_the_pairs_together(config_file):
     """The re-id gradients train the embeddings: on a fixed batch, the embeddings of an identity
