@@ -50,19 +50,26 @@ def load_crops(dataset, pixel_mean, pixel_std, size=(64, 128)):
     return (torch.stack(crops) - pixel_mean) / pixel_std, torch.tensor(pids)
 
 
-def run(variant, crops, pids, steps, seed):
+def small_cfg(res5_norm):
+    """The small DC-I-Net config on the CPU, with ``MODEL.ROI_HEADS.RES5_NORM = res5_norm``."""
     from detectron2.config import get_cfg
-    from detectron2.modeling import build_model
 
     import dcinet_d2
 
-    composition, norm = VARIANTS[variant]
-    torch.manual_seed(seed)
     cfg = get_cfg()
     dcinet_d2.add_dcinet_config(cfg)
     cfg.merge_from_file(CONFIG)
     cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.ROI_HEADS.RES5_NORM = norm
+    cfg.MODEL.ROI_HEADS.RES5_NORM = res5_norm
+    return cfg
+
+
+def run(variant, crops, pids, steps, seed):
+    from detectron2.modeling import build_model
+
+    composition, norm = VARIANTS[variant]
+    torch.manual_seed(seed)
+    cfg = small_cfg(norm)
     model = build_model(cfg)
     backbone, heads = model.backbone, model.roi_heads
     num_classes = int(pids.max()) + 1
@@ -75,7 +82,8 @@ def run(variant, crops, pids, steps, seed):
         return heads.embed_head(heads.reid_res5(F.adaptive_avg_pool2d(res4, cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION)))
 
     def accuracy():
-        backbone.eval(), heads.eval()
+        backbone.eval()
+        heads.eval()
         with torch.no_grad():
             e = torch.cat([embed(backbone(crops[i:i + 64])["res4"]) for i in range(0, len(crops), 64)])
             return float((e @ F.normalize(weight, dim=1).t()).argmax(1).eq(pids).float().mean())
@@ -88,7 +96,8 @@ def run(variant, crops, pids, steps, seed):
             curve.append((step, accuracy()))
         if step == steps:
             break
-        backbone.train(), heads.train()
+        backbone.train()
+        heads.train()
         if composition == "diverse":
             rows = torch.randint(len(pids), (32,))
             res4 = backbone(crops[rows])["res4"]
@@ -114,11 +123,11 @@ def main():
     from detectron2.data import DatasetCatalog
 
     from dcinet_d2.data.synthetic import ensure_synthetic_datasets
-    from dcinet_d2.modeling.meta_arch import PersonSearchRCNN  # noqa: F401 (registers the parts)
 
     ensure_synthetic_datasets(which="cuhk_sysu", progress=False)
-    mean = torch.tensor([103.530, 116.280, 123.675]).view(3, 1, 1)
-    std = torch.tensor([57.375, 57.120, 58.395]).view(3, 1, 1)
+    cfg = small_cfg("")
+    mean = torch.tensor(cfg.MODEL.PIXEL_MEAN).view(3, 1, 1)
+    std = torch.tensor(cfg.MODEL.PIXEL_STD).view(3, 1, 1)
     crops, pids = load_crops(DatasetCatalog.get("synthetic_cuhk_sysu_train"), mean, std)
     print(f"{len(pids)} labelled crops of {len(torch.unique(pids))} identities")
     curves = {}
