@@ -52,16 +52,10 @@ def load_crops(dataset, pixel_mean, pixel_std, size=(64, 128)):
 
 def small_cfg(res5_norm):
     """The small DC-I-Net config on the CPU, with ``MODEL.ROI_HEADS.RES5_NORM = res5_norm``."""
-    from detectron2.config import get_cfg
+    from dcinet_d2.engine.cli import setup_cfg
 
-    import dcinet_d2
-
-    cfg = get_cfg()
-    dcinet_d2.add_dcinet_config(cfg)
-    cfg.merge_from_file(CONFIG)
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.ROI_HEADS.RES5_NORM = res5_norm
-    return cfg
+    opts = ["MODEL.DEVICE", "cpu", "MODEL.ROI_HEADS.RES5_NORM", res5_norm]
+    return setup_cfg(argparse.Namespace(config_file=CONFIG, opts=opts))
 
 
 def run(variant, crops, pids, steps, seed):

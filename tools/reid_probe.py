@@ -31,7 +31,9 @@ def retrieval_metrics(embeds: torch.Tensor, pids: torch.Tensor, image_ids: torch
     """Retrieval among given boxes, each labelled box with a match in another image as a query.
 
     Candidates of a query are the boxes of the *other* images, ranked by dot product (descending;
-    ties keep the box order). Unlabelled boxes (pid < 0) are candidates, never queries.
+    ties keep the box order for rank-1 and the first match). The AP of a query is the protocol's
+    :func:`~dcinet_d2.evaluation.protocol.average_precision` over its candidates. Unlabelled boxes
+    (pid < 0) are candidates, never queries.
 
     Args:
         embeds: ``[N, D]`` unit embeddings.
@@ -45,6 +47,8 @@ def retrieval_metrics(embeds: torch.Tensor, pids: torch.Tensor, image_ids: torch
         ``cos_diff_id``: mean cosine of labelled box pairs from different images with the same /
         a different identity (NaN when there is none).
     """
+    from dcinet_d2.evaluation.protocol import average_precision
+
     sims = embeds.float() @ embeds.float().t()
     labelled = pids >= 0
     rank1, rank1_lab, aps, first_hits = [], [], [], []
@@ -62,8 +66,7 @@ def retrieval_metrics(embeds: torch.Tensor, pids: torch.Tensor, image_ids: torch
                 continue
             rank1.append(hits[0])
             first_hits.append(int(np.argmax(hits)))
-            precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-            aps.append(float((precision * hits).sum() / hits.sum()))
+            aps.append(average_precision(same[cand].numpy(), sims[i, cand].numpy()))
     cross = labelled[:, None] & labelled[None, :] & (image_ids[:, None] != image_ids[None, :])
     same_id = cross & (pids[:, None] == pids[None, :])
     diff_id = cross & (pids[:, None] != pids[None, :])
@@ -89,19 +92,13 @@ def main(argv=None) -> Dict[str, float]:
     args = p.parse_args(argv)
 
     from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.config import get_cfg
     from detectron2.data import DatasetCatalog
     from detectron2.modeling import build_model
 
-    import dcinet_d2
     from dcinet_d2.data import PersonSearchDatasetMapper
+    from dcinet_d2.engine.cli import setup_cfg
 
-    cfg = get_cfg()
-    dcinet_d2.add_dcinet_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
+    cfg = setup_cfg(args)  # train_net.py's config: dcinet_d2 keys, overrides, CPU fallback
     model = build_model(cfg)
     DetectionCheckpointer(model).load(args.weights)
     model.eval()
