@@ -76,7 +76,8 @@ def main():
             print(f"{name} seed {seed}: mAP {m['search']['mAP']:.2f} top-1 {m['search']['top1']:.2f} "
                   f"({time.time() - t:.0f} s)", flush=True)
         rows.append((name, per_seed))
-    print(f"\n{args.iters} iterations, seeds {args.seeds}; CUHK-SYSU protocol, gallery 100 (mean ± std over seeds)\n")
+    print(f"\n{args.iters} iterations, seeds {args.seeds}; CUHK-SYSU protocol, gallery 100 "
+          "(mean over seeds, then each seed in order)\n")
     print("| variant | search mAP | top-1 | top-5 | detection AP | recall | probe mAP | probe rank-1 | "
           "probe median first match |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -85,7 +86,8 @@ def main():
     for name, ms in rows:
         def cell(task, key):
             v = np.array([m[task][key] for m in ms])
-            return f"{v.mean():.1f}" + (f" ± {v.std():.1f}" if len(v) > 1 else "")
+            # With a few seeds a standard deviation says little: show every seed's value.
+            return f"{v.mean():.1f}" + (f" ({', '.join(f'{x:.1f}' for x in v)})" if len(v) > 1 else "")
         print(f"| {name} | {cell('search', 'mAP')} | {cell('search', 'top1')} | {cell('search', 'top5')} | "
               f"{cell('detection', 'AP')} | {cell('detection', 'recall')} | {cell('probe', 'mAP')} | "
               f"{cell('probe', 'rank1')} | {cell('probe', 'median_first_hit')} |")
