@@ -11,6 +11,7 @@ setup(
     version="0.1.0",
     description="I-Net / DC-I-Net person search (Zhang et al., TPAMI 2020) as a Detectron2 plugin",
     packages=find_packages(include=["dcinet_d2", "dcinet_d2.*"]),
+    package_data={"dcinet_d2.pretrained": ["*.pth"]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=1.10",

@@ -7,6 +7,7 @@ the ``synthetic_*`` counterparts) in Detectron2's catalogs; no file is read unti
 from .config import add_dcinet_config
 from . import data  # noqa: F401  (registers datasets)
 from . import modeling  # noqa: F401  (registers PersonSearchRCNN, INetROIHeads, DCINetROIHeads, backbones)
+from . import pretrained  # noqa: F401  (registers the dcinet_d2:// prefix of MODEL.WEIGHTS)
 
 __all__ = ["add_dcinet_config"]
 __version__ = "0.1.0"

@@ -49,14 +49,15 @@ def add_model_config(cfg: CN) -> CN:
     cfg.MODEL.REID.NUM_IDS = 0
 
     # ------------------------------------------------------------------------- losses
-    # Re-id losses, a subset of "olp", "hep", "c2hep". Paper: I-Net = OLP + HEP,
-    # DC-I-Net = OLP + C2HEP.
+    # Re-id losses, a subset of "olp", "hep", "c2hep", "oim". Paper: I-Net = OLP + HEP,
+    # DC-I-Net = OLP + C2HEP. "oim" is the field's baseline (OIM / NAE / SeqNet) for comparisons.
     cfg.MODEL.REID.LOSSES = ["olp", "hep"]
     # Ours: weight of each re-id loss in the total loss (the paper gives none; 1 each).
     cfg.MODEL.REID.LOSS_WEIGHTS = CN()
     cfg.MODEL.REID.LOSS_WEIGHTS.OLP = 1.0
     cfg.MODEL.REID.LOSS_WEIGHTS.HEP = 1.0
     cfg.MODEL.REID.LOSS_WEIGHTS.C2HEP = 1.0
+    cfg.MODEL.REID.LOSS_WEIGHTS.OIM = 1.0
 
     # OLP feature dictionary length (number of embeddings kept). Paper: "4 x batch size". Ours:
     # we read "batch size" as the most re-id embeddings one training step can produce from
@@ -65,6 +66,10 @@ def add_model_config(cfg: CN) -> CN:
     cfg.MODEL.REID.DICTIONARY_SIZE = 0
     # Ours: OLP logit scale s (the paper writes none, i.e. s = 1); 10 = temperature 0.1 as in OIM.
     cfg.MODEL.REID.OLP_SCALE = 10.0
+    # Ours: weighting of the OLP terms in the mean: "pair" (one term per (anchor, positive), the
+    # formula as written), "anchor" (each anchor weighs 1) or "identity" (each identity of a pair
+    # weighs 1, however many proposals it has in the two images).
+    cfg.MODEL.REID.OLP_TERM_WEIGHT = "pair"
 
     # HEP label pool size M (ours: the paper gives no value).
     cfg.MODEL.REID.HEP_POOL_SIZE = 500
@@ -81,4 +86,13 @@ def add_model_config(cfg: CN) -> CN:
     cfg.MODEL.REID.C2HEP_SCALE = 10.0
     # Ours: momentum of the class-centre update (weight of the old centre; 0.5 as OIM's table).
     cfg.MODEL.REID.C2HEP_MOMENTUM = 0.5
+    # Ours: class-centre update, "batch_mean" (one momentum step per class towards the mean of its
+    # embeddings in the step) or "per_sample" (one step per embedding, in order, as OIM's table).
+    cfg.MODEL.REID.C2HEP_UPDATE = "batch_mean"
+
+    # OIM baseline (Xiao et al. 2017; SeqNet's values): unlabelled queue length, logit scale
+    # (1 / temperature), look-up table momentum.
+    cfg.MODEL.REID.OIM_QUEUE_SIZE = 5000
+    cfg.MODEL.REID.OIM_SCALE = 30.0
+    cfg.MODEL.REID.OIM_MOMENTUM = 0.5
     return cfg

@@ -20,7 +20,12 @@ from ..utils.distributed import all_gather_rows
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeatureDictionary", "ClassCentres", "EMPTY_PID"]
+__all__ = ["FeatureDictionary", "ClassCentres", "EMPTY_PID", "momentum_update_in_order",
+           "CENTRE_UPDATES"]
+
+#: Update rules of :class:`ClassCentres`: one momentum step per class towards the batch mean of
+#: the class, or one step per sample in batch order (as the OIM look-up table).
+CENTRE_UPDATES = ("batch_mean", "per_sample")
 
 # Identity stored in a slot of the feature dictionary that was never written.
 EMPTY_PID = -2
@@ -33,6 +38,54 @@ def _check_rows(feats: Tensor, pids: Tensor, dim: int) -> None:
         raise ValueError(f"feats must be [N, {dim}], got {tuple(feats.shape)}")
     if pids.dim() != 1 or pids.shape[0] != feats.shape[0]:
         raise ValueError(f"pids must be [N] with N = {feats.shape[0]}, got {tuple(pids.shape)}")
+
+@torch.no_grad()
+def momentum_update_in_order(
+    table: Tensor, feats: Tensor, pids: Tensor, momentum: float
+) -> Tensor:
+    """Per-sample momentum update of a table of unit rows, in place, in the order of the rows.
+
+    For every row ``i`` of ``feats`` with ``pids[i] >= 0``, in order::
+
+        table[y] <- normalize(momentum * table[y] + (1 - momentum) * feats[i]),  y = pids[i]
+
+    (the OIM look-up table update; a row of ``table`` that is all zeros becomes
+    ``normalize(feats[i])``). Updates of different classes do not interact, so the loop runs
+    over *rounds* instead of rows: round ``r`` applies the ``r``-th sample of every class at once,
+    which gives exactly the row-by-row result with as many steps as the most frequent class has
+    samples.
+
+    Args:
+        table: ``[C, D]`` float buffer, updated in place.
+        feats: ``[N, D]`` embeddings.
+        pids: ``[N]`` long; rows with pid < 0 are skipped.
+        momentum: weight of the old row, in [0, 1].
+
+    Returns:
+        ``[K]`` long, the sorted classes that were updated.
+    """
+    keep = pids >= 0
+    feats = feats.detach().to(device=table.device, dtype=table.dtype)[keep.to(feats.device)]
+    pids = pids.to(device=table.device, dtype=torch.long)[keep.to(pids.device)]
+    if pids.numel() == 0:
+        return pids
+    if int(pids.max()) >= table.shape[0]:
+        raise ValueError(f"identity {int(pids.max())} >= table rows {table.shape[0]}")
+    classes, inverse, counts = torch.unique(
+        pids, sorted=True, return_inverse=True, return_counts=True
+    )
+    # rank[i]: how many earlier rows share row i's class (the round in which row i is applied).
+    order = torch.argsort(inverse, stable=True)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(inverse)
+    rank[order] = torch.arange(inverse.numel(), device=inverse.device) - starts[inverse[order]]
+    for r in range(int(counts.max())):
+        rows = rank == r
+        ys = pids[rows]
+        mixed = momentum * table[ys] + (1.0 - momentum) * feats[rows]
+        table[ys] = F.normalize(mixed, dim=1)
+    return classes
+
 
 class FeatureDictionary(nn.Module):
     """Dynamic feature dictionary of OLP (and HEP): a FIFO queue of recent person embeddings.
@@ -132,8 +185,10 @@ class ClassCentres(nn.Module):
     * first time the class is seen: ``centre_c = normalize(m_c)``;
     * otherwise: ``centre_c = normalize(momentum * centre_c + (1 - momentum) * m_c)``.
 
-    Classes absent from the batch are left unchanged. Ours: the momentum is a constructor argument
-    (a config key); the paper gives no value.
+    With ``update="per_sample"`` a class already seen takes one momentum step per sample instead,
+    in batch order (:func:`momentum_update_in_order`, the OIM look-up table rule). Classes absent
+    from the batch are left unchanged. Ours: the momentum and the rule are constructor arguments
+    (config keys); the paper gives neither.
 
     Buffers (saved in ``state_dict``):
         centres: ``[C, D]`` float32 (zeros for a class never seen).
@@ -143,14 +198,18 @@ class ClassCentres(nn.Module):
         num_classes: number of labelled identities C (> 0).
         dim: embedding dimension D (> 0).
         momentum: weight of the old centre, in [0, 1].
+        update: ``"batch_mean"`` or ``"per_sample"`` (see above).
     """
 
-    def __init__(self, num_classes: int, dim: int, momentum: float):
+    def __init__(self, num_classes: int, dim: int, momentum: float, update: str = "batch_mean"):
         super().__init__()
         if num_classes <= 0 or dim <= 0:
             raise ValueError(f"ClassCentres needs num_classes, dim > 0, got {num_classes}, {dim}")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        if update not in CENTRE_UPDATES:
+            raise ValueError(f"centre update must be one of {CENTRE_UPDATES}, got {update!r}")
+        self.update_rule = update
         self.num_classes = int(num_classes)
         self.dim = int(dim)
         self.momentum = float(momentum)
@@ -239,6 +298,8 @@ class ClassCentres(nn.Module):
         """
         if sync:
             feats, pids = all_gather_rows(feats, pids)
+        if self.update_rule == "per_sample":
+            return self._update_per_sample(feats, pids, exclude)
         classes, means = self.class_means(feats, pids)
         if exclude is not None and exclude.numel():
             keep = ~torch.isin(classes, exclude.to(classes.device))
@@ -253,8 +314,27 @@ class ClassCentres(nn.Module):
         self.initialized[classes] = True
         return classes
 
+    def _update_per_sample(
+        self, feats: Tensor, pids: Tensor, exclude: Optional[Tensor]
+    ) -> Tensor:
+        self._check(feats, pids)
+        pids = pids.to(device=self.centres.device, dtype=torch.long)
+        if pids.numel() and int(pids.max()) >= self.num_classes:
+            raise ValueError(f"identity {int(pids.max())} >= num_classes {self.num_classes}")
+        if exclude is not None and exclude.numel():
+            pids = torch.where(torch.isin(pids, exclude.to(pids.device)), -1, pids)
+        # A class never seen starts from zeros, so its first sample sets it (as the OIM table).
+        unseen = (pids >= 0) & ~self.initialized[pids.clamp(min=0)]
+        self.centres[pids[unseen]] = 0.0
+        classes = momentum_update_in_order(self.centres, feats, pids, self.momentum)
+        self.initialized[classes] = True
+        return classes
+
     def _check(self, feats: Tensor, pids: Tensor) -> None:
         _check_rows(feats, pids, self.dim)
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, dim={self.dim}, momentum={self.momentum}"
+        return (
+            f"num_classes={self.num_classes}, dim={self.dim}, momentum={self.momentum}, "
+            f"update={self.update_rule}"
+        )

@@ -115,6 +115,11 @@ def build_reid_criterion(cfg: CfgNode) -> ReIDCriterion:
         c2hep_num_hard=reid.C2HEP_NUM_HARD,
         c2hep_scale=reid.C2HEP_SCALE,
         c2hep_momentum=reid.C2HEP_MOMENTUM,
+        olp_term_weight=reid.OLP_TERM_WEIGHT,
+        c2hep_update=reid.C2HEP_UPDATE,
+        oim_queue_size=reid.OIM_QUEUE_SIZE,
+        oim_scale=reid.OIM_SCALE,
+        oim_momentum=reid.OIM_MOMENTUM,
     )
 
 

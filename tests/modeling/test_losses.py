@@ -207,13 +207,23 @@ class TestLabelPool:
         # filling restricted to given identities (C2HEP: the initialised classes)
         assert self.pool(pool_size=50, num_hard=1, fill_from=T([1, 7, 2])) == [0, 1, 2, 3, 5, 7]
 
-    def test_duplicate_identities_count_as_entries(self):
-        # two entries of identity 3 are a's two hardest: top-2 gives identity 3 only
-        cand_feats = T([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8]])
-        hard = hard_negative_identities(
-            T([[1.0, 0.0]]), T([0]), cand_feats, T([3, 3, 7]), 2
-        )
-        assert hard.tolist() == [3]
+    def test_hard_classes_not_entries(self):
+        # Entries of a=(1,0) pid 0, by similarity: k0 pid 3 (1.0), k1 pid 3 (0.8), k2 pid 7 (0.6),
+        # k3 pid 9 (0.0), k4 pid 0 (own, 0.8 ignored). Classes by their best entry: 3 (1.0),
+        # 7 (0.6), 9 (0.0). The top-2 *classes* are {3, 7}; the top-2 entries would give {3}.
+        cand_feats = T([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0], [0.8, -0.6]])
+        cand_pids = T([3, 3, 7, 9, 0])
+        a, ya = T([[1.0, 0.0]]), T([0])
+        assert hard_negative_identities(a, ya, cand_feats, cand_pids, 2).tolist() == [3, 7]
+        assert hard_negative_identities(a, ya, cand_feats, cand_pids, 1).tolist() == [3]
+        assert hard_negative_identities(a, ya, cand_feats, cand_pids, 3).tolist() == [3, 7, 9]
+        # a class is ranked by its best entry, not by its number of entries: b=(0,1) pid 5 sees
+        # 9 (1.0), 7 (0.8), 3 (0.6; its other entry 0.0), 0 (-0.6)
+        b, yb = T([[0.0, 1.0]]), T([5])
+        assert hard_negative_identities(b, yb, cand_feats, cand_pids, 2).tolist() == [7, 9]
+        assert hard_negative_identities(b, yb, cand_feats, cand_pids, 3).tolist() == [3, 7, 9]
+        # only unlabelled candidates: no hard class
+        assert hard_negative_identities(a, ya, cand_feats, T([-1] * 5), 2).tolist() == []
 
 
 # ----------------------------------------------------------------------------------- HEP
@@ -422,7 +432,7 @@ class TestCriterion:
         only_c2hep = ReIDCriterion(num_classes=4, dim=2, losses=["c2hep"])
         assert only_c2hep.dictionary is None and only_c2hep.hep is None
         with pytest.raises(ValueError):
-            ReIDCriterion(num_classes=4, dim=2, losses=["oim"])
+            ReIDCriterion(num_classes=4, dim=2, losses=["triplet"])
         with pytest.raises(ValueError):
             crit(embeds, T([0, 1, 4, 2]), image_ids)
 
@@ -489,3 +499,33 @@ class TestCriterion:
         assert torch.equal(fresh.dictionary.feats, crit.dictionary.feats)
         assert torch.equal(fresh.dictionary.feats[:2], x)
         assert torch.equal(fresh.c2hep.centres.centres, crit.c2hep.centres.centres)
+
+
+# ------------------------------------------------------------------------ OLP term weighting
+class TestOLPTermWeight:
+    # Pair (images 0, 1), scale 1, one dictionary entry n=(0,1) (unlabelled, a negative of all).
+    # identity 0: a1=(1,0), a2=(0,1) in image 0; b1=(1,0) in image 1
+    # identity 1: c=(0,1) in image 0; d=(0,1) in image 1
+    # term(anchor, positive) = log(1 + e^{a.n - a.p}):
+    #   a1->b1: log(1+e^-1)   a2->b1: log(1+e)   b1->a1: log(1+e^-1)   b1->a2: log 2
+    #   c->d: log 2           d->c: log 2
+    L1, L2, LOG2 = math.log(1 + math.exp(-1)), math.log(1 + math.e), math.log(2)
+
+    def loss(self, term_weight):
+        embeds = T([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+        pids, image_ids = T([0, 0, 0, 1, 1]), T([0, 0, 1, 0, 1])
+        loss, stats = olp_loss(embeds, pids, image_ids, T([[0.0, 1.0]]), T([-1]), 1.0, term_weight)
+        assert stats["num_terms"] == 6
+        return loss.item()
+
+    def test_weightings(self):
+        L1, L2, LOG2 = self.L1, self.L2, self.LOG2
+        assert self.loss("pair") == pytest.approx((2 * L1 + L2 + 3 * LOG2) / 6, abs=1e-6)
+        # each anchor weighs 1: b1's two terms weigh 1/2 each; 5 anchors
+        assert self.loss("anchor") == pytest.approx(
+            (L1 + L2 + 0.5 * (L1 + LOG2) + 2 * LOG2) / 5, abs=1e-6)
+        # each identity of the pair weighs 1: identity 0's 4 terms 1/4 each, identity 1's 2 terms 1/2
+        assert self.loss("identity") == pytest.approx(
+            (0.25 * (2 * L1 + L2 + LOG2) + 0.5 * 2 * LOG2) / 2, abs=1e-6)
+        with pytest.raises(ValueError, match="term_weight"):
+            self.loss("image")

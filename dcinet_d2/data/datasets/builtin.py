@@ -6,6 +6,9 @@ directory as in Detectron2):
 - ``cuhk_sysu_train``, ``cuhk_sysu_test``: ``$DETECTRON2_DATASETS/CUHK-SYSU``
 - ``prw_train``, ``prw_test``: ``$DETECTRON2_DATASETS/PRW``
 - ``synthetic_cuhk_sysu_{train,test}``, ``synthetic_prw_{train,test}``: the same under ``synthetic/``
+- ``synthetic_pretrain_cuhk_sysu_{train,test}``: ``synthetic_pretrain/CUHK-SYSU``, a synthetic
+  CUHK-SYSU drawn with another seed (identities disjoint from ``synthetic/``), on which
+  ``tools/pretrain_backbone.py`` pre-trains the small configs' ResNet
 
 Registration touches no file: dicts are read on ``DatasetCatalog.get``, and the metadata entry
 ``num_train_ids`` (C) is computed on first access.
@@ -79,3 +82,6 @@ def register_all(root: str | None = None) -> None:
     register_prw("prw", os.path.join(root, "PRW"))
     register_cuhk_sysu("synthetic_cuhk_sysu", os.path.join(root, "synthetic", "CUHK-SYSU"))
     register_prw("synthetic_prw", os.path.join(root, "synthetic", "PRW"))
+    register_cuhk_sysu(
+        "synthetic_pretrain_cuhk_sysu", os.path.join(root, "synthetic_pretrain", "CUHK-SYSU")
+    )

@@ -1,4 +1,4 @@
-"""Re-id losses of I-Net / DC-I-Net: OLP, HEP, C2HEP and the criterion combining them.
+"""Re-id losses of I-Net / DC-I-Net (OLP, HEP, C2HEP), the OIM baseline, and the criterion.
 
 Pure torch modules (no Detectron2 inside); the memories they use are in
 :mod:`dcinet_d2.modeling.memory`.
@@ -6,6 +6,7 @@ Pure torch modules (no Detectron2 inside); the memories they use are in
 from .c2hep import C2HEPLoss
 from .criterion import REID_LOSS_NAMES, ReIDCriterion
 from .hep import HEPLoss, build_label_pool, hard_negative_identities, pooled_cross_entropy
+from .oim import OIMLoss
 from .olp import OLPLoss, olp_loss
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "hard_negative_identities",
     "pooled_cross_entropy",
     "C2HEPLoss",
+    "OIMLoss",
     "ReIDCriterion",
     "REID_LOSS_NAMES",
 ]

@@ -31,8 +31,8 @@ class C2HEPLoss(nn.Module):
 
     1. *Initialise*: every class of ``Y`` never seen before gets ``centre = normalize(m_c)``,
        ``m_c`` the mean of its rows of ``F``; call these classes "fresh".
-    2. *Loss*: per pair, pool = identities of the pair ∪ identities of the ``num_hard``
-       initialised centres most similar to each labelled anchor of the pair (its own class
+    2. *Loss*: per pair, pool = identities of the pair ∪ the ``num_hard`` classes whose
+       initialised centres are most similar to each labelled anchor of the pair (its own class
        excluded) ∪ random initialised classes up to ``pool_size`` (the first two groups are
        never truncated);
        ``loss = mean over labelled embeddings of -log softmax_pool(scale * x.centre)[y]``.
@@ -57,6 +57,9 @@ class C2HEPLoss(nn.Module):
         scale: logit scale s (ours: config key, default 10).
         momentum: weight of the old centre in the update (ours: config key, default 0.5 as the
             OIM lookup table).
+        update: the centre update rule of step 3, ``"batch_mean"`` (as written above) or
+            ``"per_sample"`` (one momentum step per sample in batch order, as the OIM table);
+            see :class:`ClassCentres` (ours: config key).
         generator: optional CPU generator of the random pool filling (default: global RNG).
     """
 
@@ -69,6 +72,7 @@ class C2HEPLoss(nn.Module):
         scale: float = 10.0,
         momentum: float = 0.5,
         generator: Optional[torch.Generator] = None,
+        update: str = "batch_mean",
     ):
         super().__init__()
         check_pool_loss_args("C2HEPLoss", num_classes, dim, pool_size, num_hard, scale)
@@ -78,7 +82,7 @@ class C2HEPLoss(nn.Module):
         self.num_hard = int(num_hard)
         self.scale = float(scale)
         self.generator = generator
-        self.centres = ClassCentres(num_classes, dim, momentum)
+        self.centres = ClassCentres(num_classes, dim, momentum, update)
 
     def forward(
         self, embeds: Tensor, pids: Tensor, image_ids: Tensor

@@ -1,7 +1,7 @@
 """The re-id criterion of I-Net / DC-I-Net: selected losses plus the shared feature dictionary.
 
 I-Net = OLP + HEP, DC-I-Net = OLP + C2HEP (Zhang et al., TPAMI 2020); any subset can be chosen
-for ablations. Only torch is used (no Detectron2): the ROI heads call it and report its metrics.
+for ablations, and OIM (the field's baseline, :mod:`.oim`) can replace them for comparisons. Only torch is used (no Detectron2): the ROI heads call it and report its metrics.
 """
 import logging
 import math
@@ -13,27 +13,28 @@ from torch import Tensor, nn
 from ..memory import FeatureDictionary
 from .c2hep import C2HEPLoss
 from .hep import HEPLoss
+from .oim import OIMLoss
 from .olp import OLPLoss, check_reid_inputs
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ReIDCriterion", "REID_LOSS_NAMES"]
 
-REID_LOSS_NAMES = ("olp", "hep", "c2hep")
+REID_LOSS_NAMES = ("olp", "hep", "c2hep", "oim")
 
 
 class ReIDCriterion(nn.Module):
     """Computes the selected re-id losses of a batch of Siamese pairs and maintains the memories.
 
     Sub-modules: ``dictionary`` (a :class:`FeatureDictionary`, shared by OLP and HEP; None when
-    neither is selected), ``olp``, ``hep``, ``c2hep`` (None when not selected). The memories are
+    neither is selected), ``olp``, ``hep``, ``c2hep``, ``oim`` (None when not selected). The memories are
     buffers of these sub-modules, hence part of the owner's ``state_dict``.
 
     One call of :meth:`forward` in training mode:
 
     1. reads the dictionary as it was before this step;
     2. computes the selected losses (C2HEP initialises and updates its centres, see
-       :class:`C2HEPLoss`);
+       :class:`C2HEPLoss`; OIM updates its table and queue, see :class:`OIMLoss`);
     3. enqueues *all* given embeddings (labelled and unlabelled, detached) into the dictionary,
        all-gathered over the processes, so a step never sees its own embeddings as negatives.
 
@@ -44,7 +45,7 @@ class ReIDCriterion(nn.Module):
     Args:
         num_classes: number of labelled training identities C.
         dim: embedding dimension D.
-        losses: the losses to compute, a subset of ``("olp", "hep", "c2hep")``.
+        losses: the losses to compute, a subset of ``("olp", "hep", "c2hep", "oim")``.
         weights: loss name -> weight; a missing name weighs 1.0.
         dictionary_size: entries of the feature dictionary (paper: 4 x batch size; ours: a
             config key).
@@ -56,6 +57,12 @@ class ReIDCriterion(nn.Module):
         c2hep_num_hard: hardest classes per anchor in C2HEP (ours: config key).
         c2hep_scale: C2HEP logit scale (ours: config key).
         c2hep_momentum: momentum of the class centres (ours: config key).
+        olp_term_weight: weighting of the OLP terms (``"pair"``, ``"anchor"``, ``"identity"``;
+            ours: config key, see :func:`~.olp.olp_loss`).
+        c2hep_update: class-centre update rule (``"batch_mean"`` or ``"per_sample"``; ours).
+        oim_queue_size: OIM's queue of unlabelled features.
+        oim_scale: OIM's logit scale.
+        oim_momentum: OIM's look-up table momentum.
 
     The defaults of the "ours" values are placeholders for direct use of this module; the
     Detectron2 heads pass the values of the config.
@@ -76,6 +83,11 @@ class ReIDCriterion(nn.Module):
         c2hep_num_hard: int = 20,
         c2hep_scale: float = 10.0,
         c2hep_momentum: float = 0.5,
+        olp_term_weight: str = "pair",
+        c2hep_update: str = "batch_mean",
+        oim_queue_size: int = 5000,
+        oim_scale: float = 30.0,
+        oim_momentum: float = 0.5,
     ):
         super().__init__()
         losses = tuple(str(name).lower() for name in losses)
@@ -93,7 +105,7 @@ class ReIDCriterion(nn.Module):
 
         uses_dict = "olp" in self.loss_names or "hep" in self.loss_names
         self.dictionary = FeatureDictionary(dictionary_size, dim) if uses_dict else None
-        self.olp = OLPLoss(olp_scale) if "olp" in self.loss_names else None
+        self.olp = OLPLoss(olp_scale, olp_term_weight) if "olp" in self.loss_names else None
         self.hep = (
             HEPLoss(num_classes, dim, hep_pool_size, hep_num_hard, hep_scale)
             if "hep" in self.loss_names
@@ -101,9 +113,20 @@ class ReIDCriterion(nn.Module):
         )
         self.c2hep = (
             C2HEPLoss(
-                num_classes, dim, c2hep_pool_size, c2hep_num_hard, c2hep_scale, c2hep_momentum
+                num_classes,
+                dim,
+                c2hep_pool_size,
+                c2hep_num_hard,
+                c2hep_scale,
+                c2hep_momentum,
+                update=c2hep_update,
             )
             if "c2hep" in self.loss_names
+            else None
+        )
+        self.oim = (
+            OIMLoss(num_classes, dim, oim_queue_size, oim_scale, oim_momentum)
+            if "oim" in self.loss_names
             else None
         )
         logger.info(
@@ -126,13 +149,14 @@ class ReIDCriterion(nn.Module):
                 ``2k`` and ``2k+1`` form a pair.
 
         Returns:
-            loss_dict: ``loss_olp`` / ``loss_hep`` / ``loss_c2hep`` (only the selected ones),
+            loss_dict: ``loss_olp`` / ``loss_hep`` / ``loss_c2hep`` / ``loss_oim`` (the selected),
                 0-dim float32 tensors already multiplied by their weights; zero but connected
                 to the graph when undefined (e.g. no labelled person).
             metrics: python floats for logging: ``reid/num_labelled``, ``reid/num_unlabelled``,
                 ``reid/dict_fill`` (after this step's enqueue), ``reid/olp_num_pairs``,
                 ``reid/olp_pos_sim``, ``reid/olp_neg_sim``, ``reid/hep_acc``,
                 ``reid/hep_pool_size``, ``reid/c2hep_acc``, ``reid/c2hep_pool_size``,
+                ``reid/oim_acc``, ``reid/oim_queue_fill``,
                 ``reid/pool_size`` (mean of the selected pool losses' mean pool sizes). A metric
                 that is undefined at this step (a mean over nothing) is left out.
         """
@@ -175,6 +199,11 @@ class ReIDCriterion(nn.Module):
                 metrics["reid/c2hep_acc"] = stats["acc"]
                 metrics["reid/c2hep_pool_size"] = stats["pool_size"]
                 pool_sizes.append(stats["pool_size"])
+            if self.oim is not None:
+                loss, stats = self.oim(x, pids, image_ids)
+                loss_dict["loss_oim"] = self.weights["oim"] * loss
+                metrics["reid/oim_acc"] = stats["acc"]
+                metrics["reid/oim_queue_fill"] = stats["queue_fill"]
             if self.dictionary is not None:
                 if self.training:
                     self.dictionary.enqueue(x.detach(), pids)

@@ -4,8 +4,9 @@ Re-id as classification over the C labelled training identities, where the softm
 labelled embedding runs only over the *label pool* of its Siamese pair:
 
 1. the labelled identities present in the pair (both images);
-2. the identities of the ``num_hard`` hardest (most similar) labelled negatives of each labelled
-   anchor of the pair, taken from the dynamic feature dictionary (paper: top 20);
+2. the ``num_hard`` hardest negative *classes* of each labelled anchor of the pair (paper: top
+   20 hard categories): classes ranked by their most similar entry of the dynamic feature
+   dictionary (:func:`hard_negative_identities`);
 3. random other identities, until the pool holds ``pool_size`` (paper: a preset size M; ours:
    a config key). Groups 1 and 2 are never truncated, so a pool may exceed ``pool_size``.
 
@@ -36,31 +37,42 @@ def hard_negative_identities(
     cand_pids: Tensor,
     num_hard: int,
 ) -> Tensor:
-    """Identities of the ``num_hard`` most similar labelled negatives of each anchor.
+    """The ``num_hard`` hardest negative *classes* of each anchor (paper: hard categories).
 
-    A candidate is a labelled negative of an anchor when its pid is >= 0 and differs from the
-    anchor's. Per anchor the ``min(num_hard, #negatives)`` candidates of highest dot product are
-    taken (candidates, not distinct identities: several may share one identity).
+    A class is a labelled negative of an anchor when some candidate has that pid (>= 0) and the
+    pid differs from the anchor's. The hardness of a class for an anchor is the dot product of
+    its *most similar* candidate; per anchor the ``min(num_hard, #negative classes)`` classes of
+    highest hardness are taken. Ranking entries instead would let the many dictionary entries of
+    one person fill the top ``num_hard`` alone (they often span 1-3 identities).
 
     Args:
         anchor_feats: ``[A, D]`` anchor embeddings.
         anchor_pids: ``[A]`` long, their identities (>= 0).
         cand_feats: ``[K, D]`` candidate embeddings (dictionary entries or class centres).
         cand_pids: ``[K]`` long, their identities (-1 / -2 never count as negatives).
-        num_hard: number of hardest negatives per anchor (>= 0).
+        num_hard: number of hardest negative classes per anchor (>= 0).
 
     Returns:
-        ``[H]`` long, the sorted distinct identities of those negatives.
+        ``[H]`` long, the sorted distinct identities of the union over the anchors.
     """
     empty = anchor_pids.new_zeros(0)
     if num_hard <= 0 or anchor_feats.shape[0] == 0 or cand_feats.shape[0] == 0:
         return empty
     cand_pids = cand_pids.to(anchor_pids.device)
-    sims = anchor_feats.detach().float() @ cand_feats.detach().float().to(anchor_feats.device).t()
-    valid = (cand_pids[None, :] >= 0) & (cand_pids[None, :] != anchor_pids[:, None])  # [A, K]
-    sims = sims.masked_fill(~valid, float("-inf"))
-    top_sims, top_idx = sims.topk(min(num_hard, sims.shape[1]), dim=1)  # [A, k]
-    return torch.unique(cand_pids[top_idx][torch.isfinite(top_sims)], sorted=True)
+    labelled = cand_pids >= 0
+    if not bool(labelled.any()):
+        return empty
+    classes, cand_class = torch.unique(cand_pids[labelled], sorted=True, return_inverse=True)
+    cands = cand_feats.detach().float().to(anchor_feats.device)[labelled]
+    sims = anchor_feats.detach().float() @ cands.t()  # [A, K']
+    # Hardness of each class for each anchor: the similarity of its most similar candidate.
+    hardness = sims.new_full((sims.shape[0], classes.numel()), float("-inf"))
+    hardness = hardness.scatter_reduce(
+        1, cand_class[None, :].expand_as(sims), sims, reduce="amax", include_self=True
+    )  # [A, U]
+    hardness = hardness.masked_fill(classes[None, :] == anchor_pids[:, None], float("-inf"))
+    top, top_idx = hardness.topk(min(num_hard, classes.numel()), dim=1)  # [A, k]
+    return torch.unique(classes[top_idx][torch.isfinite(top)], sorted=True)
 
 
 def build_label_pool(

@@ -22,7 +22,10 @@ from torch import Tensor, nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["olp_loss", "OLPLoss", "masked_logsumexp", "check_reid_inputs"]
+__all__ = ["olp_loss", "OLPLoss", "masked_logsumexp", "check_reid_inputs", "OLP_TERM_WEIGHTS"]
+
+#: How the (anchor, positive) terms of a batch are weighted in the mean, see :func:`olp_loss`.
+OLP_TERM_WEIGHTS = ("pair", "anchor", "identity")
 
 
 def masked_logsumexp(logits: Tensor, mask: Tensor) -> Tensor:
@@ -53,6 +56,7 @@ def olp_loss(
     dict_feats: Tensor,
     dict_pids: Tensor,
     scale: float,
+    term_weight: str = "pair",
 ) -> Tuple[Tensor, Dict[str, float]]:
     """OLP loss of one batch of Siamese pairs.
 
@@ -66,7 +70,14 @@ def olp_loss(
 
     with negatives ``n`` = dictionary entries whose pid differs from the anchor's (entries with
     pid -1 are negatives; entries with pid <= -2, empty slots, are ignored). The loss is the mean
-    of the terms. The positive and the dictionary are detached: the gradient flows into the
+    of the terms, weighted by ``term_weight``:
+
+    * ``"pair"``: every (anchor, positive) term weighs 1 (the formula as written), so a person with
+      ``n_A`` proposals in one image and ``n_B`` in the other weighs ``2 n_A n_B`` terms;
+    * ``"anchor"``: every anchor weighs 1 (its terms share it equally);
+    * ``"identity"``: every identity of every pair weighs 1 (its terms share it equally).
+
+    The positive and the dictionary are detached: the gradient flows into the
     anchors only. Embeddings are expected L2-normalised, so ``cos(a, b) = a.b``.
 
     Special cases: with an empty dictionary every term is ``-log(1) = 0``; with no anchor having
@@ -82,6 +93,7 @@ def olp_loss(
         dict_feats: ``[K, D]`` dictionary embeddings (K may be 0).
         dict_pids: ``[K]`` long dictionary identities.
         scale: s > 0, the scale of the cosine similarities.
+        term_weight: ``"pair"``, ``"anchor"`` or ``"identity"`` (above).
 
     Returns:
         loss: 0-dim float32 tensor.
@@ -90,6 +102,8 @@ def olp_loss(
     """
     if scale <= 0:
         raise ValueError(f"scale must be > 0, got {scale}")
+    if term_weight not in OLP_TERM_WEIGHTS:
+        raise ValueError(f"term_weight must be one of {OLP_TERM_WEIGHTS}, got {term_weight!r}")
     check_reid_inputs(embeds, pids, image_ids)
     if dict_feats.dim() != 2 or dict_feats.shape[1] != embeds.shape[1]:
         raise ValueError(
@@ -123,7 +137,16 @@ def olp_loss(
     neg_sim = a @ d.t()  # [A, K]
     lse_neg = masked_logsumexp(scale * neg_sim, neg_mask)  # [A]
     terms = F.softplus(lse_neg[term_anchor] - scale * pos_sim)  # [T]
-    loss = terms.mean()
+    if term_weight == "pair":
+        loss = terms.mean()
+    else:
+        if term_weight == "anchor":
+            group = term_anchor
+        else:  # one group per (identity, pair of images)
+            keys = torch.stack([pids[anchor_idx], image_ids[anchor_idx] // 2], dim=1)
+            group = torch.unique(keys, dim=0, return_inverse=True)[1]
+        weight = 1.0 / torch.bincount(group).to(terms.dtype)[group]  # [T]
+        loss = (weight * terms).sum() / weight.sum()
 
     with torch.no_grad():
         num_neg = int(neg_mask.sum())
@@ -142,13 +165,17 @@ class OLPLoss(nn.Module):
     Args:
         scale: s > 0, the scale of the cosine similarities. Ours (the paper writes none, i.e.
             s = 1): a config key, default 10 (temperature 0.1 as in OIM).
+        term_weight: weighting of the terms in the mean (:func:`olp_loss`; ours: config key).
     """
 
-    def __init__(self, scale: float = 10.0):
+    def __init__(self, scale: float = 10.0, term_weight: str = "pair"):
         super().__init__()
         if scale <= 0:
             raise ValueError(f"scale must be > 0, got {scale}")
+        if term_weight not in OLP_TERM_WEIGHTS:
+            raise ValueError(f"term_weight must be one of {OLP_TERM_WEIGHTS}, got {term_weight!r}")
         self.scale = float(scale)
+        self.term_weight = term_weight
 
     def forward(
         self,
@@ -159,10 +186,12 @@ class OLPLoss(nn.Module):
         dict_pids: Tensor,
     ) -> Tuple[Tensor, Dict[str, float]]:
         """See :func:`olp_loss` for the arguments and the outputs."""
-        return olp_loss(embeds, pids, image_ids, dict_feats, dict_pids, self.scale)
+        return olp_loss(
+            embeds, pids, image_ids, dict_feats, dict_pids, self.scale, self.term_weight
+        )
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}"
+        return f"scale={self.scale}, term_weight={self.term_weight}"
 
 
 def check_reid_inputs(embeds: Tensor, pids: Tensor, image_ids: Tensor) -> None:

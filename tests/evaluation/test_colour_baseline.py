@@ -1,0 +1,93 @@
+"""Colour-histogram baseline: the histogram of hand-made images, and the predictions it builds."""
+import math
+
+import numpy as np
+import pytest
+
+from dcinet_d2.evaluation.colour_baseline import (
+    HISTOGRAM_DIM,
+    colour_histogram,
+    ground_truth_predictions,
+    histogram_predictions,
+)
+from dcinet_d2.evaluation.predictions import validate_predictions
+
+RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+
+
+def image_4x2():
+    """4 rows x 2 columns: two red rows, then two rows of (blue, green)."""
+    return np.array([[RED, RED], [RED, RED], [BLUE, GREEN], [BLUE, GREEN]], dtype=np.uint8)
+
+
+def expected_4x2():
+    # bins: code = (r * 4 + g) * 4 + b with 0..3 per channel; red = 48, green = 12, blue = 3.
+    # upper half: red 1.0; lower half (offset 64): blue 0.5, green 0.5. sqrt -> 1, sqrt(.5),
+    # sqrt(.5); L2 norm sqrt(2).
+    h = np.zeros(HISTOGRAM_DIM)
+    h[48] = 1 / math.sqrt(2)
+    h[64 + 3] = h[64 + 12] = 0.5
+    return h
+
+
+def test_histogram_by_hand():
+    assert HISTOGRAM_DIM == 128
+    np.testing.assert_allclose(colour_histogram(image_4x2(), (0, 0, 2, 4)), expected_4x2(), atol=1e-7)
+    # a fractional box covers the same whole pixels
+    np.testing.assert_allclose(colour_histogram(image_4x2(), (0.5, 0.2, 1.2, 3.9)), expected_4x2(),
+                               atol=1e-7)
+
+
+def test_histogram_halves_and_clipping():
+    # rows 2..3 only: upper half = row 2, lower half = row 3, both (blue, green)
+    h = colour_histogram(image_4x2(), (0, 2, 2, 4))
+    expected = np.zeros(HISTOGRAM_DIM)
+    expected[[3, 12, 64 + 3, 64 + 12]] = 0.5  # sqrt(0.5) each, norm sqrt(2)
+    np.testing.assert_allclose(h, expected, atol=1e-7)
+    # a box outside the image keeps one pixel (the last row and column: green), all in the
+    # lower half (a 1-row crop has an empty upper half)
+    h = colour_histogram(image_4x2(), (10, 10, 20, 20))
+    expected = np.zeros(HISTOGRAM_DIM)
+    expected[64 + 12] = 1.0
+    np.testing.assert_allclose(h, expected, atol=1e-7)
+    with pytest.raises(ValueError, match="uint8"):
+        colour_histogram(image_4x2().astype(np.float32), (0, 0, 2, 4))
+
+
+def dataset():
+    return [
+        {"file_name": "a.jpg", "image_id": "a.jpg",
+         "annotations": [{"bbox": [0, 0, 2, 4]}, {"bbox": [1, 1, 1, 3]}],  # second: no area
+         "queries": [{"query_id": 0, "bbox": [0, 0, 2, 2], "person_id": 3}]},
+        {"file_name": "b.jpg", "image_id": "b.jpg", "annotations": []},
+    ]
+
+
+def test_predictions_keep_boxes_and_replace_embeddings():
+    read = lambda path: image_4x2()  # noqa: E731
+    learned = {
+        "gallery": {
+            "a.jpg": {"boxes": np.array([[0, 0, 2, 4]], np.float32), "scores": np.array([0.7], np.float32),
+                      "embeds": np.array([[1.0] + [0.0] * 7], np.float32)},
+            "b.jpg": {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
+                      "embeds": np.zeros((0, 8), np.float32)},
+        },
+        "queries": {0: {"embed": np.array([1.0] + [0.0] * 7, np.float32)}},
+    }
+    hist = validate_predictions(histogram_predictions(learned, dataset(), read_image=read))
+    np.testing.assert_array_equal(hist["gallery"]["a.jpg"]["boxes"], [[0, 0, 2, 4]])
+    np.testing.assert_array_equal(hist["gallery"]["a.jpg"]["scores"], np.float32([0.7]))
+    np.testing.assert_allclose(hist["gallery"]["a.jpg"]["embeds"][0], expected_4x2(), atol=1e-7)
+    assert hist["gallery"]["b.jpg"]["embeds"].shape == (0, HISTOGRAM_DIM)
+    # the query box (two red rows): red in both halves, 1/sqrt(2) each
+    q = np.zeros(HISTOGRAM_DIM)
+    q[[48, 64 + 48]] = 1 / math.sqrt(2)
+    np.testing.assert_allclose(hist["queries"][0]["embed"], q, atol=1e-7)
+
+    gt = validate_predictions(ground_truth_predictions(dataset(), read_image=read))
+    np.testing.assert_array_equal(gt["gallery"]["a.jpg"]["boxes"], [[0, 0, 2, 4]])  # no-area box left out
+    np.testing.assert_array_equal(gt["gallery"]["a.jpg"]["scores"], [1.0])
+    assert gt["gallery"]["b.jpg"]["boxes"].shape == (0, 4)
+    with pytest.raises(ValueError, match="not in the dataset"):
+        histogram_predictions({"gallery": {"c.jpg": learned["gallery"]["a.jpg"]}, "queries": {}},
+                              dataset(), read_image=read)
