@@ -195,6 +195,7 @@ def compare_with_histograms(
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
+    from .diagnostics import false_detection_stats
     from .evaluator import evaluate_person_search
     from .predictions import load_predictions, validate_predictions
 
@@ -206,6 +207,9 @@ def compare_with_histograms(
     if predictions_path:
         learned = load_predictions(predictions_path)
         rows["learned"] = evaluate_person_search(dicts, learned, **common)
+        rows["learned"]["false_detections"] = false_detection_stats(
+            learned["gallery"], dicts, det_thresh=det_thresh
+        )
         same = validate_predictions(histogram_predictions(learned, dicts))
         rows["histogram_same_detections"] = evaluate_person_search(dicts, same, **common)
     gt = validate_predictions(ground_truth_predictions(dicts))
@@ -220,4 +224,8 @@ def format_comparison(rows: Mapping[str, Mapping[str, Mapping[str, float]]]) -> 
         s, d = res["search"], res["detection"]
         lines.append(f"{name:<28} {s['mAP']:6.1f} {s['top1']:6.1f} {s['top5']:6.1f} "
                      f"{s['top10']:6.1f} {d['AP']:7.1f}")
+    fd = rows.get("learned", {}).get("false_detections")
+    if fd:
+        lines.append(f"kept detections (score >= threshold): {fd['detections_per_image']:.1f} per image, "
+                     f"{100 * fd['false_fraction']:.0f} % of them overlap no person (IoU < 0.5)")
     return "\n".join(lines)

@@ -91,3 +91,23 @@ def test_predictions_keep_boxes_and_replace_embeddings():
     with pytest.raises(ValueError, match="not in the dataset"):
         histogram_predictions({"gallery": {"c.jpg": learned["gallery"]["a.jpg"]}, "queries": {}},
                               dataset(), read_image=read)
+
+
+def test_false_detection_stats_by_hand():
+    from dcinet_d2.evaluation.diagnostics import box_iou_matrix, false_detection_stats
+
+    # image a: person (0,0,10,10). Detections: (0,0,10,10) IoU 1; (5,0,15,10) IoU 50/150 = 1/3
+    # (false); (0,0,10,20) IoU 100/200 = 0.5 (true: >= 0.5); (20,20,30,30) score 0.4 (dropped).
+    # image b: no person, one kept detection (false).
+    np.testing.assert_allclose(box_iou_matrix([[5, 0, 15, 10], [0, 0, 10, 20]], [[0, 0, 10, 10]]),
+                               [[1 / 3], [0.5]])
+    dicts = [{"image_id": "a", "file_name": "a", "annotations": [{"bbox": [0, 0, 10, 10], "person_id": 1}]},
+             {"image_id": "b", "file_name": "b", "annotations": []}]
+    gallery = {
+        "a": {"boxes": np.array([[0, 0, 10, 10], [5, 0, 15, 10], [0, 0, 10, 20], [20, 20, 30, 30]], float),
+              "scores": np.array([0.9, 0.8, 0.6, 0.4])},
+        "b": {"boxes": np.array([[1, 1, 5, 5]], float), "scores": np.array([0.7])},
+    }
+    stats = false_detection_stats(gallery, dicts, det_thresh=0.5)
+    assert stats["num_detections"] == 4 and stats["num_false"] == 2
+    assert stats["detections_per_image"] == 2.0 and stats["false_fraction"] == 0.5

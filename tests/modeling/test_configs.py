@@ -3,6 +3,7 @@ import os
 import re
 
 import pytest
+import torch
 import yaml
 from detectron2.config import get_cfg
 
@@ -17,6 +18,39 @@ from tests.modeling.common import (
     paper_config_files,
     small_config_files,
 )
+
+PRETRAINED_WEIGHTS = "dcinet_d2://synthetic_r50q_c4.pth"
+
+
+@pytest.mark.parametrize("name", ["inet_small.yaml", "dcinet_small.yaml"])
+def test_shipped_weights_fill_the_resnet_of_the_small_configs(name):
+    """Every backbone and res5 tensor of the small models comes from the shipped file (DC-I-Net's
+    re-id res5 too, copied from res5), and nothing else does."""
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.utils.file_io import PathManager
+
+    from tests.modeling.common import build_test_model
+
+    cfg = load_cfg(os.path.join("configs", "synthetic", name))
+    cfg.MODEL.REID.NUM_IDS = 5
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_test_model(cfg)
+    shipped = torch.load(PathManager.get_local_path(cfg.MODEL.WEIGHTS), weights_only=True)["model"]
+    expected = {k for k in model.state_dict() if k.startswith(("backbone.", "roi_heads.res5."))}
+    assert set(shipped) == expected
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    state = model.state_dict()
+    for key, value in shipped.items():
+        assert torch.equal(state[key], value), key
+        if key.startswith("roi_heads.res5.") and name == "dcinet_small.yaml":
+            assert torch.equal(state[key.replace("roi_heads.res5.", "roi_heads.reid_res5.")], value)
+
+
+def test_unknown_shipped_weights_name_the_folder():
+    from detectron2.utils.file_io import PathManager
+
+    with pytest.raises(FileNotFoundError, match="synthetic_r50q_c4.pth"):
+        PathManager.get_local_path("dcinet_d2://no_such_file.pth")
 
 # Keys that exist on Detectron2's main branch but not in v0.6: a config using one would not load
 # on v0.6.
@@ -102,9 +136,16 @@ def test_paper_configs_follow_the_paper(config_file):
 @pytest.mark.parametrize("config_file", small_config_files())
 def test_small_configs_use_synthetic_data_and_no_download(config_file):
     cfg = load_cfg(config_file)
-    assert cfg.MODEL.WEIGHTS == ""
-    assert cfg.DATASETS.TRAIN == ("synthetic_cuhk_sysu_train",)
-    assert cfg.DATASETS.TEST == ("synthetic_cuhk_sysu_test",)
+    if config_file.endswith("pretrain_small.yaml"):
+        # The pre-training itself: from scratch, on the disjoint pre-training set, no evaluation.
+        assert cfg.MODEL.WEIGHTS == ""
+        assert cfg.DATASETS.TRAIN == ("synthetic_pretrain_cuhk_sysu_train",)
+        assert cfg.DATASETS.TEST == ()
+    else:
+        # The shipped pre-trained ResNet, a file of the package (nothing downloaded).
+        assert cfg.MODEL.WEIGHTS == PRETRAINED_WEIGHTS
+        assert cfg.DATASETS.TRAIN == ("synthetic_cuhk_sysu_train",)
+        assert cfg.DATASETS.TEST == ("synthetic_cuhk_sysu_test",)
     # CPU-sized: the 256x192 synthetic images at most upsampled 2x.
     assert max(cfg.INPUT.MIN_SIZE_TRAIN) <= 384 and cfg.INPUT.MIN_SIZE_TEST <= 384
     assert cfg.MODEL.RESNETS.NORM == "BN" and cfg.MODEL.ROI_HEADS.RES5_NORM == "GN"
