@@ -29,8 +29,8 @@ DEFAULT_CONFIG = os.path.join(REPO, "configs", "synthetic", "dcinet_small.yaml")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-file", default=DEFAULT_CONFIG)
-    # 1,200 iterations: the whole demo in under 15 minutes on 2 CPU cores (measured, README).
-    p.add_argument("--iters", type=int, default=1200, help="training iterations (0: the config's SOLVER.MAX_ITER)")
+    # 1,000 iterations: the whole demo in about 14 minutes on 2 CPU cores (measured, README).
+    p.add_argument("--iters", type=int, default=1000, help="training iterations (0: the config's SOLVER.MAX_ITER)")
     p.add_argument("--out", default=os.path.join("output", "demo"))
     p.add_argument("--num-queries", type=int, default=6, help="queries drawn in the picture")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of training")

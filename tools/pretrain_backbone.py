@@ -24,19 +24,23 @@ import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "synthetic", "pretrain_small.yaml")
-#: The parts of the model that the shipped file holds (key prefixes of the state dict).
+#: The parts of the model that the shipped file holds (key prefixes of the state dict): the ResNet
+#: (trunk and res5 ROI head), and with ``--with-detector`` the detector's heads too.
 KEPT_PREFIXES = ("backbone.", "roi_heads.res5.")
+DETECTOR_PREFIXES = ("proposal_generator.", "roi_heads.box_predictor.")
 #: The pre-training set: seed and size (ours; the benchmark is seed 0, 450 images, 120 + 70 ids).
 PRETRAIN_SET = {"seed": 1000, "num_images": 1400, "pool_size": 100, "num_train_ids": 480,
                 "num_test_ids": 40, "gallery_sizes": [50]}
 
 
-def resnet_state(checkpoint_path: str) -> dict:
-    """The ``KEPT_PREFIXES`` entries of a training checkpoint's model, as float32 CPU tensors."""
+def resnet_state(checkpoint_path: str, with_detector: bool = False) -> dict:
+    """The ``KEPT_PREFIXES`` (and ``DETECTOR_PREFIXES``) entries of a training checkpoint's model,
+    as float32 CPU tensors."""
     ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     model = ckpt.get("model", ckpt)
+    prefixes = KEPT_PREFIXES + (DETECTOR_PREFIXES if with_detector else ())
     kept = {k: v.float() if v.is_floating_point() else v for k, v in model.items()
-            if k.startswith(KEPT_PREFIXES)}
+            if k.startswith(prefixes)}
     if not any(k.startswith("roi_heads.res5.") for k in kept):
         raise ValueError(f"{checkpoint_path}: no roi_heads.res5.* weights (not a C4 person-search model?)")
     return kept
@@ -47,6 +51,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=os.path.join("output", "pretrain_small"), help="training output folder")
     p.add_argument("--weights-out", default=os.path.join(REPO, "dcinet_d2", "pretrained", "synthetic_r50q_c4.pth"))
     p.add_argument("--from-checkpoint", help="skip training: extract the ResNet of this checkpoint")
+    p.add_argument("--with-detector", action="store_true",
+                   help="also keep the RPN and the box predictor (a pre-trained person detector)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config overrides")
     args = p.parse_args(argv)
 
@@ -64,7 +70,7 @@ def main(argv=None) -> int:
         train_main(train_args)
         checkpoint = os.path.join(args.out, "model_final.pth")
 
-    state = resnet_state(checkpoint)
+    state = resnet_state(checkpoint, args.with_detector)
     os.makedirs(os.path.dirname(os.path.abspath(args.weights_out)), exist_ok=True)
     torch.save({"model": state, "__author__": "dcinet_d2 tools/pretrain_backbone.py",
                 "config": "configs/synthetic/pretrain_small.yaml"}, args.weights_out)
