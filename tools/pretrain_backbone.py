@@ -7,8 +7,8 @@
 1. generates ``$DETECTRON2_DATASETS/synthetic_pretrain/CUHK-SYSU`` when absent: a synthetic
    CUHK-SYSU drawn with seed 1000 (the benchmark uses seed 0, so its persons are other persons),
    1,400 images, 480 training identities;
-2. trains configs/synthetic/pretrain_small.yaml on it (train_net.py's code; 3,000 steps, about
-   33 minutes on 2 CPU cores);
+2. trains configs/synthetic/pretrain_small.yaml on it (train_net.py's code; 3,000 steps, 35 to 45
+   minutes on 2 CPU cores);
 3. keeps the ResNet of the final checkpoint (``backbone.*`` and ``roi_heads.res5.*``: the trunk
    and the res5 ROI head, what an ImageNet initialisation holds) and writes it with
    ``torch.save({"model": ..., "__author__": ...})``; the RPN, the box predictor, the embedding
