@@ -19,9 +19,9 @@ def add_model_config(cfg: CN) -> CN:
     """
     # Ours: normalisation of the res5 blocks of the ROI heads (the detection res5 and DC-I-Net's
     # re-id res5), any name of detectron2.layers.get_norm; "" = MODEL.RESNETS.NORM (Detectron2's
-    # behaviour). The small from-scratch CPU configs use "GN": a BatchNorm over the ROIs of one
+    # behaviour). The small CPU configs use "GN": a BatchNorm over the ROIs of one
     # step sees only the few identities of two pairs, and its batch statistics then carry that
-    # step's identity mix into every embedding (measured in the README, "Re-id on the CPU").
+    # step's identity mix into every embedding (measured: docs/reid_cpu_history.md).
     cfg.MODEL.ROI_HEADS.RES5_NORM = ""
 
     cfg.MODEL.REID = CN()
