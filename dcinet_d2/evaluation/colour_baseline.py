@@ -90,7 +90,8 @@ def _read_rgb(path: str) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _histograms(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def _histograms(image: Optional[np.ndarray], boxes: np.ndarray) -> np.ndarray:
+    """``[n, 128]`` histograms of the boxes of one image (``image`` may be None when n = 0)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     out = np.zeros((boxes.shape[0], HISTOGRAM_DIM), dtype=np.float32)
     for i, b in enumerate(boxes):
@@ -142,8 +143,7 @@ def histogram_predictions(
         gallery[image_id] = {
             "boxes": boxes,
             "scores": np.asarray(entry["scores"], dtype=np.float32).reshape(-1),
-            "embeds": _histograms(image, boxes) if len(boxes) else
-            np.zeros((0, HISTOGRAM_DIM), dtype=np.float32),
+            "embeds": _histograms(image, boxes),
         }
     return {"gallery": gallery, "queries": _query_embeds(dataset_dicts, read),
             "meta": {"embedding": "colour_histogram", "boxes": "detections"}}
@@ -164,8 +164,7 @@ def ground_truth_predictions(
         boxes = np.array([a["bbox"] for a in d.get("annotations", [])], dtype=np.float32)
         boxes = boxes.reshape(-1, 4)
         boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
-        embeds = (_histograms(read(d["file_name"]), boxes) if len(boxes)
-                  else np.zeros((0, HISTOGRAM_DIM), dtype=np.float32))
+        embeds = _histograms(read(d["file_name"]) if len(boxes) else None, boxes)
         gallery[str(d["image_id"])] = {
             "boxes": boxes, "scores": np.ones(len(boxes), dtype=np.float32), "embeds": embeds,
         }

@@ -12,23 +12,21 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .galleries import detection_ground_truth
+from .protocol import _iou_pairs
 
 __all__ = ["box_iou_matrix", "false_detection_stats"]
 
 
 def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box of ``a`` ``[n, 4]`` with every box of ``b`` ``[m, 4]`` (xyxy) -> ``[n, m]``."""
+    """IoU of every box of ``a`` ``[n, 4]`` with every box of ``b`` ``[m, 4]`` (xyxy) -> ``[n, m]``.
+
+    The protocol's own IoU (:func:`~.protocol._iou_pairs`, the one detection matching uses) over
+    all pairs; a zero union counts as IoU 0.
+    """
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iw = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = inter / union
-    return np.nan_to_num(iou, nan=0.0)
+    iou = _iou_pairs(np.repeat(a, len(b), axis=0), np.tile(b, (len(a), 1)))
+    return np.nan_to_num(iou, nan=0.0).reshape(len(a), len(b))
 
 
 def false_detection_stats(

@@ -1,7 +1,8 @@
 """The re-id criterion of I-Net / DC-I-Net: selected losses plus the shared feature dictionary.
 
 I-Net = OLP + HEP, DC-I-Net = OLP + C2HEP (Zhang et al., TPAMI 2020); any subset can be chosen
-for ablations, and OIM (the field's baseline, :mod:`.oim`) can replace them for comparisons. Only torch is used (no Detectron2): the ROI heads call it and report its metrics.
+for ablations, and OIM (the field's baseline, :mod:`.oim`) can replace them for comparisons.
+Only torch is used (no Detectron2): the ROI heads call it and report its metrics.
 """
 import logging
 import math
@@ -27,8 +28,8 @@ class ReIDCriterion(nn.Module):
     """Computes the selected re-id losses of a batch of Siamese pairs and maintains the memories.
 
     Sub-modules: ``dictionary`` (a :class:`FeatureDictionary`, shared by OLP and HEP; None when
-    neither is selected), ``olp``, ``hep``, ``c2hep``, ``oim`` (None when not selected). The memories are
-    buffers of these sub-modules, hence part of the owner's ``state_dict``.
+    neither is selected), ``olp``, ``hep``, ``c2hep``, ``oim`` (None when not selected). The
+    memories are buffers of these sub-modules, hence part of the owner's ``state_dict``.
 
     One call of :meth:`forward` in training mode:
 
