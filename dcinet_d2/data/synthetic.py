@@ -70,7 +70,7 @@ import tempfile
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import scipy.io
@@ -1022,7 +1022,11 @@ def _run_job(job: _ImageJob) -> List[Tuple[int, Tuple[float, float, float, float
     return [(p.label, p.box, p.visible) for p in placed]
 
 
-def _run_jobs(jobs: List[_ImageJob], num_workers: int, progress: bool, desc: str) -> List[Any]:
+def _run_jobs(
+    jobs: Sequence[Any], num_workers: int, progress: bool, desc: str,
+    worker: Callable[[Any], Any] = _run_job,
+) -> List[Any]:
+    """``[worker(job) for job in jobs]``, in ``num_workers`` processes when > 0 (same order)."""
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress, unit="img", mininterval=1.0)
     results: List[Any] = []
     try:
@@ -1030,12 +1034,12 @@ def _run_jobs(jobs: List[_ImageJob], num_workers: int, progress: bool, desc: str
             method = "fork" if sys.platform.startswith("linux") else "spawn"
             ctx = multiprocessing.get_context(method)
             with ctx.Pool(num_workers) as pool:
-                for r in pool.imap(_run_job, jobs, chunksize=16):
+                for r in pool.imap(worker, jobs, chunksize=16):
                     results.append(r)
                     bar.update(1)
         else:
             for j in jobs:
-                results.append(_run_job(j))
+                results.append(worker(j))
                 bar.update(1)
     finally:
         bar.close()
@@ -1089,6 +1093,257 @@ def _dir_size(path: str) -> int:
 # =============================================================================================
 # CUHK-SYSU
 # =============================================================================================
+@dataclass
+class _CuhkLayout:
+    """Who appears where in a synthetic CUHK-SYSU, drawn before any image is rendered."""
+
+    width: int
+    height: int
+    names: List[str]  # image file names s1.jpg ... sN.jpg
+    is_pool: np.ndarray  # (N,) bool: the image is a test (gallery) image
+    n_persons: np.ndarray  # (N,) people drawn per image (labelled + unlabelled)
+    id_numbers: np.ndarray  # (C,) the number k of each identity's name 'p{k}'
+    identities: List[Any]  # per identity: what the renderer draws for it
+    image_labels: List[List[int]]  # per image: indices of the identities on it
+    degenerate: np.ndarray  # (N,) bool: the image gets one extra zero-width/height box
+    num_train_ids: int  # identities 0 .. num_train_ids - 1 are training identities
+    gallery_sizes: List[int]  # N of the TestG{N}.mat files to write
+
+
+def _plan_cuhk_sysu(
+    seed: int,
+    stream: int,
+    *,
+    num_images: int,
+    num_train_ids: int,
+    num_test_ids: int,
+    pool_size: int,
+    image_size: Tuple[int, int],
+    gallery_sizes: Optional[Sequence[int]],
+    persons_per_image: Tuple[int, int],
+    appearances_per_id: Tuple[int, int],
+    degenerate_fraction: float,
+    make_identities: Callable[[int, np.random.Generator], List[Any]],
+) -> _CuhkLayout:
+    """Check the arguments of a synthetic CUHK-SYSU and draw its layout (splits, who is where).
+
+    Arguments as in :func:`generate_cuhk_sysu`; ``stream`` tags the random streams (one per
+    dataset kind) and ``make_identities(num_ids, rng)`` draws what each identity looks like from
+    the layout's random stream.
+
+    Raises:
+        ValueError: inconsistent sizes, naming the argument.
+    """
+    width, height = _check_image_size(image_size)
+    pmin, pmax = _check_range("persons_per_image", persons_per_image, 1)
+    amin, amax = _check_range("appearances_per_id", appearances_per_id, 2)
+    if num_images < 2:
+        raise ValueError(f"num_images must be >= 2, got {num_images}")
+    if not 2 <= pool_size < num_images:
+        raise ValueError(
+            f"pool_size must be in [2, num_images - 1] = [2, {num_images - 1}], got {pool_size}")
+    if num_train_ids < 1 or num_test_ids < 1:
+        raise ValueError(
+            f"num_train_ids and num_test_ids must be >= 1, got {num_train_ids}, {num_test_ids}")
+    if amax > pool_size:
+        raise ValueError(f"appearances_per_id max ({amax}) exceeds pool_size ({pool_size})")
+    if gallery_sizes is None:
+        sizes = [n for n in CUHK_GALLERY_SIZES if n <= pool_size - 1]
+    else:
+        sizes = sorted({int(n) for n in gallery_sizes})
+        bad = [n for n in sizes if not amax - 1 <= n <= pool_size - 1]
+        if bad:
+            raise ValueError(
+                f"gallery_sizes {bad} not allowed: each N must satisfy {amax - 1} <= N <= "
+                f"pool_size - 1 = {pool_size - 1} (a gallery holds all other images of the "
+                f"query person)")
+    if sizes and sizes[0] < amax - 1:
+        raise ValueError(f"gallery size {sizes[0]} is smaller than appearances_per_id max - 1 "
+                         f"({amax - 1})")
+    num_train_images = num_images - pool_size
+    for split, n_img, n_ids in (("train", num_train_images, num_train_ids),
+                                ("test", pool_size, num_test_ids)):
+        if n_img * pmax < n_ids * amax or n_img < amax:
+            raise ValueError(
+                f"not enough room for the {split} identities: {n_ids} ids x up to {amax} "
+                f"appearances "
+                f"need more than {n_img} images x {pmax} persons; raise num_images/pool_size or "
+                f"persons_per_image, or lower num_{split}_ids")
+
+    lrng = _rng(seed, stream, 0)
+    names = [f"s{k}.jpg" for k in range(1, num_images + 1)]
+    is_pool = np.zeros(num_images, dtype=bool)
+    is_pool[lrng.choice(num_images, size=pool_size, replace=False)] = True
+    n_persons = lrng.integers(pmin, pmax + 1, size=num_images)
+    num_ids = num_train_ids + num_test_ids
+    id_numbers = lrng.permutation(np.arange(1, num_ids + 1))  # ours: 'p{k}' names in random order
+    identities = make_identities(num_ids, lrng)
+    k_app = _num_appearances(lrng, amin, amax, num_ids)
+    image_labels: List[List[int]] = [[] for _ in range(num_images)]
+    for split_ids, mask in ((range(num_train_ids), ~is_pool),
+                            (range(num_train_ids, num_ids), is_pool)):
+        imgs = np.flatnonzero(mask)
+        cap = np.zeros(num_images, dtype=np.int64)
+        cap[imgs] = n_persons[imgs]
+        need = int(sum(k_app[i] for i in split_ids))
+        if need > int(cap.sum()):  # make room: raise person counts (within persons_per_image)
+            for j in lrng.permutation(imgs):
+                add = min(pmax - n_persons[j], need - int(cap.sum()))
+                n_persons[j] += add
+                cap[j] += add
+                if need <= cap.sum():
+                    break
+        for i in lrng.permutation(np.asarray(list(split_ids))):
+            cands = np.flatnonzero(cap > 0)
+            k = int(k_app[i])
+            if len(cands) < k:
+                raise ValueError("could not place every identity; raise num_images/pool_size "
+                                 "or persons_per_image")
+            for j in _weighted_pick(lrng, cands, cap, k):
+                image_labels[j].append(int(i))
+                cap[j] -= 1
+    degenerate = lrng.random(num_images) < degenerate_fraction
+    if degenerate_fraction > 0 and not degenerate.any():
+        degenerate[int(lrng.integers(num_images))] = True
+    return _CuhkLayout(width=width, height=height, names=names, is_pool=is_pool,
+                       n_persons=n_persons, id_numbers=id_numbers, identities=identities,
+                       image_labels=image_labels, degenerate=degenerate,
+                       num_train_ids=num_train_ids, gallery_sizes=sizes)
+
+
+def _write_cuhk_sysu(
+    tmp: str,
+    root: str,
+    layout: _CuhkLayout,
+    results: Sequence[Sequence[Tuple[int, Tuple[float, float, float, float], float]]],
+    seed: int,
+    stream: int,
+    dataset: str,
+    t_start: float,
+) -> Dict[str, Any]:
+    """Write the annotation files and statistics of a rendered synthetic CUHK-SYSU into ``tmp``.
+
+    Args:
+        tmp: the folder being written (renamed to ``root`` afterwards).
+        root: the final folder (recorded in the statistics).
+        layout: the layout the images were rendered from.
+        results: per image, (label, box x1 y1 x2 y2, visible fraction) per person drawn.
+        seed: random seed of the dataset.
+        stream: random-stream tag of the dataset kind (as given to :func:`_plan_cuhk_sysu`).
+        dataset: name recorded in the statistics.
+        t_start: ``time.time()`` at the start of the generation.
+
+    Returns:
+        Statistics (also written to ``tmp/synthetic_stats.json``).
+    """
+    width, height, names, is_pool = layout.width, layout.height, layout.names, layout.is_pool
+    id_numbers, num_train_ids = layout.id_numbers, layout.num_train_ids
+    num_images, num_ids = len(names), len(layout.identities)
+    ann_dir = os.path.join(tmp, "annotation", "test", "train_test")
+    os.makedirs(ann_dir, exist_ok=True)
+    # boxes: integer [x, y, w, h] = the pixels touched by the silhouette
+    img_boxes: List[List[Tuple[Tuple[int, int, int, int], int, int]]] = []  # (box, hard, label)
+    appearances: Dict[int, List[Tuple[int, Tuple[int, int, int, int], int]]] = {}
+    n_hard = n_labelled = n_unlabelled = n_degenerate = 0
+    for j, placed in enumerate(results):
+        boxes = []
+        for label, (x1, y1, x2, y2), visible in placed:
+            ix, iy = int(math.floor(x1)), int(math.floor(y1))
+            box = (ix, iy, int(math.ceil(x2)) - ix, int(math.ceil(y2)) - iy)
+            hard = int(_is_hard(visible, y2 - y1, height))
+            boxes.append((box, hard, label))
+            n_hard += hard
+            if label >= 0:
+                appearances.setdefault(label, []).append((j, box, hard))
+                n_labelled += 1
+            else:
+                n_unlabelled += 1
+        if layout.degenerate[j]:
+            drng = _rng(seed, stream, 3, j)
+            x, y = int(drng.integers(0, width - 1)), int(drng.integers(0, height - 1))
+            if drng.random() < 0.5:
+                box = (x, y, 0, int(drng.integers(1, height - y + 1)))
+            else:
+                box = (x, y, int(drng.integers(1, width - x + 1)), 0)
+            boxes.insert(int(drng.integers(len(boxes) + 1)), (box, 0, -1))
+            n_degenerate += 1
+        img_boxes.append(boxes)
+
+    logger.info("%s: writing annotation files", dataset)
+    img_struct = _struct_array((1, num_images), ("imname", "nAppear", "box"))
+    for j in range(num_images):
+        bs = _struct_array((1, len(img_boxes[j])), ("idlocate", "ishard"))
+        for t, (box, hard, _) in enumerate(img_boxes[j]):
+            bs[0, t] = (_dbl(*box), _dbl(hard))
+        img_struct[0, j] = (names[j], _dbl(len(img_boxes[j])), bs)
+    _write_mat(os.path.join(tmp, "annotation", "Images.mat"), {"Img": img_struct})
+
+    pool_names = [names[j] for j in range(num_images) if is_pool[j]]
+    pool = np.empty((len(pool_names), 1), dtype=object)
+    for t, n in enumerate(pool_names):
+        pool[t, 0] = n
+    _write_mat(os.path.join(tmp, "annotation", "pool.mat"), {"pool": pool})
+
+    train_order = sorted(range(num_train_ids), key=lambda i: id_numbers[i])
+    train = np.empty((num_train_ids, 1), dtype=object)
+    for t, i in enumerate(train_order):
+        apps_i = appearances[i]
+        sc = _struct_array((1, len(apps_i)), ("imname", "idlocate", "ishard"))
+        for u, (j, box, hard) in enumerate(apps_i):
+            sc[0, u] = (names[j], _dbl(*box), _dbl(hard))
+        cell = _struct_array((1, 1), ("idname", "nAppear", "scene"))
+        cell[0, 0] = (f"p{id_numbers[i]}", _dbl(len(apps_i)), sc)
+        train[t, 0] = cell
+    _write_mat(os.path.join(ann_dir, "Train.mat"), {"Train": train})
+
+    pool_idx = np.flatnonzero(is_pool)
+    prng = _rng(seed, stream, 4)
+    protocol: List[_QueryProtocol] = []
+    for i in sorted(range(num_train_ids, num_ids), key=lambda i: id_numbers[i]):
+        apps_i = appearances[i]
+        easy = [u for u, a in enumerate(apps_i) if a[2] == 0]
+        qu = easy[int(prng.integers(len(easy)))] if easy else int(prng.integers(len(apps_i)))
+        qj, qbox, qhard = apps_i[qu]
+        others = [a for u, a in enumerate(apps_i) if u != qu]
+        distractors = pool_idx[~np.isin(pool_idx, [a[0] for a in apps_i])].astype(np.int32)
+        protocol.append(_QueryProtocol(
+            query=(names[qj], qbox, qhard, f"p{id_numbers[i]}"),
+            targets=[(names[j], box, hard) for j, box, hard in others],
+            distractors=distractors[prng.permutation(len(distractors))], names=names))
+    if not layout.gallery_sizes:
+        logger.warning("%s: pool_size=%d allows no official gallery size (>= 50 needs "
+                       "pool_size >= 51); no TestG file written", dataset, len(pool_idx))
+    for n in layout.gallery_sizes:
+        t0 = time.time()
+        _write_testg(os.path.join(ann_dir, f"TestG{n}.mat"), protocol, n)
+        logger.info("%s: TestG%d.mat written (%d x %d entries) in %.1f s",
+                    dataset, n, len(protocol), n, time.time() - t0)
+
+    stats = {
+        "dataset": dataset,
+        "root": os.path.abspath(root),
+        "seed": int(seed),
+        "image_size": [width, height],
+        "images": num_images,
+        "train_images": num_images - len(pool_idx),
+        "pool_images": len(pool_idx),
+        "boxes": n_labelled + n_unlabelled,
+        "labelled_boxes": n_labelled,
+        "unlabelled_boxes": n_unlabelled,
+        "hard_boxes": n_hard,
+        "degenerate_boxes": n_degenerate,
+        "train_ids": num_train_ids,
+        "test_ids": num_ids - num_train_ids,
+        "queries": len(protocol),
+        "gallery_sizes": layout.gallery_sizes,
+    }
+    stats["seconds"] = round(time.time() - t_start, 2)
+    stats["disk_bytes"] = _dir_size(tmp)
+    with open(os.path.join(tmp, STATS_FILE), "w") as f:
+        json.dump(stats, f, indent=1, sort_keys=True)
+    return stats
+
+
 def generate_cuhk_sysu(
     root: str,
     *,
@@ -1147,90 +1402,25 @@ def generate_cuhk_sysu(
         FileExistsError: ``root`` exists and ``overwrite`` is False.
     """
     t_start = time.time()
-    width, height = _check_image_size(image_size)
-    pmin, pmax = _check_range("persons_per_image", persons_per_image, 1)
-    amin, amax = _check_range("appearances_per_id", appearances_per_id, 2)
-    if num_images < 2:
-        raise ValueError(f"num_images must be >= 2, got {num_images}")
-    if not 2 <= pool_size < num_images:
-        raise ValueError(
-            f"pool_size must be in [2, num_images - 1] = [2, {num_images - 1}], got {pool_size}")
-    if num_train_ids < 1 or num_test_ids < 1:
-        raise ValueError(
-            f"num_train_ids and num_test_ids must be >= 1, got {num_train_ids}, {num_test_ids}")
-    if amax > pool_size:
-        raise ValueError(f"appearances_per_id max ({amax}) exceeds pool_size ({pool_size})")
-    if gallery_sizes is None:
-        sizes = [n for n in CUHK_GALLERY_SIZES if n <= pool_size - 1]
-    else:
-        sizes = sorted({int(n) for n in gallery_sizes})
-        bad = [n for n in sizes if not amax - 1 <= n <= pool_size - 1]
-        if bad:
-            raise ValueError(
-                f"gallery_sizes {bad} not allowed: each N must satisfy {amax - 1} <= N <= "
-                f"pool_size - 1 = {pool_size - 1} (a gallery holds all other images of the "
-                f"query person)")
-    if sizes and sizes[0] < amax - 1:
-        raise ValueError(f"gallery size {sizes[0]} is smaller than appearances_per_id max - 1 "
-                         f"({amax - 1})")
-    num_train_images = num_images - pool_size
-    for split, n_img, n_ids in (("train", num_train_images, num_train_ids),
-                                ("test", pool_size, num_test_ids)):
-        if n_img * pmax < n_ids * amax or n_img < amax:
-            raise ValueError(
-                f"not enough room for the {split} identities: {n_ids} ids x up to {amax} "
-                f"appearances "
-                f"need more than {n_img} images x {pmax} persons; raise num_images/pool_size or "
-                f"persons_per_image, or lower num_{split}_ids")
-
-    lrng = _rng(seed, _CUHK_STREAM, 0)
-    names = [f"s{k}.jpg" for k in range(1, num_images + 1)]
-    is_pool = np.zeros(num_images, dtype=bool)
-    is_pool[lrng.choice(num_images, size=pool_size, replace=False)] = True
-    n_persons = lrng.integers(pmin, pmax + 1, size=num_images)
-    num_ids = num_train_ids + num_test_ids
-    id_numbers = lrng.permutation(np.arange(1, num_ids + 1))  # ours: 'p{k}' names in random order
-    apps = make_identity_appearances(num_ids, lrng, similar_fraction)
-    k_app = _num_appearances(lrng, amin, amax, num_ids)
-    image_labels: List[List[int]] = [[] for _ in range(num_images)]
-    for split_ids, mask in ((range(num_train_ids), ~is_pool),
-                            (range(num_train_ids, num_ids), is_pool)):
-        imgs = np.flatnonzero(mask)
-        cap = np.zeros(num_images, dtype=np.int64)
-        cap[imgs] = n_persons[imgs]
-        need = int(sum(k_app[i] for i in split_ids))
-        if need > int(cap.sum()):  # make room: raise person counts (within persons_per_image)
-            for j in lrng.permutation(imgs):
-                add = min(pmax - n_persons[j], need - int(cap.sum()))
-                n_persons[j] += add
-                cap[j] += add
-                if need <= cap.sum():
-                    break
-        for i in lrng.permutation(np.asarray(list(split_ids))):
-            cands = np.flatnonzero(cap > 0)
-            k = int(k_app[i])
-            if len(cands) < k:
-                raise ValueError("could not place every identity; raise num_images/pool_size "
-                                 "or persons_per_image")
-            for j in _weighted_pick(lrng, cands, cap, k):
-                image_labels[j].append(int(i))
-                cap[j] -= 1
-    degenerate = lrng.random(num_images) < degenerate_fraction
-    if degenerate_fraction > 0 and not degenerate.any():
-        degenerate[int(lrng.integers(num_images))] = True
+    layout = _plan_cuhk_sysu(
+        seed, _CUHK_STREAM, num_images=num_images, num_train_ids=num_train_ids,
+        num_test_ids=num_test_ids, pool_size=pool_size, image_size=image_size,
+        gallery_sizes=gallery_sizes, persons_per_image=persons_per_image,
+        appearances_per_id=appearances_per_id, degenerate_fraction=degenerate_fraction,
+        make_identities=lambda n, r: make_identity_appearances(n, r, similar_fraction))
+    width, height, names = layout.width, layout.height, layout.names
+    apps = layout.identities
 
     img_dir = os.path.join("Image", "SSM")
     with _AtomicDir(root, overwrite) as tmp:
         os.makedirs(os.path.join(tmp, img_dir))
-        ann_dir = os.path.join(tmp, "annotation", "test", "train_test")
-        os.makedirs(ann_dir)
         logger.info("CUHK-SYSU: rendering %d images (%dx%d) into %s",
                     num_images, width, height, root)
         jobs = []
         for j in range(num_images):
             jrng = _rng(seed, _CUHK_STREAM, 1, j)
-            people = [(apps[i], i) for i in image_labels[j]]
-            n_unlabelled = int(n_persons[j]) - len(people)
+            people = [(apps[i], i) for i in layout.image_labels[j]]
+            n_unlabelled = int(layout.n_persons[j]) - len(people)
             people += [(random_appearance(jrng), -1) for _ in range(n_unlabelled)]
             order = jrng.permutation(len(people))
             jobs.append(_ImageJob(
@@ -1240,108 +1430,8 @@ def generate_cuhk_sysu(
                 edge_person=None, occluder_prob=occluder_prob, lighting=_random_lighting(jrng),
                 jpeg_quality=jpeg_quality))
         results = _run_jobs(jobs, num_workers, progress, "CUHK-SYSU images")
-
-        # boxes: integer [x, y, w, h] = the pixels touched by the silhouette
-        img_boxes: List[List[Tuple[Tuple[int, int, int, int], int, int]]] = []  # (box, hard, label)
-        appearances: Dict[int, List[Tuple[int, Tuple[int, int, int, int], int]]] = {}
-        n_hard = n_labelled = n_unlabelled = n_degenerate = 0
-        for j, placed in enumerate(results):
-            boxes = []
-            for label, (x1, y1, x2, y2), visible in placed:
-                ix, iy = int(math.floor(x1)), int(math.floor(y1))
-                box = (ix, iy, int(math.ceil(x2)) - ix, int(math.ceil(y2)) - iy)
-                hard = int(_is_hard(visible, y2 - y1, height))
-                boxes.append((box, hard, label))
-                n_hard += hard
-                if label >= 0:
-                    appearances.setdefault(label, []).append((j, box, hard))
-                    n_labelled += 1
-                else:
-                    n_unlabelled += 1
-            if degenerate[j]:
-                drng = _rng(seed, _CUHK_STREAM, 3, j)
-                x, y = int(drng.integers(0, width - 1)), int(drng.integers(0, height - 1))
-                if drng.random() < 0.5:
-                    box = (x, y, 0, int(drng.integers(1, height - y + 1)))
-                else:
-                    box = (x, y, int(drng.integers(1, width - x + 1)), 0)
-                boxes.insert(int(drng.integers(len(boxes) + 1)), (box, 0, -1))
-                n_degenerate += 1
-            img_boxes.append(boxes)
-
-        if progress:
-            logger.info("CUHK-SYSU: writing annotation files")
-        img_struct = _struct_array((1, num_images), ("imname", "nAppear", "box"))
-        for j in range(num_images):
-            bs = _struct_array((1, len(img_boxes[j])), ("idlocate", "ishard"))
-            for t, (box, hard, _) in enumerate(img_boxes[j]):
-                bs[0, t] = (_dbl(*box), _dbl(hard))
-            img_struct[0, j] = (names[j], _dbl(len(img_boxes[j])), bs)
-        _write_mat(os.path.join(tmp, "annotation", "Images.mat"), {"Img": img_struct})
-
-        pool_names = [names[j] for j in range(num_images) if is_pool[j]]
-        pool = np.empty((len(pool_names), 1), dtype=object)
-        for t, n in enumerate(pool_names):
-            pool[t, 0] = n
-        _write_mat(os.path.join(tmp, "annotation", "pool.mat"), {"pool": pool})
-
-        train_order = sorted(range(num_train_ids), key=lambda i: id_numbers[i])
-        train = np.empty((num_train_ids, 1), dtype=object)
-        for t, i in enumerate(train_order):
-            apps_i = appearances[i]
-            sc = _struct_array((1, len(apps_i)), ("imname", "idlocate", "ishard"))
-            for u, (j, box, hard) in enumerate(apps_i):
-                sc[0, u] = (names[j], _dbl(*box), _dbl(hard))
-            cell = _struct_array((1, 1), ("idname", "nAppear", "scene"))
-            cell[0, 0] = (f"p{id_numbers[i]}", _dbl(len(apps_i)), sc)
-            train[t, 0] = cell
-        _write_mat(os.path.join(ann_dir, "Train.mat"), {"Train": train})
-
-        pool_idx = np.flatnonzero(is_pool)
-        prng = _rng(seed, _CUHK_STREAM, 4)
-        protocol: List[_QueryProtocol] = []
-        for i in sorted(range(num_train_ids, num_ids), key=lambda i: id_numbers[i]):
-            apps_i = appearances[i]
-            easy = [u for u, a in enumerate(apps_i) if a[2] == 0]
-            qu = easy[int(prng.integers(len(easy)))] if easy else int(prng.integers(len(apps_i)))
-            qj, qbox, qhard = apps_i[qu]
-            others = [a for u, a in enumerate(apps_i) if u != qu]
-            distractors = pool_idx[~np.isin(pool_idx, [a[0] for a in apps_i])].astype(np.int32)
-            protocol.append(_QueryProtocol(
-                query=(names[qj], qbox, qhard, f"p{id_numbers[i]}"),
-                targets=[(names[j], box, hard) for j, box, hard in others],
-                distractors=distractors[prng.permutation(len(distractors))], names=names))
-        if not sizes:
-            logger.warning("CUHK-SYSU: pool_size=%d allows no official gallery size (>= 50 needs "
-                           "pool_size >= 51); no TestG file written", pool_size)
-        for n in sizes:
-            t0 = time.time()
-            _write_testg(os.path.join(ann_dir, f"TestG{n}.mat"), protocol, n)
-            logger.info("CUHK-SYSU: TestG%d.mat written (%d x %d entries) in %.1f s",
-                        n, len(protocol), n, time.time() - t0)
-
-        stats = {
-            "dataset": "CUHK-SYSU (synthetic)",
-            "root": os.path.abspath(root),
-            "seed": int(seed),
-            "image_size": [width, height],
-            "images": num_images,
-            "train_images": num_train_images,
-            "pool_images": pool_size,
-            "boxes": n_labelled + n_unlabelled,
-            "labelled_boxes": n_labelled,
-            "unlabelled_boxes": n_unlabelled,
-            "hard_boxes": n_hard,
-            "degenerate_boxes": n_degenerate,
-            "train_ids": num_train_ids,
-            "test_ids": num_test_ids,
-            "queries": len(protocol),
-            "gallery_sizes": sizes,
-        }
-        stats["seconds"] = round(time.time() - t_start, 2)
-        stats["disk_bytes"] = _dir_size(tmp)
-        with open(os.path.join(tmp, STATS_FILE), "w") as f:
-            json.dump(stats, f, indent=1, sort_keys=True)
+        stats = _write_cuhk_sysu(tmp, root, layout, results, seed, _CUHK_STREAM,
+                                 "CUHK-SYSU (synthetic)", t_start)
     logger.info("CUHK-SYSU written to %s in %.1f s", root, stats["seconds"])
     return stats
 

@@ -9,6 +9,7 @@ directory as in Detectron2):
 - ``synthetic_pretrain_cuhk_sysu_{train,test}``: ``synthetic_pretrain/CUHK-SYSU``, a synthetic
   CUHK-SYSU drawn with another seed (identities disjoint from ``synthetic/``), on which
   ``tools/pretrain_backbone.py`` pre-trains the small configs' ResNet
+- ``synthetic_alt_cuhk_sysu_{train,test}``: ``synthetic_alt/CUHK-SYSU``, rendered differently
 
 Registration touches no file: dicts are read on ``DatasetCatalog.get``, and the metadata entry
 ``num_train_ids`` (C) is computed on first access.
@@ -85,3 +86,5 @@ def register_all(root: str | None = None) -> None:
     register_cuhk_sysu(
         "synthetic_pretrain_cuhk_sysu", os.path.join(root, "synthetic_pretrain", "CUHK-SYSU")
     )
+    register_cuhk_sysu(
+        "synthetic_alt_cuhk_sysu", os.path.join(root, "synthetic_alt", "CUHK-SYSU"))
