@@ -30,6 +30,10 @@ def add_dcinet_config(cfg: CN) -> CN:
     # Ours: for datasets with cameras (PRW), draw the partner among images from *other* cameras
     # when there is one; otherwise uniformly among all images sharing an identity.
     cfg.DATALOADER.PAIRING.PREFER_OTHER_CAMERA = True
+    # Ours: a training image that cannot be decoded (found by the start-up check or when loaded)
+    # stops training with its file name (False), or is left out with a counted warning (True).
+    # Test images are always checked before training and never skipped (the protocol needs them).
+    cfg.DATALOADER.SKIP_UNREADABLE_IMAGES = False
 
     # ---------------------------------------------------------------- person-search evaluation
     cfg.TEST.PERSON_SEARCH = CN()

@@ -6,17 +6,67 @@ import random
 from typing import Callable, Sequence
 
 import torch.utils.data as torchdata
-from detectron2.data import DatasetFromList, get_detection_dataset_dicts
+from detectron2.data import DatasetCatalog, DatasetFromList
 from detectron2.data.build import worker_init_reset_seed
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
-from .dataset_mapper import PersonSearchDatasetMapper
+from .dataset_mapper import PersonSearchDatasetMapper, UnreadableImageError
+from .identities import IdentityRange, check_identities, load_training_sets, num_train_identities
+from .image_check import describe_unreadable, find_unreadable_images
 from .pairing import anchor_indices, build_partner_index, choose_partner
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PairedDataset", "build_paired_train_loader", "flatten_pairs"]
+__all__ = ["PairedDataset", "build_paired_train_loader", "flatten_pairs", "training_dataset_dicts",
+           "check_test_images"]
+
+# Ours: redraws of a pair holding a skipped image before giving up (a loader that only skips).
+_MAX_REDRAWS = 100
+
+
+def training_dataset_dicts(cfg) -> tuple[list[dict], list[IdentityRange]]:
+    """The dicts of ``DATASETS.TRAIN``, checked before the first iteration.
+
+    Identities are numbered across the training sets (:func:`~.identities.load_training_sets`)
+    and must have a class in the model (:func:`~.identities.check_identities`, when the config
+    defines the number of classes); images whose file fails the fast check
+    (:mod:`~.image_check`) stop here with their names, or are left out with a warning when
+    ``DATALOADER.SKIP_UNREADABLE_IMAGES`` is True.
+
+    Returns:
+        ``(dicts, ranges)``: the dicts and, per training set, its identities' offset and count.
+    """
+    dicts, ranges = load_training_sets(cfg.DATASETS.TRAIN,
+                                       filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+    try:
+        num_classes = num_train_identities(cfg)
+    except ValueError:
+        num_classes = None  # a model without identity classes (e.g. a plain Faster R-CNN)
+    if num_classes is not None:
+        check_identities(dicts, num_classes, ranges)
+    problems = find_unreadable_images(d["file_name"] for d in dicts)
+    if problems and not cfg.DATALOADER.SKIP_UNREADABLE_IMAGES:
+        raise UnreadableImageError(
+            f"{len(problems)} training images cannot be read:\n{describe_unreadable(problems)}\n"
+            "Repair or remove them, or set DATALOADER.SKIP_UNREADABLE_IMAGES True to train without them.")
+    if problems:
+        bad = {path for path, _ in problems}
+        dicts = [d for d in dicts if d["file_name"] not in bad]
+        logger.warning("Leaving out %d unreadable training images (DATALOADER.SKIP_UNREADABLE_IMAGES):"
+                       "\n%s", len(problems), describe_unreadable(problems))
+    return dicts, ranges
+
+
+def check_test_images(dataset_names) -> None:
+    """Refuse, before training, test images whose file fails the fast check (names them all)."""
+    for name in dataset_names:
+        problems = find_unreadable_images(d["file_name"] for d in DatasetCatalog.get(name))
+        if problems:
+            raise UnreadableImageError(
+                f"{len(problems)} images of the test set '{name}' cannot be read (found before "
+                f"training, so that the final evaluation does not fail):\n"
+                f"{describe_unreadable(problems)}")
 
 
 class PairedDataset(torchdata.Dataset):
@@ -44,9 +94,17 @@ class PairedDataset(torchdata.Dataset):
         return len(self.anchors)
 
     def __getitem__(self, k: int) -> list[dict]:
-        i = int(self.anchors[k])
-        j = choose_partner(i, self.partners, self.fallback, random)
-        return [self.mapper(self._dicts[i]), self.mapper(self._dicts[j])]
+        # A mapper returns None for an image it skips (DATALOADER.SKIP_UNREADABLE_IMAGES): the
+        # pair is then drawn again from a random anchor, as Detectron2's MapDataset does.
+        for _ in range(_MAX_REDRAWS):
+            i = int(self.anchors[k])
+            j = choose_partner(i, self.partners, self.fallback, random)
+            anchor = self.mapper(self._dicts[i])
+            partner = self.mapper(self._dicts[j]) if anchor is not None else None
+            if partner is not None:
+                return [anchor, partner]
+            k = random.randrange(len(self.anchors))
+        raise UnreadableImageError(f"{_MAX_REDRAWS} pairs in a row held an unreadable image")
 
 
 def flatten_pairs(batch: list[list[dict]]) -> list[dict]:
@@ -72,9 +130,7 @@ def build_paired_train_loader(cfg, mapper: Callable[[dict], dict] | None = None,
         raise ValueError(f"paired loading supports DATALOADER.SAMPLER_TRAIN 'TrainingSampler', "
                          f"got {cfg.DATALOADER.SAMPLER_TRAIN!r}")
     if dataset_dicts is None:
-        dataset_dicts = get_detection_dataset_dicts(
-            cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
-        )
+        dataset_dicts, _ = training_dataset_dicts(cfg)
     if mapper is None:
         mapper = PersonSearchDatasetMapper(cfg, is_train=True)
     dataset = PairedDataset(dataset_dicts, mapper, fallback=cfg.DATALOADER.PAIRING.FALLBACK,

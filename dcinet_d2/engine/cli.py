@@ -5,15 +5,17 @@ import argparse
 import logging
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_argument_parser, default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..config import add_dcinet_config
+from .checkpoint import PersonSearchCheckpointer
 from .launch import launch
 from .trainer import PersonSearchTrainer
 
-__all__ = ["argument_parser", "setup_cfg", "main", "run"]
+__all__ = ["argument_parser", "setup_cfg", "setup_logging", "load_for_evaluation", "main", "run"]
 logger = logging.getLogger(__name__)
 
 
@@ -40,15 +42,46 @@ def setup_cfg(args) -> CfgNode:
     return cfg
 
 
+def setup_logging(cfg: CfgNode) -> None:
+    """Send dcinet_d2's own log lines where Detectron2's go: the console (rank 0) and
+    ``OUTPUT_DIR/log.txt`` (``log.txt.rank{N}`` for the other ranks). Call after ``default_setup``."""
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="dcinet_d2",
+                 abbrev_name="dcinet")
+
+
+def load_for_evaluation(model, cfg: CfgNode, resume: bool) -> None:
+    """Load the weights to evaluate; refuse to evaluate a model that they leave untrained.
+
+    Raises:
+        ValueError: ``MODEL.WEIGHTS`` is empty (and nothing is resumed), or the weights lack some
+            of the model's parameters (e.g. a backbone-only file such as the small configs'
+            pre-trained ResNet): the model would be partly random.
+    """
+    checkpointer = PersonSearchCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
+    if not cfg.MODEL.WEIGHTS and not (resume and checkpointer.has_checkpoint()):
+        raise ValueError("--eval-only needs the trained model: set MODEL.WEIGHTS to its checkpoint "
+                         "(e.g. OUTPUT_DIR/model_final.pth), or pass --resume with OUTPUT_DIR")
+    checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    parameters = {name for name, _ in model.named_parameters()}
+    untrained = [k for k in checkpointer.last_missing_keys if k in parameters]
+    if untrained:
+        source = checkpointer.resumed_from or cfg.MODEL.WEIGHTS
+        raise ValueError(
+            f"--eval-only: '{source}' holds no value for {len(untrained)} of the model's "
+            f"parameters (e.g. {', '.join(untrained[:3])}); evaluating would use random weights. "
+            "Set MODEL.WEIGHTS to a checkpoint of the trained model (OUTPUT_DIR/model_final.pth).")
+
+
 def main(args):
     """One process's work: train (optionally resuming) or evaluate. Returns the evaluation results."""
     cfg = setup_cfg(args)
     default_setup(cfg, args)
+    setup_logging(cfg)
     if cfg.MODEL.DEVICE == "cpu":
         logger.info("CUDA is not available: running on the CPU")
     if args.eval_only:
         model = PersonSearchTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        load_for_evaluation(model, cfg, resume=args.resume)
         return PersonSearchTrainer.test(cfg, model)
     trainer = PersonSearchTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -2,16 +2,25 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import weakref
 
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import DatasetEvaluators
+from detectron2.utils import comm
 
-from ..data import PersonSearchDatasetMapper, build_paired_train_loader
+from ..data import (
+    PersonSearchDatasetMapper,
+    build_paired_train_loader,
+    check_test_images,
+    training_dataset_dicts,
+)
 from ..evaluation import PersonSearchEvaluator
+from .checkpoint import PersonSearchCheckpointer
 
 __all__ = ["PersonSearchTrainer"]
 logger = logging.getLogger(__name__)
@@ -43,18 +52,45 @@ class PersonSearchTrainer(DefaultTrainer):
     """:class:`DefaultTrainer` with Siamese pair loading and the person-search evaluator.
 
     Everything else (optimizer, LR schedule, checkpointing with the model's buffers, i.e. the
-    feature dictionary and class centres, EvalHook every ``TEST.EVAL_PERIOD``, DDP) is Detectron2's.
+    feature dictionary and class centres, EvalHook every ``TEST.EVAL_PERIOD``, DDP) is Detectron2's,
+    with these additions:
+
+    - before the first iteration: the training identities are numbered across the training sets
+      and checked against ``MODEL.REID.NUM_IDS``, and the training and test images are checked
+      (``dcinet_d2.data.build``); the identity ranges are written to ``OUTPUT_DIR/train_identities.json``;
+    - checkpoints are written atomically and ``--resume`` falls back to the newest intact one
+      (:class:`~.checkpoint.PersonSearchCheckpointer`).
     """
 
     def __init__(self, cfg):
+        check_test_images(cfg.DATASETS.TEST)
         with _cpu_ddp_support():
             super().__init__(cfg)
 
+    def build_hooks(self):
+        # DefaultTrainer.__init__ builds a DetectionCheckpointer just before calling build_hooks;
+        # the periodic checkpointer hook must be given ours.
+        self.checkpointer = PersonSearchCheckpointer(
+            self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        return super().build_hooks()
+
+    def resume_or_load(self, resume: bool = True):
+        """As Detectron2's; the iteration continues only when a checkpoint was actually resumed."""
+        self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
+        if resume and self.checkpointer.resumed_from:
+            self.start_iter = self.iter + 1
+
     @classmethod
     def build_train_loader(cls, cfg):
+        dicts, ranges = training_dataset_dicts(cfg)
+        if comm.is_main_process() and cfg.OUTPUT_DIR:
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            with open(os.path.join(cfg.OUTPUT_DIR, "train_identities.json"), "w") as f:
+                json.dump(ranges, f, indent=1)
         if cfg.DATALOADER.PAIRING.ENABLED:
-            return build_paired_train_loader(cfg)
-        return build_detection_train_loader(cfg, mapper=PersonSearchDatasetMapper(cfg, is_train=True))
+            return build_paired_train_loader(cfg, dataset_dicts=dicts)
+        return build_detection_train_loader(cfg, mapper=PersonSearchDatasetMapper(cfg, is_train=True),
+                                            dataset=dicts)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -4,7 +4,7 @@ Format (stable; a dict saved with ``torch.save``, loadable with ``torch.load(...
 
     {
       "gallery": {image_id: {"boxes":  float32 tensor [n, 4]  x1, y1, x2, y2 in original image pixels,
-                             "scores": float32 tensor [n],
+                             "scores": float32 tensor [n]     detection probabilities in [0, 1],
                              "embeds": float32 tensor [n, D]  L2-normalised}},
       "queries": {query_id: {"embed": float32 tensor [D]  L2-normalised}},
       "meta":    {...}   # optional, free-form (str / int / float / bool / list values)
@@ -139,7 +139,19 @@ def validate_predictions(predictions: Any, *, norm_tolerance: float = NORM_TOLER
             raise PredictionsFormatError(f"{where}['embeds']: expected shape [{n}, D], got {list(embeds.shape)}")
         for key, arr in (("boxes", boxes), ("scores", scores), ("embeds", embeds)):
             if not np.all(np.isfinite(arr)):
-                raise PredictionsFormatError(f"{where}['{key}']: non-finite values")
+                bad = np.flatnonzero(~np.isfinite(arr).reshape(len(arr), -1).all(axis=1))
+                raise PredictionsFormatError(
+                    f"{where}['{key}']: non-finite values (detection {int(bad[0])}; "
+                    f"{bad.size} such detections)"
+                )
+        outside = np.flatnonzero((scores < 0) | (scores > 1))
+        if outside.size:
+            i = int(outside[0])
+            raise PredictionsFormatError(
+                f"{where}['scores']: scores must be detection probabilities in [0, 1]; "
+                f"detection {i} scores {np.format_float_positional(scores[i], trim='-')} "
+                f"({outside.size} such detections; logits?)"
+            )
         if n and np.any((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])):
             raise PredictionsFormatError(f"{where}['boxes']: boxes must be x1, y1, x2, y2 with x2 >= x1, y2 >= y1")
         if n:

@@ -21,7 +21,7 @@ from ..utils.distributed import all_gather_rows
 logger = logging.getLogger(__name__)
 
 __all__ = ["FeatureDictionary", "ClassCentres", "EMPTY_PID", "momentum_update_in_order",
-           "CENTRE_UPDATES"]
+           "CENTRE_UPDATES", "WholeStateMemory"]
 
 #: Update rules of :class:`ClassCentres`: one momentum step per class towards the batch mean of
 #: the class, or one step per sample in batch order (as the OIM look-up table).
@@ -87,7 +87,44 @@ def momentum_update_in_order(
     return classes
 
 
-class FeatureDictionary(nn.Module):
+class WholeStateMemory(nn.Module):
+    """A memory that loads its buffers from a checkpoint all together or not at all.
+
+    A checkpoint written with another ``SOLVER.IMS_PER_BATCH``, ``DICTIONARY_SIZE`` or number of
+    identities holds some of a memory's buffers in another shape; Detectron2's checkpointer skips
+    those and loads the rest, which would leave e.g. a dictionary's write pointer and fill count
+    pointing into features it never loaded. Here, when a checkpoint holds only some of the
+    buffers, or some in another shape, none is loaded: the memory is reset (:meth:`reset`) with a
+    warning and fills again during training. A checkpoint holding none of them (a backbone) loads
+    nothing here, silently.
+    """
+
+    def reset(self) -> None:  # pragma: no cover - every subclass defines it
+        raise NotImplementedError
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        own = {name: buf for name, buf in self._buffers.items()
+               if buf is not None and name not in self._non_persistent_buffers_set}
+        present = [name for name in own if prefix + name in state_dict]
+        reshaped = [f"{name}: checkpoint {tuple(state_dict[prefix + name].shape)}, "
+                    f"model {tuple(own[name].shape)}" for name in present
+                    if tuple(state_dict[prefix + name].shape) != tuple(own[name].shape)]
+        if present and (len(present) < len(own) or reshaped):
+            absent = [name for name in own if name not in present]
+            for name in present:
+                state_dict.pop(prefix + name)
+            self.reset()
+            logger.warning(
+                "%s: the checkpoint holds %s of this memory (missing: %s; other shape: %s); "
+                "none is loaded, the memory starts empty and fills again during training",
+                prefix.rstrip(".") or type(self).__name__, present, absent or "none",
+                reshaped or "none")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+class FeatureDictionary(WholeStateMemory):
     """Dynamic feature dictionary of OLP (and HEP): a FIFO queue of recent person embeddings.
 
     Each entry is an L2-normalised embedding with its identity (``0..C-1`` for a labelled person,
@@ -118,6 +155,14 @@ class FeatureDictionary(nn.Module):
         self.register_buffer("pids", torch.full((self.size,), EMPTY_PID, dtype=torch.long))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("num_filled", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Empty the dictionary (every slot free, pointer at slot 0)."""
+        self.feats.zero_()
+        self.pids.fill_(EMPTY_PID)
+        self.ptr.zero_()
+        self.num_filled.zero_()
 
     @torch.no_grad()
     def enqueue(self, feats: Tensor, pids: Tensor, sync: bool = True) -> None:
@@ -176,7 +221,7 @@ class FeatureDictionary(nn.Module):
         return f"size={self.size}, dim={self.dim}"
 
 
-class ClassCentres(nn.Module):
+class ClassCentres(WholeStateMemory):
     """One L2-normalised centre per labelled identity, updated with a momentum (C2HEP).
 
     Update rule for every class ``c`` with labelled embeddings in the (gathered) batch, ``m_c``
@@ -215,6 +260,12 @@ class ClassCentres(nn.Module):
         self.momentum = float(momentum)
         self.register_buffer("centres", torch.zeros(self.num_classes, self.dim))
         self.register_buffer("initialized", torch.zeros(self.num_classes, dtype=torch.bool))
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Forget every centre (no class seen)."""
+        self.centres.zero_()
+        self.initialized.zero_()
 
     @torch.no_grad()
     def class_means(self, feats: Tensor, pids: Tensor) -> Tuple[Tensor, Tensor]:

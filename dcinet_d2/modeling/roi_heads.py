@@ -25,12 +25,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detectron2.config import CfgNode, configurable
-from detectron2.data import MetadataCatalog
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 
+from ..data.identities import num_train_identities
 from .losses.criterion import ReIDCriterion
 
 logger = logging.getLogger(__name__)
@@ -47,40 +47,6 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------------- config glue
-def num_train_identities(cfg: CfgNode) -> int:
-    """Number C of labelled training identities: ``MODEL.REID.NUM_IDS`` or the train metadata.
-
-    Args:
-        cfg: config with ``MODEL.REID``.
-
-    Returns:
-        C > 0.
-
-    Raises:
-        ValueError: when ``MODEL.REID.NUM_IDS`` is 0 and ``num_train_ids`` of
-            ``DATASETS.TRAIN[0]``'s metadata is missing or cannot be computed.
-    """
-    num_ids = int(cfg.MODEL.REID.NUM_IDS)
-    if num_ids > 0:
-        return num_ids
-    if num_ids < 0:
-        raise ValueError(f"MODEL.REID.NUM_IDS must be >= 0, got {num_ids}")
-    if len(cfg.DATASETS.TRAIN) == 0:
-        raise ValueError("MODEL.REID.NUM_IDS is 0 and DATASETS.TRAIN is empty: set NUM_IDS")
-    name = cfg.DATASETS.TRAIN[0]
-    try:
-        num_ids = int(MetadataCatalog.get(name).num_train_ids)
-    except Exception as e:  # missing attribute, or the dataset files are not there
-        raise ValueError(
-            f"MODEL.REID.NUM_IDS is 0 and the number of training identities could not be read "
-            f"from MetadataCatalog.get({name!r}).num_train_ids ({type(e).__name__}: {e}); "
-            f"set MODEL.REID.NUM_IDS to the number of labelled training identities"
-        ) from e
-    if num_ids <= 0:
-        raise ValueError(f"MetadataCatalog.get({name!r}).num_train_ids = {num_ids}; must be > 0")
-    return num_ids
-
-
 def reid_dictionary_size(cfg: CfgNode) -> int:
     """Length of the OLP feature dictionary: ``MODEL.REID.DICTIONARY_SIZE``, or the default rule.
 

@@ -2,8 +2,9 @@
 access to MATLAB files, image sizes from file headers, and the protocol's box conversions."""
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -16,6 +17,8 @@ __all__ = [
     "mat_str",
     "mat_struct_records",
     "image_size",
+    "box_problem",
+    "BoxReport",
     "cuhk_xywh_to_xyxy",
     "prw_annotation_xywh_to_xyxy",
     "prw_query_xywh_to_xyxy",
@@ -135,3 +138,59 @@ def prw_query_xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
     """PRW queries (``query_info.txt``): ``x2 = x + w`` in floats, cast to int32, then clip at 0."""
     x, y, w, h = (float(v) for v in np.asarray(xywh).reshape(4))
     return np.clip(np.array([x, y, x + w, y + h]).astype(np.int32), 0, None)
+
+
+# ------------------------------------------------------------------------------------------------
+# Boxes that cannot be a person box, whatever the conversion made of them.
+def box_problem(xyxy: Sequence[float], height: float | None = None,
+                width: float | None = None) -> str | None:
+    """Why a converted ``[x1, y1, x2, y2]`` box is unusable, or ``None`` if it is a person box.
+
+    Unusable: degenerate (``x2 <= x1`` or ``y2 <= y1``), or sharing no pixel with the
+    ``width`` x ``height`` image (Detectron2 would clip either to an empty box). Without the image
+    size only degeneracy is checked.
+    """
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    if x2 <= x1 or y2 <= y1:
+        return f"is degenerate (width {x2 - x1:g}, height {y2 - y1:g})"
+    if height is not None and width is not None:
+        if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
+            return f"lies outside the {width:g}x{height:g} (width x height) image"
+    return None
+
+
+class BoxReport:
+    """The unusable boxes of one annotation file (or one split's files): ONE warning for all.
+
+    Args:
+        source: what the warning names first (a file, or a folder of per-frame files).
+        split: ``"train"`` (the boxes are dropped) or ``"test"`` (kept: the protocol counts them).
+        shown: how many boxes the warning lists; the rest are counted.
+    """
+
+    def __init__(self, source: str, split: str, shown: int = 10):
+        self.source = source
+        self.split = split
+        self.shown = shown
+        self.entries: list[str] = []
+        self.files: set[str] = set()
+
+    def add(self, entry: str, xyxy: Sequence[float], problem: str, file: str | None = None) -> None:
+        self.entries.append(f"{entry}: {[int(v) for v in xyxy]} (xyxy) {problem}")
+        if file is not None:
+            self.files.add(file)
+
+    def warn(self, logger: logging.Logger) -> None:
+        """Log the warning (nothing when no box was added)."""
+        if not self.entries:
+            return
+        n = len(self.entries)
+        boxes = "1 box" if n == 1 else f"{n} boxes"
+        nf = len(self.files)
+        files = f" in {nf} annotation file{'' if nf == 1 else 's'}" if nf else ""
+        fate = ("dropped from the training split" if self.split == "train"
+                else "kept in the test split, as the evaluation protocol counts them")
+        more = f"; and {n - self.shown} more" if n > self.shown else ""
+        verb = "is" if n == 1 else "are"
+        logger.warning("'%s': %s%s %s degenerate or outside their image, %s: %s%s", self.source,
+                       boxes, files, verb, fate, "; ".join(self.entries[: self.shown]), more)

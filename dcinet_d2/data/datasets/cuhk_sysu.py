@@ -15,7 +15,11 @@ Decisions (the community's reference readers do the same unless noted):
 - test identities: query ``k`` (0-based, TestG50 order, the same in every TestG file) has
   ``person_id`` k, and so do its boxes in the gallery images that TestG50 lists;
 - an identity box that matches no box of its image in ``Images.mat`` is an error (ours: the
-  reference readers skip it silently; we name the file and entry instead).
+  reference readers skip it silently; we name the file and entry instead);
+- (ours) a box that is degenerate after the conversion or shares no pixel with its image is
+  dropped from the training split and kept in the test split (the protocol counts it), with one
+  warning for ``Images.mat``; a ``Train.mat`` appearance of a dropped box is skipped with one
+  warning; a TestG query box of that kind is an error.
 """
 from __future__ import annotations
 
@@ -27,9 +31,11 @@ from typing import Any
 import numpy as np
 from detectron2.structures import BoxMode
 
-from .cache import cached
+from .cache import cached, check_image_dicts, check_testg, check_train
 from .common import (
+    BoxReport,
     DatasetFormatError,
+    box_problem,
     cuhk_xywh_to_xyxy,
     image_size,
     load_mat,
@@ -65,11 +71,12 @@ def testg_path(root: str, gallery_size: int) -> str:
 
 # ------------------------------------------------------------------------------------------------
 # Parsers of the individual files (pure: file -> numpy / python structures)
-def read_images_mat(path: str) -> dict[str, np.ndarray]:
-    """``Images.mat`` -> {image name: int32[n, 4] xyxy boxes}, degenerate (w or h = 0) boxes dropped."""
+def _read_images(path: str) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
+    """``Images.mat`` -> {image name: (Img entry, index of each kept box in the entry, int32[n, 4]
+    xyxy)}; boxes with w or h = 0 (before the conversion) are dropped, as the reference does."""
     _, img = load_mat(path, ["Img"], "the CUHK-SYSU image list (annotation/Images.mat)", HOW_TO_GET)
     records = mat_struct_records(img, ["imname", "box"], path, "variable 'Img'")
-    boxes_of: dict[str, np.ndarray] = {}
+    images: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
     for i, rec in enumerate(records):
         name = mat_str(rec["imname"], path, f"Img entry {i}")
         box_records = np.asarray(rec["box"]).reshape(-1)
@@ -83,11 +90,16 @@ def read_images_mat(path: str) -> dict[str, np.ndarray]:
                 raise DatasetFormatError(f"'{path}', {entry}: empty idlocate")
             xywh.append(box)
         xywh = np.asarray(xywh, dtype=np.float64).reshape(-1, 4)
-        keep = (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
-        if name in boxes_of:
+        keep = np.flatnonzero((xywh[:, 2] > 0) & (xywh[:, 3] > 0))
+        if name in images:
             raise DatasetFormatError(f"'{path}', Img entry {i}: image '{name}' listed twice")
-        boxes_of[name] = cuhk_xywh_to_xyxy(xywh[keep]).reshape(-1, 4)
-    return boxes_of
+        images[name] = (i, keep, cuhk_xywh_to_xyxy(xywh[keep]).reshape(-1, 4))
+    return images
+
+
+def read_images_mat(path: str) -> dict[str, np.ndarray]:
+    """``Images.mat`` -> {image name: int32[n, 4] xyxy boxes}, boxes with w or h = 0 dropped."""
+    return {name: boxes for name, (_, _, boxes) in _read_images(path).items()}
 
 
 def read_pool_mat(path: str) -> list[str]:
@@ -130,12 +142,18 @@ def read_testg_mat(path: str, gallery_size: int) -> list[dict[str, Any]]:
         q_box = mat_box(q["idlocate"], path, f"{entry}.Query ('{q_name}')")
         if q_box is None:
             raise DatasetFormatError(f"'{path}', {entry}.Query ('{q_name}'): empty idlocate")
+        q_xyxy = cuhk_xywh_to_xyxy(q_box)
+        problem = box_problem(q_xyxy)
+        if problem is not None:
+            raise DatasetFormatError(f"'{path}', {entry}.Query ('{q_name}'): query box "
+                                     f"{q_xyxy.tolist()} (xyxy; idlocate {q_box.tolist()}) "
+                                     f"{problem}")
         gallery = []
         for j, g in enumerate(mat_struct_records(rec["Gallery"], ["imname", "idlocate"], path, f"{entry}.Gallery")):
             g_name = mat_str(g["imname"], path, f"{entry}.Gallery({j})")
             g_box = mat_box(g["idlocate"], path, f"{entry}.Gallery({j}) ('{g_name}')")
             gallery.append((g_name, None if g_box is None else cuhk_xywh_to_xyxy(g_box)))
-        queries.append({"query_id": k, "image_id": q_name, "bbox": cuhk_xywh_to_xyxy(q_box), "gallery": gallery})
+        queries.append({"query_id": k, "image_id": q_name, "bbox": q_xyxy, "gallery": gallery})
     return queries
 
 
@@ -146,11 +164,18 @@ def _find_box(boxes: np.ndarray, box: np.ndarray) -> int:
 
 
 def _assign(pids: dict[str, np.ndarray], boxes_of: dict[str, np.ndarray], name: str, box: np.ndarray,
-            pid: int, path: str, entry: str) -> None:
+            pid: int, path: str, entry: str, dropped_of: dict[str, np.ndarray] | None = None,
+            skipped: list[str] | None = None) -> None:
+    """Give ``pid`` to the box of ``name`` equal to ``box``; a box of ``dropped_of`` (dropped from
+    the split) is noted in ``skipped`` instead; any other box is an error."""
     if name not in pids:
         raise DatasetFormatError(f"'{path}', {entry}: image '{name}' is not in this split of Images.mat/pool.mat")
     idx = _find_box(boxes_of[name], box)
     if idx < 0:
+        if dropped_of is not None and name in dropped_of and _find_box(dropped_of[name], box) >= 0:
+            if skipped is not None:
+                skipped.append(f"{entry} ('{name}')")
+            return
         raise DatasetFormatError(
             f"'{path}', {entry}: box {box.tolist()} (xyxy) matches no box of '{name}' in Images.mat "
             f"({boxes_of[name].tolist()})"
@@ -158,14 +183,44 @@ def _assign(pids: dict[str, np.ndarray], boxes_of: dict[str, np.ndarray], name: 
     pids[name][idx] = pid
 
 
-def _image_dicts(root: str, names: list[str], boxes_of: dict[str, np.ndarray], pids: dict[str, np.ndarray]):
+Sizes = dict[str, tuple[int, int]]
+
+
+def _screen_boxes(root: str, split: str, names: list[str], images: dict
+                  ) -> tuple[Sizes, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Image sizes and boxes of a split; unusable boxes (see ``box_problem``) are warned about
+    once for ``Images.mat`` and, in the training split, dropped.
+
+    Returns:
+        ``({name: (height, width)}, {name: int32[n, 4] boxes kept}, {name: boxes dropped})``.
+    """
+    p = _paths(root)
+    report = BoxReport(p["images"], split)
+    sizes, boxes_of, dropped_of = {}, {}, {}
+    for name in names:
+        entry, index, boxes = images[name]
+        height, width = image_size(os.path.join(p["image_dir"], name))
+        sizes[name] = (height, width)
+        bad = np.zeros(len(boxes), dtype=bool)
+        for k, box in enumerate(boxes):
+            problem = box_problem(box, height, width)
+            if problem is not None:
+                report.add(f"Img entry {entry} ('{name}'), box {int(index[k])}", box, problem)
+                bad[k] = True
+        drop = bad if split == "train" else np.zeros_like(bad)
+        boxes_of[name], dropped_of[name] = boxes[~drop], boxes[drop]
+    report.warn(logger)
+    return sizes, boxes_of, dropped_of
+
+
+def _image_dicts(root: str, names: list[str], sizes: Sizes,
+                 boxes_of: dict[str, np.ndarray], pids: dict[str, np.ndarray]) -> list[dict]:
     image_dir = _paths(root)["image_dir"]
     dicts = []
     for name in names:
-        file_name = os.path.join(image_dir, name)
-        height, width = image_size(file_name)
+        height, width = sizes[name]
         dicts.append({
-            "file_name": file_name,
+            "file_name": os.path.join(image_dir, name),
             "image_id": name,
             "height": height,
             "width": width,
@@ -180,41 +235,78 @@ def _image_dicts(root: str, names: list[str], boxes_of: dict[str, np.ndarray], p
 
 def _build_train(root: str) -> tuple[list[dict], int]:
     p = _paths(root)
-    boxes_of = read_images_mat(p["images"])
+    images = _read_images(p["images"])
     pool = set(read_pool_mat(p["pool"]))
-    names = sorted(n for n in boxes_of if n not in pool)
+    names = sorted(n for n in images if n not in pool)
+    if not names:
+        raise DatasetFormatError(f"'{p['images']}': every image is in pool.mat (the test split); "
+                                 "the training split would be empty")
+    sizes, boxes_of, dropped_of = _screen_boxes(root, "train", names, images)
     pids = {n: np.full(len(boxes_of[n]), -1, dtype=np.int64) for n in names}
     identities = read_train_mat(p["train"])
+    skipped: list[str] = []
     for pid, appearances in enumerate(identities):
         for j, (name, box) in enumerate(appearances):
-            _assign(pids, boxes_of, name, box, pid, p["train"], f"Train entry {pid}.scene({j})")
-    return _image_dicts(root, names, boxes_of, pids), len(identities)
+            _assign(pids, boxes_of, name, box, pid, p["train"], f"Train entry {pid}.scene({j})",
+                    dropped_of, skipped)
+    if skipped:
+        more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        logger.warning("'%s': %d identity appearance%s of boxes dropped from Images.mat (see the "
+                       "warning on it) skipped: %s%s", p["train"], len(skipped),
+                       "" if len(skipped) == 1 else "s", "; ".join(skipped[:10]), more)
+    return _image_dicts(root, names, sizes, boxes_of, pids), len(identities)
+
+
+def _check_query_in_image(path: str, entry: str, name: str, bbox: np.ndarray,
+                          size: tuple[int, int]) -> None:
+    problem = box_problem(bbox, *size)
+    if problem is not None:
+        raise DatasetFormatError(
+            f"'{path}', {entry} ('{name}'): query box {bbox.tolist()} (xyxy) {problem}"
+        )
 
 
 def _build_test(root: str) -> list[dict]:
     p = _paths(root)
-    boxes_of = read_images_mat(p["images"])
+    images = _read_images(p["images"])
     names = read_pool_mat(p["pool"])
-    missing = [n for n in names if n not in boxes_of]
+    if not names:
+        raise DatasetFormatError(f"'{p['pool']}' lists no test image")
+    missing = [n for n in names if n not in images]
     if missing:
         raise DatasetFormatError(f"'{p['pool']}': {len(missing)} test images are not in Images.mat, e.g. '{missing[0]}'")
+    sizes, boxes_of, _ = _screen_boxes(root, "test", names, images)
     pids = {n: np.full(len(boxes_of[n]), -1, dtype=np.int64) for n in names}
     protocol_path = testg_path(root, 50)
     queries_of: dict[str, list] = {}
     for q in read_testg_mat(protocol_path, 50):
         k = q["query_id"]
         _assign(pids, boxes_of, q["image_id"], q["bbox"], k, protocol_path, f"TestG50 entry {k}.Query")
+        _check_query_in_image(protocol_path, f"TestG50 entry {k}.Query", q["image_id"], q["bbox"],
+                              sizes[q["image_id"]])
         for j, (name, box) in enumerate(q["gallery"]):
             if box is not None:
                 _assign(pids, boxes_of, name, box, k, protocol_path, f"TestG50 entry {k}.Gallery({j})")
         queries_of.setdefault(q["image_id"], []).append(
             {"query_id": k, "bbox": [float(v) for v in q["bbox"]], "person_id": k}
         )
-    dicts = _image_dicts(root, names, boxes_of, pids)
+    dicts = _image_dicts(root, names, sizes, boxes_of, pids)
     for d in dicts:
         if d["image_id"] in queries_of:
             d["queries"] = queries_of[d["image_id"]]
     return dicts
+
+
+def _read_testg_checked(root: str, gallery_size: int) -> list[dict[str, Any]]:
+    """``read_testg_mat``, every query box also checked against its image's size."""
+    path = testg_path(root, gallery_size)
+    queries = read_testg_mat(path, gallery_size)
+    image_dir = _paths(root)["image_dir"]
+    for q in queries:
+        size = image_size(os.path.join(image_dir, q["image_id"]))
+        _check_query_in_image(path, f"TestG{gallery_size} entry {q['query_id']}.Query",
+                              q["image_id"], q["bbox"], size)
+    return queries
 
 
 def _sources(root: str, split: str) -> list[str]:
@@ -231,14 +323,17 @@ def load_cuhk_sysu(root: str, split: str) -> list[dict]:
     for key, what in (("images", "annotation/Images.mat"), ("pool", "annotation/pool.mat")):
         require_file(p[key], f"the CUHK-SYSU file {what}", HOW_TO_GET)
     if split == "train":
-        dicts, _ = cached("cuhk_sysu", root, "train", _sources(root, split), lambda: _build_train(root))
+        dicts, _ = cached("cuhk_sysu", root, "train", _sources(root, split),
+                          lambda: _build_train(root), check_train)
         return dicts
-    return cached("cuhk_sysu", root, "test", _sources(root, split), lambda: _build_test(root))
+    return cached("cuhk_sysu", root, "test", _sources(root, split), lambda: _build_test(root),
+                  check_image_dicts)
 
 
 def num_train_identities(root: str) -> int:
     """C, the number of training identities (entries of Train.mat); uses the same cache as the loader."""
-    _, c = cached("cuhk_sysu", root, "train", _sources(root, "train"), lambda: _build_train(root))
+    _, c = cached("cuhk_sysu", root, "train", _sources(root, "train"), lambda: _build_train(root),
+                  check_train)
     return c
 
 
@@ -258,7 +353,9 @@ def load_test_galleries(root: str, gallery_size: int) -> list[dict[str, Any]]:
     if gallery_size not in GALLERY_SIZES:
         raise ValueError(f"CUHK-SYSU gallery size must be one of {GALLERY_SIZES} or -1 (full set), got {gallery_size}")
     path = testg_path(root, gallery_size)
-    return cached("cuhk_sysu", root, f"testg{gallery_size}", [path], lambda: read_testg_mat(path, gallery_size))
+    sources = [path, _paths(root)["image_dir"]]
+    return cached("cuhk_sysu", root, f"testg{gallery_size}", sources,
+                  lambda: _read_testg_checked(root, gallery_size), check_testg)
 
 
 class FullSetGallery(Sequence):

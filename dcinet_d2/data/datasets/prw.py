@@ -17,10 +17,15 @@ Decisions (the community's reference readers do the same unless noted):
   (ours: the release is consistent; this only guards against edited files);
 - test identities keep their raw PRW ids; queries keep the line order of ``query_info.txt``
   (``query_id`` = 0-based line index, blank lines skipped);
-- ``camera_id`` is the number after ``c`` in the frame name.
+- ``camera_id`` is the number after ``c`` in the frame name;
+- (ours) an annotation box that is degenerate after the conversion (e.g. a negative width, which
+  the clipping turns into 0) or shares no pixel with its frame is dropped from the training split
+  and kept in the test split (the protocol counts it), with one warning per split; a query box of
+  that kind is an error, and so is a ``query_info.txt`` that is not UTF-8.
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -29,9 +34,11 @@ from typing import Any
 import numpy as np
 from detectron2.structures import BoxMode
 
-from .cache import cached
+from .cache import cached, check_image_dicts, check_train
 from .common import (
+    BoxReport,
     DatasetFormatError,
+    box_problem,
     image_size,
     load_mat,
     mat_str,
@@ -74,6 +81,8 @@ def read_frame_list(path: str, key: str) -> list[str]:
     """``frame_{train,test}.mat`` -> frame names without extension, in file order."""
     _, frames = load_mat(path, [key], f"the PRW frame list ({os.path.basename(path)})", HOW_TO_GET)
     names = [mat_str(v, path, f"{key} entry {i}") for i, v in enumerate(np.asarray(frames).reshape(-1))]
+    if not names:
+        raise DatasetFormatError(f"'{path}': {key} lists no frame")
     for i, n in enumerate(names):
         if not FRAME_NAME.match(n):
             raise DatasetFormatError(f"'{path}', {key} entry {i}: '{n}' is not a frame name c{{cam}}s{{seq}}_{{frame}}")
@@ -107,44 +116,70 @@ def read_frame_annotation(path: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_query_info(path: str) -> list[dict[str, Any]]:
-    """``query_info.txt`` -> [{query_id, person_id, bbox int32 xyxy, frame}] in line order."""
+    """``query_info.txt`` -> [{query_id, person_id, bbox int32 xyxy, frame, line}] in line order.
+
+    Raises:
+        DatasetFormatError: a line that is not 'pid x y w h frame', a degenerate query box, or a
+            file that is not UTF-8 text (naming the byte).
+    """
     require_file(path, "the PRW query list (query_info.txt)", HOW_TO_GET)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DatasetFormatError(f"'{path}' is not UTF-8 text: byte {e.start} (line {line}) is "
+                                 f"0x{data[e.start]:02x} ({e.reason})") from None
     queries = []
-    with open(path, "r", encoding="utf-8", newline=None) as f:
-        for lineno, line in enumerate(f, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            try:
-                if len(parts) != 6:
-                    raise ValueError(f"expected 6 fields 'pid x y w h frame', found {len(parts)}")
-                pid = int(parts[0])
-                xywh = np.array([float(v) for v in parts[1:5]])
-            except ValueError as e:
-                raise DatasetFormatError(f"'{path}', line {lineno}: {e}: {line.strip()!r}") from None
-            frame = parts[5]
-            if not FRAME_NAME.match(frame):
-                raise DatasetFormatError(f"'{path}', line {lineno}: '{frame}' is not a frame name")
-            queries.append({"query_id": len(queries), "person_id": pid,
-                            "bbox": prw_query_xywh_to_xyxy(xywh), "frame": frame})
+    for lineno, line in enumerate(io.StringIO(text, newline=None), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if len(parts) != 6:
+                raise ValueError(f"expected 6 fields 'pid x y w h frame', found {len(parts)}")
+            pid = int(parts[0])
+            xywh = np.array([float(v) for v in parts[1:5]])
+        except ValueError as e:
+            raise DatasetFormatError(f"'{path}', line {lineno}: {e}: {line.strip()!r}") from None
+        frame = parts[5]
+        if not FRAME_NAME.match(frame):
+            raise DatasetFormatError(f"'{path}', line {lineno}: '{frame}' is not a frame name")
+        bbox = prw_query_xywh_to_xyxy(xywh)
+        problem = box_problem(bbox)
+        if problem is not None:
+            raise DatasetFormatError(f"'{path}', line {lineno}: query box {bbox.tolist()} (xyxy) "
+                                     f"{problem}: {line.strip()!r}")
+        queries.append({"query_id": len(queries), "person_id": pid, "bbox": bbox, "frame": frame,
+                        "line": lineno})
     return queries
 
 
 # ------------------------------------------------------------------------------------------------
-def _frame_dicts(root: str, frames: list[str], pid_map=None) -> list[dict]:
+def _frame_dicts(root: str, frames: list[str], split: str, pid_map=None) -> list[dict]:
     p = _paths(root)
     dicts = []
     unknown = 0
+    report = BoxReport(p["annotation_dir"], split)
     for frame in frames:
         image_name = frame + ".jpg"
-        raw_ids, boxes = read_frame_annotation(os.path.join(p["annotation_dir"], image_name + ".mat"))
+        mat_name = image_name + ".mat"
+        raw_ids, boxes = read_frame_annotation(os.path.join(p["annotation_dir"], mat_name))
+        file_name = os.path.join(p["frame_dir"], image_name)
+        height, width = image_size(file_name)
+        drop = np.zeros(len(boxes), dtype=bool)  # stays False in the test split
+        for row, box in enumerate(boxes):
+            problem = box_problem(box, height, width)
+            if problem is not None:
+                report.add(f"'{mat_name}' row {row}", box, problem, file=mat_name)
+                drop[row] = split == "train"
+        raw_ids, boxes = raw_ids[~drop], boxes[~drop]
         pids = np.where(raw_ids == -2, -1, raw_ids)
         if pid_map is not None:
             mapped = np.array([pid_map.get(int(i), -1) if i >= 0 else -1 for i in pids], dtype=np.int64)
             unknown += int(np.sum((pids >= 0) & (mapped < 0)))
             pids = mapped
-        file_name = os.path.join(p["frame_dir"], image_name)
-        height, width = image_size(file_name)
         dicts.append({
             "file_name": file_name,
             "image_id": image_name,
@@ -157,6 +192,7 @@ def _frame_dicts(root: str, frames: list[str], pid_map=None) -> list[dict]:
                 for box, pid in zip(boxes, pids)
             ],
         })
+    report.warn(logger)
     if unknown:
         logger.warning("PRW %s: %d labelled boxes in training frames have ids not listed in ID_train.mat; "
                        "they are treated as unlabelled.", root, unknown)
@@ -167,18 +203,23 @@ def _build_train(root: str) -> tuple[list[dict], int]:
     p = _paths(root)
     train_ids = read_train_ids(p["ids"])
     pid_map = {raw: i for i, raw in enumerate(train_ids)}
-    return _frame_dicts(root, read_frame_list(p["train_frames"], "img_index_train"), pid_map), len(train_ids)
+    frames = read_frame_list(p["train_frames"], "img_index_train")
+    return _frame_dicts(root, frames, "train", pid_map), len(train_ids)
 
 
 def _build_test(root: str) -> list[dict]:
     p = _paths(root)
-    dicts = _frame_dicts(root, read_frame_list(p["test_frames"], "img_index_test"))
+    dicts = _frame_dicts(root, read_frame_list(p["test_frames"], "img_index_test"), "test")
     by_name = {d["image_id"]: d for d in dicts}
     for q in read_query_info(p["queries"]):
         d = by_name.get(q["frame"] + ".jpg")
         if d is None:
             raise DatasetFormatError(f"'{p['queries']}': query {q['query_id']} is in frame '{q['frame']}', "
                                      "which frame_test.mat does not list")
+        problem = box_problem(q["bbox"], d["height"], d["width"])
+        if problem is not None:
+            raise DatasetFormatError(f"'{p['queries']}', line {q['line']}: query box "
+                                     f"{q['bbox'].tolist()} (xyxy) {problem}")
         d.setdefault("queries", []).append(
             {"query_id": q["query_id"], "bbox": [float(v) for v in q["bbox"]], "person_id": q["person_id"]}
         )
@@ -206,9 +247,11 @@ def load_prw(root: str, split: str) -> list[dict]:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     sources = _sources(root, split) + _annotation_sources(root, split)
     if split == "train":
-        dicts, _ = cached("prw", root, "train", sources, lambda: _build_train(root))
+        dicts, _ = cached("prw", root, "train", sources, lambda: _build_train(root),
+                          lambda v: check_train(v, camera=True))
         return dicts
-    return cached("prw", root, "test", sources, lambda: _build_test(root))
+    return cached("prw", root, "test", sources, lambda: _build_test(root),
+                  lambda v: check_image_dicts(v, camera=True))
 
 
 def num_train_identities(root: str) -> int:

@@ -9,8 +9,10 @@ import math
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 
+from ...utils.distributed import get_rank, is_distributed
 from ..memory import FeatureDictionary
 from .c2hep import C2HEPLoss
 from .hep import HEPLoss
@@ -19,9 +21,38 @@ from .olp import OLPLoss, check_reid_inputs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReIDCriterion", "REID_LOSS_NAMES"]
+__all__ = ["ReIDCriterion", "REID_LOSS_NAMES", "check_pid_range"]
 
 REID_LOSS_NAMES = ("olp", "hep", "c2hep", "oim")
+
+
+def check_pid_range(pids: Tensor, num_classes: int, collective: bool = True) -> None:
+    """Raise when an identity lies outside ``[-1, num_classes - 1]``, on every process at once.
+
+    Under ``torch.distributed`` (and ``collective``) the processes first agree on the global range
+    with one all-reduce of two numbers, so a bad identity on one process makes every process raise
+    here, instead of one raising and the others waiting in the memories' all-gather until the
+    process group's timeout. Every process must then call it, as it calls the memories' updates.
+    """
+    if pids.numel():
+        low_high = torch.stack([-pids.min(), pids.max()]).long()
+    else:
+        low_high = torch.tensor([1, -1], dtype=torch.long, device=pids.device)
+    distributed = collective and is_distributed()
+    if distributed:
+        local = low_high.clone()
+        dist.all_reduce(low_high, op=dist.ReduceOp.MAX)
+    low, high = -int(low_high[0]), int(low_high[1])
+    if low < -1 or high >= num_classes:
+        where = ""
+        if distributed:
+            here = (-int(local[0]) < -1) or int(local[1]) >= num_classes
+            where = f" (on {'this' if here else 'another'} process; rank {get_rank()})"
+        raise ValueError(
+            f"identities (pids) must be in [-1, {num_classes - 1}], got [{low}, {high}]{where}; "
+            f"C = {num_classes} is MODEL.REID.NUM_IDS, or the training sets' num_train_ids when "
+            "NUM_IDS is 0"
+        )
 
 
 class ReIDCriterion(nn.Module):
@@ -166,11 +197,7 @@ class ReIDCriterion(nn.Module):
             raise ValueError(f"embeds must be [N, {self.dim}], got {tuple(embeds.shape)}")
         pids = pids.long()
         image_ids = image_ids.long()
-        if pids.numel() and (int(pids.min()) < -1 or int(pids.max()) >= self.num_classes):
-            raise ValueError(
-                f"pids must be in [-1, {self.num_classes - 1}], got "
-                f"[{int(pids.min())}, {int(pids.max())}]"
-            )
+        check_pid_range(pids, self.num_classes, collective=self.training)
 
         loss_dict: Dict[str, Tensor] = {}
         metrics: Dict[str, float] = {

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...utils.distributed import all_gather_rows
-from ..memory import FeatureDictionary, momentum_update_in_order
+from ..memory import FeatureDictionary, WholeStateMemory, momentum_update_in_order
 from .olp import check_reid_inputs
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["OIMLoss"]
 
 
-class OIMLoss(nn.Module):
+class OIMLoss(WholeStateMemory):
     """OIM loss; owns the look-up table (``lut``) and the unlabelled queue (``queue``).
 
     Args:
@@ -72,6 +72,11 @@ class OIMLoss(nn.Module):
         self.register_buffer("lut", torch.zeros(self.num_classes, self.dim))
         # The queue: a ring buffer of unlabelled features (their pids are all -1).
         self.queue = FeatureDictionary(queue_size, dim)
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Forget the look-up table (the queue is a memory of its own, loaded or reset alone)."""
+        self.lut.zero_()
 
     def forward(self, embeds: Tensor, pids: Tensor, image_ids: Tensor) -> tuple[Tensor, dict]:
         """OIM loss of a batch, then (training) the table and queue update.

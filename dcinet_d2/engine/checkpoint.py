@@ -1,0 +1,183 @@
+"""A Detectron2 checkpointer that writes atomically and resumes from the newest intact checkpoint.
+
+Detectron2's :class:`DetectionCheckpointer` writes ``model_XXXXXXX.pth`` and ``last_checkpoint``
+in place: a process killed while writing leaves a truncated file that ``--resume`` then fails
+on, although an intact earlier checkpoint sits next to it. :class:`PersonSearchCheckpointer`
+
+- writes every file to a temporary name in the same folder, flushes it to disk and renames it
+  (``os.replace``: atomic on POSIX and Windows), so a checkpoint file is either whole or absent;
+- on resume, tries the file that ``last_checkpoint`` names and then the other ``*.pth`` files of
+  the output folder, newest first (by the iteration in the name; ``*_final`` is the newest), and
+  loads the first one that reads; each one skipped is named in a warning with the reason;
+- remembers which model keys a load left missing (:attr:`last_missing_keys`), so that
+  ``--eval-only`` can refuse weights that do not hold the trained model.
+
+Remote paths (anything ``PathManager`` handles but the local file system does not) are written
+the way Detectron2 does.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from typing import Any
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = ["PersonSearchCheckpointer", "NoIntactCheckpointError", "checkpoint_candidates"]
+logger = logging.getLogger(__name__)
+
+_ITERATION_IN_NAME = re.compile(r"_(\d+)\.pth$")
+
+
+class NoIntactCheckpointError(RuntimeError):
+    """``--resume`` found checkpoints, but none of them could be read."""
+
+
+def checkpoint_candidates(save_dir: str, named: str) -> list[str]:
+    """The ``*.pth`` files of ``save_dir`` in the order resume tries them.
+
+    ``named`` (the file ``last_checkpoint`` names, "" when none) comes first; then the other files
+    newest first: ``*_final.pth``, then by the iteration number in the name (``model_0000499.pth``),
+    then files without a number by modification time.
+    """
+    try:
+        files = [os.path.join(save_dir, f) for f in os.listdir(save_dir) if f.endswith(".pth")]
+    except FileNotFoundError:
+        files = []
+
+    def newest_first(path: str) -> tuple:
+        name = os.path.basename(path)
+        if name.endswith("_final.pth"):
+            return (0, 0.0)
+        m = _ITERATION_IN_NAME.search(name)
+        if m:
+            return (1, -float(m.group(1)))
+        return (2, -os.path.getmtime(path))
+
+    ordered = sorted((f for f in files if os.path.isfile(f)), key=newest_first)
+    if named:
+        ordered = [named] + [f for f in ordered if os.path.abspath(f) != os.path.abspath(named)]
+    return ordered
+
+
+def _atomic_write(path: str, write) -> None:
+    """Call ``write(file object)`` on a temporary file next to ``path``, then rename it to ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class PersonSearchCheckpointer(DetectionCheckpointer):
+    """:class:`DetectionCheckpointer` with atomic writes and a resume that skips damaged files."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.last_missing_keys: list[str] = []
+        self.resumed_from = ""
+        self._preloaded: tuple[str, Any] | None = None
+
+    # ------------------------------------------------------------------------------------ writing
+    def _is_local(self) -> bool:
+        return os.path.isdir(self.save_dir)
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        if not self._is_local():
+            super().save(name, **kwargs)
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to %s", save_file)
+        _atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        if not self._is_local():
+            super().tag_last_checkpoint(last_filename_basename)
+            return
+        _atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
+                      lambda f: f.write(last_filename_basename.encode()))
+
+    # ------------------------------------------------------------------------------------ reading
+    def _load_file(self, filename: str) -> Any:
+        if self._preloaded is not None and self._preloaded[0] == filename:
+            checkpoint = self._preloaded[1]
+            self._preloaded = None
+            return checkpoint
+        return super()._load_file(filename)
+
+    def _load_model(self, checkpoint: Any):
+        incompatible = super()._load_model(checkpoint)
+        self.last_missing_keys = list(incompatible.missing_keys)
+        return incompatible
+
+    def _read_intact(self, path: str) -> tuple[Any, str]:
+        """``(checkpoint, "")`` when ``path`` reads as a checkpoint, else ``(None, reason)``."""
+        if not os.path.isfile(path):
+            return None, "no such file"
+        try:
+            checkpoint = super()._load_file(path)
+        except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+            return None, f"unreadable ({type(e).__name__}: {e})".splitlines()[0]
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+            return None, "holds no 'model' state dict"
+        return checkpoint, ""
+
+    def newest_intact_checkpoint(self) -> str:
+        """The checkpoint that resume loads (see the module docstring); "" when there is none.
+
+        Raises:
+            NoIntactCheckpointError: ``*.pth`` files exist (or ``last_checkpoint`` names one), but
+                none of them reads.
+        """
+        named = self.get_checkpoint_file() if self.has_checkpoint() else ""
+        notes = []
+        if named and os.path.abspath(named) == os.path.abspath(self.save_dir):
+            notes.append(f"{os.path.join(self.save_dir, 'last_checkpoint')} (empty)")
+            named = ""  # an empty last_checkpoint names the folder itself
+        skipped = []
+        for path in checkpoint_candidates(self.save_dir, named):
+            checkpoint, reason = self._read_intact(path)
+            if checkpoint is None:
+                skipped.append(f"{path} ({reason})")
+                continue
+            if notes or skipped:
+                logger.warning("Resuming from %s; skipped: %s", path, "; ".join(notes + skipped))
+            self._preloaded = (path, checkpoint)
+            return path
+        if skipped:
+            raise NoIntactCheckpointError(
+                f"--resume: no intact checkpoint in {self.save_dir}; skipped: "
+                f"{'; '.join(notes + skipped)}. Remove the damaged files to start over, or restore "
+                "an intact checkpoint.")
+        if notes:
+            logger.warning("--resume: %s and no checkpoint file; starting from MODEL.WEIGHTS",
+                           notes[0])
+        return ""
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
+        """As Detectron2's, resuming from :meth:`newest_intact_checkpoint`; sets :attr:`resumed_from`
+        (the file resumed from, "" when training starts from ``path``)."""
+        self.resumed_from = ""
+        if resume and self.has_checkpoint():
+            self.resumed_from = self.newest_intact_checkpoint()
+            if self.resumed_from:
+                return self.load(self.resumed_from)
+        return self.load(path, checkpointables=[])
