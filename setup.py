@@ -22,6 +22,9 @@ setup(
         "tqdm",
         "matplotlib",
         "tabulate",
+        "faiss-cpu",  # nearest-neighbour search of the gallery index (dcinet_d2.search)
+        # video input and Detectron2's Visualizer; headless: servers lack the GUI libraries
+        "opencv-python-headless",
     ],
     extras_require={"dev": ["pytest>=7", "pytest-timeout"]},
 )

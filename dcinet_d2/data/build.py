@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import logging
+import operator
 import random
 from typing import Callable, Sequence
 
 import torch.utils.data as torchdata
 from detectron2.data import DatasetCatalog, DatasetFromList
+from detectron2.data.common import ToIterableDataset
 from detectron2.data.build import worker_init_reset_seed
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
@@ -19,7 +21,7 @@ from .pairing import anchor_indices, build_partner_index, choose_partner
 logger = logging.getLogger(__name__)
 
 __all__ = ["PairedDataset", "build_paired_train_loader", "flatten_pairs", "training_dataset_dicts",
-           "check_test_images"]
+           "check_test_images", "PairsGroupedByAspectRatio"]
 
 # Ours: redraws of a pair holding a skipped image before giving up (a loader that only skips).
 _MAX_REDRAWS = 100
@@ -107,6 +109,28 @@ class PairedDataset(torchdata.Dataset):
         raise UnreadableImageError(f"{_MAX_REDRAWS} pairs in a row held an unreadable image")
 
 
+class PairsGroupedByAspectRatio(torchdata.IterableDataset):
+    """Batches of ``pairs_per_batch`` pairs whose *first* image has the same orientation
+    (landscape ``w > h``, or not), as Detectron2's ``AspectRatioGroupedDataset`` groups single
+    images: a batch of like-shaped images needs less padding. A pair stays whole; its second
+    image may have the other orientation (ours: the issue's rule, a pair goes to the group of
+    its first image). Yields flat lists ``[a0, b0, a1, b1, ...]``."""
+
+    def __init__(self, pairs, pairs_per_batch: int):
+        self.pairs = pairs
+        self.pairs_per_batch = int(pairs_per_batch)
+
+    def __iter__(self):
+        buckets: list[list[list[dict]]] = [[], []]
+        for pair in self.pairs:
+            first = pair[0]
+            bucket = buckets[0 if first["width"] > first["height"] else 1]
+            bucket.append(pair)
+            if len(bucket) == self.pairs_per_batch:
+                yield flatten_pairs(bucket)
+                bucket.clear()
+
+
 def flatten_pairs(batch: list[list[dict]]) -> list[dict]:
     """Collate: ``[[a0, b0], [a1, b1], ...] -> [a0, b0, a1, b1, ...]`` (pair k = items 2k, 2k+1)."""
     return [d for pair in batch for d in pair]
@@ -116,8 +140,9 @@ def build_paired_train_loader(cfg, mapper: Callable[[dict], dict] | None = None,
     """Infinite train loader of paired batches, per process ``IMS_PER_BATCH / world_size`` images.
 
     Uses Detectron2's :class:`TrainingSampler` (shuffled, sharded by rank), ``DATALOADER.NUM_WORKERS``
-    workers and :func:`worker_init_reset_seed`. Aspect-ratio grouping is not applied (ours: a pair
-    must stay together, and its two images may differ in orientation).
+    workers and :func:`worker_init_reset_seed`. With ``DATALOADER.ASPECT_RATIO_GROUPING`` (Detectron2's
+    key, True by default) the pairs of a batch share the orientation of their first image
+    (:class:`PairsGroupedByAspectRatio`).
     """
     world = comm.get_world_size()
     ims = cfg.SOLVER.IMS_PER_BATCH
@@ -135,6 +160,15 @@ def build_paired_train_loader(cfg, mapper: Callable[[dict], dict] | None = None,
         mapper = PersonSearchDatasetMapper(cfg, is_train=True)
     dataset = PairedDataset(dataset_dicts, mapper, fallback=cfg.DATALOADER.PAIRING.FALLBACK,
                             prefer_other_camera=cfg.DATALOADER.PAIRING.PREFER_OTHER_CAMERA)
+    if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
+        # As Detectron2's build_batch_data_loader: workers yield single pairs, grouped here.
+        pairs = torchdata.DataLoader(
+            ToIterableDataset(dataset, TrainingSampler(len(dataset))),
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+            collate_fn=operator.itemgetter(0),
+            worker_init_fn=worker_init_reset_seed,
+        )
+        return PairsGroupedByAspectRatio(pairs, ims // world // 2)
     return torchdata.DataLoader(
         dataset,
         sampler=TrainingSampler(len(dataset)),

@@ -10,7 +10,11 @@ on, although an intact earlier checkpoint sits next to it. :class:`PersonSearchC
   the output folder, newest first (by the iteration in the name; ``*_final`` is the newest), and
   loads the first one that reads; each one skipped is named in a warning with the reason;
 - remembers which model keys a load left missing (:attr:`last_missing_keys`), so that
-  ``--eval-only`` can refuse weights that do not hold the trained model.
+  ``--eval-only`` can refuse weights that do not hold the trained model;
+- given the config, stores under the key ``"dcinet_d2"`` what inference needs besides the weights
+  (the config as YAML with ``MODEL.REID.NUM_IDS`` resolved, the embedding size), so that a
+  checkpoint alone builds its model anywhere, without the training set
+  (:func:`dcinet_d2.search.predictor.inference_config`).
 
 Remote paths (anything ``PathManager`` handles but the local file system does not) are written
 the way Detectron2 does.
@@ -25,11 +29,30 @@ from typing import Any
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
 
-__all__ = ["PersonSearchCheckpointer", "NoIntactCheckpointError", "checkpoint_candidates"]
+from ..data.identities import num_train_identities
+
+__all__ = ["PersonSearchCheckpointer", "NoIntactCheckpointError", "checkpoint_candidates",
+           "inference_metadata", "METADATA_KEY"]
 logger = logging.getLogger(__name__)
 
 _ITERATION_IN_NAME = re.compile(r"_(\d+)\.pth$")
+
+
+#: Key of a checkpoint holding :func:`inference_metadata`.
+METADATA_KEY = "dcinet_d2"
+
+
+def inference_metadata(cfg: CfgNode) -> dict[str, Any]:
+    """What a checkpoint of a model built from ``cfg`` needs to be used for inference alone:
+    ``{"config": YAML with NUM_IDS resolved, "num_ids": C, "embed_dim": D, "version": 1}``."""
+    cfg = cfg.clone()
+    cfg.defrost()
+    num_ids = num_train_identities(cfg) if cfg.MODEL.META_ARCHITECTURE == "PersonSearchRCNN" else 0
+    cfg.MODEL.REID.NUM_IDS = num_ids
+    return {"version": 1, "config": cfg.dump(), "num_ids": num_ids,
+            "embed_dim": int(cfg.MODEL.REID.EMBED_DIM)}
 
 
 class NoIntactCheckpointError(RuntimeError):
@@ -82,8 +105,9 @@ def _atomic_write(path: str, write) -> None:
 class PersonSearchCheckpointer(DetectionCheckpointer):
     """:class:`DetectionCheckpointer` with atomic writes and a resume that skips damaged files."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, cfg: CfgNode | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.metadata = inference_metadata(cfg) if cfg is not None else None
         self.last_missing_keys: list[str] = []
         self.resumed_from = ""
         self._preloaded: tuple[str, Any] | None = None
@@ -96,12 +120,16 @@ class PersonSearchCheckpointer(DetectionCheckpointer):
         if not self.save_dir or not self.save_to_disk:
             return
         if not self._is_local():
+            if self.metadata is not None:
+                kwargs.setdefault(METADATA_KEY, self.metadata)
             super().save(name, **kwargs)
             return
         data = {"model": self.model.state_dict()}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)
+        if self.metadata is not None:
+            data[METADATA_KEY] = self.metadata
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info("Saving checkpoint to %s", save_file)

@@ -8,10 +8,12 @@ import os
 import weakref
 
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data.build import trivial_batch_collator
 from detectron2.engine import DefaultTrainer
 from detectron2.engine import defaults as d2_defaults
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
+from torch.utils.data import DataLoader
 
 from ..data import (
     PersonSearchDatasetMapper,
@@ -58,7 +60,8 @@ class PersonSearchTrainer(DefaultTrainer):
     - before the first iteration: the training identities are numbered across the training sets
       and checked against ``MODEL.REID.NUM_IDS``, and the training and test images are checked
       (``dcinet_d2.data.build``); the identity ranges are written to ``OUTPUT_DIR/train_identities.json``;
-    - checkpoints are written atomically and ``--resume`` falls back to the newest intact one
+    - checkpoints are written atomically, carry what inference needs (the config with
+      ``NUM_IDS`` resolved), and ``--resume`` falls back to the newest intact one
       (:class:`~.checkpoint.PersonSearchCheckpointer`).
     """
 
@@ -71,7 +74,7 @@ class PersonSearchTrainer(DefaultTrainer):
         # DefaultTrainer.__init__ builds a DetectionCheckpointer just before calling build_hooks;
         # the periodic checkpointer hook must be given ours.
         self.checkpointer = PersonSearchCheckpointer(
-            self.checkpointer.model, self.cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+            self.checkpointer.model, self.cfg.OUTPUT_DIR, cfg=self.cfg, trainer=weakref.proxy(self))
         return super().build_hooks()
 
     def resume_or_load(self, resume: bool = True):
@@ -94,7 +97,18 @@ class PersonSearchTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=PersonSearchDatasetMapper(cfg, is_train=False))
+        """Detectron2's test loader (InferenceSampler: each image once, sharded across processes)
+        with ``TEST.IMS_PER_BATCH`` images per forward."""
+        loader = build_detection_test_loader(cfg, dataset_name,
+                                             mapper=PersonSearchDatasetMapper(cfg, is_train=False))
+        batch = int(cfg.TEST.IMS_PER_BATCH)
+        if batch < 1:
+            raise ValueError(f"TEST.IMS_PER_BATCH must be >= 1, got {batch}")
+        if batch == 1:
+            return loader
+        return DataLoader(loader.dataset, batch_size=batch, sampler=loader.sampler,
+                                           num_workers=cfg.DATALOADER.NUM_WORKERS,
+                                           collate_fn=trivial_batch_collator)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

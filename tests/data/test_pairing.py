@@ -8,6 +8,7 @@ import torch
 
 from dcinet_d2 import add_dcinet_config
 from dcinet_d2.data import PairedDataset, PersonSearchDatasetMapper, build_paired_train_loader, flatten_pairs
+from dcinet_d2.data.build import PairsGroupedByAspectRatio
 from dcinet_d2.data.pairing import anchor_indices, build_partner_index, choose_partner, labelled_ids
 from detectron2.config import get_cfg
 from detectron2.structures import BoxMode
@@ -129,9 +130,11 @@ def test_mapper_keeps_pids_aligned_through_flip_and_filter(tmp_path):
     assert seen == {"plain", "flip"}
 
 
+@pytest.mark.parametrize("grouping", [False, True])
 @pytest.mark.parametrize("workers", [0, 2])
-def test_loader_yields_pairs(tmp_path, workers):
-    cfg = _cfg(**{"DATALOADER.NUM_WORKERS": workers, "SEED": 3})
+def test_loader_yields_pairs(tmp_path, workers, grouping):
+    cfg = _cfg(**{"DATALOADER.NUM_WORKERS": workers, "SEED": 3,
+                  "DATALOADER.ASPECT_RATIO_GROUPING": grouping})
     loader = build_paired_train_loader(cfg, dataset_dicts=_image_dicts(tmp_path))
     it = iter(loader)
     for _ in range(6):
@@ -148,3 +151,21 @@ def test_loader_yields_pairs(tmp_path, workers):
 def test_loader_checks_batch_size(tmp_path):
     with pytest.raises(ValueError, match="multiple of 2"):
         build_paired_train_loader(_cfg(**{"SOLVER.IMS_PER_BATCH": 3}), dataset_dicts=_image_dicts(tmp_path))
+
+
+def test_pairs_grouped_by_the_orientation_of_their_first_image():
+    def img(name, w, h):
+        return {"image_id": name, "width": w, "height": h}
+
+    # L = landscape first image, P = portrait (a pair's second image may differ)
+    pairs = [[img("L0", 64, 32), img("x", 32, 64)], [img("P0", 32, 64), img("y", 64, 32)],
+             [img("P1", 30, 30), img("z", 30, 30)],  # square counts as "not landscape"
+             [img("L1", 64, 32), img("w", 64, 32)], [img("L2", 64, 32), img("v", 64, 32)],
+             [img("P2", 32, 64), img("u", 32, 64)]]
+    batches = list(PairsGroupedByAspectRatio(pairs, 2))
+    # a batch leaves when its group is full: the portrait one (at P1) before the landscape one (L1)
+    assert [[d["image_id"] for d in b] for b in batches] == [
+        ["P0", "y", "P1", "z"],
+        ["L0", "x", "L1", "w"],
+        # L2 and P2 wait for a partner pair in their group: an infinite stream completes them
+    ]

@@ -1,0 +1,7 @@
+"""``python -m dcinet_d2.search {index,query} ...`` (see :mod:`dcinet_d2.search.cli`)."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

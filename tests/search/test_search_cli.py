@@ -1,0 +1,136 @@
+"""``python -m dcinet_d2.search``: index a folder and a video, re-run, append, query.
+
+The model is the quick DC-I-Net config with random weights (complete, so it loads); detections are
+kept from score 0 so that every picture holds some. Truths checked against independent
+computations with the predictor itself: what the index stores per unit, and the query's
+similarities.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dcinet_d2.search.cli import main
+from dcinet_d2.search.index import GalleryIndex
+from dcinet_d2.search.predictor import PersonSearchPredictor, inference_config
+from dcinet_d2.search.sources import read_image_bgr
+
+from .test_predictor_sources import complete_checkpoint  # noqa: F401  (fixture)
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory):
+    import cv2
+
+    root = tmp_path_factory.mktemp("gallery")
+    rng = np.random.default_rng(0)
+    (root / "photos").mkdir()
+    for k in range(3):
+        Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(
+            root / "photos" / f"p{k}.png")
+    writer = cv2.VideoWriter(str(root / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 4.0, (128, 96))
+    for _ in range(4):
+        writer.write(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
+    writer.release()
+    return root
+
+
+def _index(weights, out, *paths, extra=()):
+    return main(["index", "--weights", weights, "--gallery", *map(str, paths), "--out", str(out),
+                 "--det-thresh", "0", "--batch-size", "2", "--fps", "2", *extra])
+
+
+def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "index"
+    assert _index(complete_checkpoint, out, gallery / "photos") == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    predictor = PersonSearchPredictor(inference_config(complete_checkpoint))
+    expected = {}
+    for k in range(3):
+        path = str(gallery / "photos" / f"p{k}.png")
+        inst = predictor(read_image_bgr(path))["instances"]
+        expected[path] = len(inst)
+    assert summary["units_total"] == 3 and summary["detections_total"] == sum(expected.values())
+
+    # a second run adds nothing; a video appended adds its frames sampled at 2 of 4 fps
+    assert _index(complete_checkpoint, out, gallery / "photos") == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["detections_added"] == 0
+    assert _index(complete_checkpoint, out, gallery / "photos", gallery / "clip.avi") == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["units_total"] == 3 + 2
+    index = GalleryIndex.open(str(out))
+    assert {k for k in index.done_units() if k[1] >= 0} == {(str(gallery / "clip.avi"), 0),
+                                                            (str(gallery / "clip.avi"), 2)}
+    arrays = index.load_arrays()
+
+    # query with a box: the best match per unit, similarities = dot products with the stored rows
+    query = str(gallery / "photos" / "p1.png")
+    res_dir = tmp_path / "res"
+    assert main(["query", "--index", str(out), "--query", query, "--box", "10,10,60,80",
+                 "--topk", "4", "--out", str(res_dir)]) == 0
+    with open(res_dir / "results.json") as f:
+        result = json.load(f)
+    assert os.path.isfile(res_dir / "results.jpg")
+    q = predictor.embed_boxes(read_image_bgr(query), [[10, 10, 60, 80]])[0]
+    sims = arrays["embeds"] @ q
+    units = list(zip(arrays["source"].tolist(), arrays["frame"].tolist()))
+    best = {}
+    for i, u in enumerate(units):
+        if u not in best or sims[i] > sims[best[u]]:
+            best[u] = i
+    ranked = sorted(best.values(), key=lambda i: -sims[i])[:4]
+    assert [m["id"] for m in result["matches"]] == ranked
+    np.testing.assert_allclose([m["similarity"] for m in result["matches"]], sims[ranked], atol=1e-5)
+
+    # --list, --person and a mismatching model
+    assert main(["query", "--index", str(out), "--query", query, "--list"]) == 0
+    assert "person 0: box" in capsys.readouterr().out
+    assert main(["query", "--index", str(out), "--query", query, "--person", "0", "--cbgm",
+                 "--topk", "3"]) == 0
+    assert main(["query", "--index", str(out), "--query", query, "--person", "100000"]) == 2
+    assert "--person 100000" in capsys.readouterr().err
+
+
+def test_index_refuses_another_model(complete_checkpoint, gallery, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "index"
+    assert _index(complete_checkpoint, out, gallery / "photos" / "p0.png") == 0
+    import shutil
+    import torch
+
+    other = tmp_path / "other.pth"
+    shutil.copy(complete_checkpoint, other)
+    ckpt = torch.load(other, weights_only=True)
+    key = next(k for k in ckpt["model"] if k.endswith("embed_head.proj.weight"))
+    ckpt["model"][key] = ckpt["model"][key] * 2
+    torch.save(ckpt, other)
+    assert _index(str(other), out, gallery / "photos" / "p1.png") == 2
+    assert "model" in capsys.readouterr().err
+
+
+def test_cbgm_rerank_hand_worked():
+    """Query q = e1 and one context person c = e2 (another box of the query image). Unit U1 holds
+    a (q.a 0.6, c.a 0.1) and b (q.b 0.5, c.b 0.8); unit U2 holds d (q.d 0.7, c.d 0.2). In U1 the
+    best matching pairs q-a and c-b (0.6 + 0.8 > 0.5 + 0.1), so a takes the largest matched weight,
+    0.8; in U2, q-d (0.7) beats c-d: d keeps 0.7. Order a, d, b instead of d, a, b."""
+    from dcinet_d2.search.cli import cbgm_rerank
+
+    a = np.array([0.6, 0.1, np.sqrt(1 - 0.37), 0.0])
+    b = np.array([0.5, 0.8, 0.0, np.sqrt(1 - 0.89)])
+    d = np.array([0.7, 0.2, 0.0, np.sqrt(1 - 0.53)])
+    embeds = np.stack([a, b, d])
+    hits = [{"id": 2, "similarity": 0.7, "source": "U2", "frame": -1},
+            {"id": 0, "similarity": 0.6, "source": "U1", "frame": -1},
+            {"id": 1, "similarity": 0.5, "source": "U1", "frame": -1}]
+    units = {"U1": np.array([0, 1]), "U2": np.array([2])}
+
+    def unit_detections(hit):
+        ids = units[hit["source"]]
+        return ids, embeds[ids]
+
+    out = cbgm_rerank(hits, np.array([1.0, 0, 0, 0]), np.array([0, 0, 50, 100.0]),
+                      np.array([[100, 0, 150, 100.0]]), np.array([0.9]),
+                      np.array([[0, 1.0, 0, 0]]), unit_detections, k1=10, k2=3)
+    assert [h["id"] for h in out] == [0, 2, 1]
+    np.testing.assert_allclose([h["similarity"] for h in out], [0.8, 0.7, 0.5])
