@@ -29,6 +29,7 @@ Usage::
 """
 import argparse
 import copy
+import json
 import logging
 import os
 import statistics
@@ -55,13 +56,13 @@ logger = logging.getLogger(__name__)
 TARGETS = {"INetROIHeads": (1.15, 1.3), "DCINetROIHeads": (1.3, 1.3)}  # (inference, training)
 
 
-def load_cfg(config_file: str, image_size: int, num_ids: int) -> CfgNode:
+def load_cfg(config_file: str, image_size: int, num_ids: int, device: str = "cpu") -> CfgNode:
     cfg = get_cfg()
     dcinet_d2.add_dcinet_config(cfg)
     if "REID" not in cfg.MODEL:
         add_model_config(cfg)
     cfg.merge_from_file(config_file)
-    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.DEVICE = device
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.REID.NUM_IDS = num_ids
     if list(cfg.MODEL.PIXEL_STD) == [1.0, 1.0, 1.0]:
@@ -98,6 +99,23 @@ def make_batch(num_images: int, height: int, width: int, persons: int, num_ids: 
     return batch
 
 
+def _sync() -> None:
+    """Wait for queued CUDA work, so that wall times cover it (no-op without CUDA)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def peak_memory_mb(fn: Callable[[], None]) -> float:
+    """Peak CUDA memory (MiB) allocated during one call of ``fn``; 0 without CUDA."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return 0.0
+    _sync()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    _sync()
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
 def time_interleaved(
     fns: Dict[str, Callable[[], None]], iters: int, warmup: int
 ) -> Dict[str, Dict[str, float]]:
@@ -115,8 +133,10 @@ def time_interleaved(
     cpu: Dict[str, List[float]] = {k: [] for k in fns}
     for _ in range(iters):
         for name, fn in fns.items():
+            _sync()
             t0, c0 = time.perf_counter(), time.process_time()
             fn()
+            _sync()
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
     return {
@@ -151,9 +171,10 @@ def build_models(cfg: CfgNode) -> Dict[str, torch.nn.Module]:
     return models
 
 
-def bench_inference(models, inputs, iters, warmup, topk=None):
+def bench_inference(models, inputs, iters, warmup, topk=None, amp=False, memory=None):
     """Median inference time of each model; with ``topk``, exactly the ``topk`` best boxes per
-    image after NMS are kept (score threshold 0)."""
+    image after NMS are kept (score threshold 0). ``amp``: fp16 autocast (CUDA). ``memory``: a
+    dict that receives each model's peak CUDA memory (MiB)."""
     saved = {}
     for name, m in models.items():
         m.eval()
@@ -165,32 +186,42 @@ def bench_inference(models, inputs, iters, warmup, topk=None):
 
     def run(name, m):
         def fn():
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(m.device.type, enabled=amp):
                 out = m(inputs)
             counts[name] = sum(len(o["instances"]) for o in out) / len(out)
         return fn
 
-    times = time_interleaved({k: run(k, m) for k, m in models.items()}, iters, warmup)
+    fns = {k: run(k, m) for k, m in models.items()}
+    times = time_interleaved(fns, iters, warmup)
+    if memory is not None:
+        memory.update({k: peak_memory_mb(fn) for k, fn in fns.items()})
     for name, (thresh, k) in saved.items():
         pred = models[name].roi_heads.box_predictor
         pred.test_score_thresh, pred.test_topk_per_image = thresh, k
     return times, counts
 
 
-def bench_training(models, batch, iters, warmup, lr=0.0):
+def bench_training(models, batch, iters, warmup, lr=0.0, amp=False, memory=None):
+    """Training step times; ``amp``: fp16 autocast and a GradScaler, as Detectron2's AMPTrainer."""
     fns = {}
     for name, m in models.items():
         m = copy.deepcopy(m).train()
         opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=lr, momentum=0.9)
+        scaler = torch.amp.GradScaler(m.device.type, enabled=amp)
 
-        def fn(m=m, opt=opt):
-            losses = m(batch)
+        def fn(m=m, opt=opt, scaler=scaler):
+            with torch.autocast(m.device.type, enabled=amp):
+                losses = m(batch)
             opt.zero_grad()
-            sum(losses.values()).backward()
-            opt.step()
+            scaler.scale(sum(losses.values())).backward()
+            scaler.step(opt)
+            scaler.update()
         fns[name] = fn
     with EventStorage():
-        return time_interleaved(fns, iters, warmup)
+        times = time_interleaved(fns, iters, warmup)
+        if memory is not None:
+            memory.update({k: peak_memory_mb(fn) for k, fn in fns.items()})
+    return times
 
 
 def report(title, times, counts=None):
@@ -223,12 +254,16 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", action="store_true",
+                        help="also time fp16 autocast (inference) and AMP training (GradScaler)")
+    parser.add_argument("--json", default=None, help="append one JSON line per model and measurement")
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
 
     num_ids = 50
-    cfg = load_cfg(args.config_file, args.image_size, num_ids)
+    cfg = load_cfg(args.config_file, args.image_size, num_ids, args.device)
     height, width = args.image_size, int(round(args.image_size * args.aspect))
     models = build_models(cfg)
     batch = make_batch(args.batch, height, width, args.persons, num_ids, seed=0)
@@ -239,23 +274,50 @@ def main(argv=None):
           f"{args.iters} interleaved runs after {args.warmup} warm-up")
 
     ratios = {}
+
+    def record(key, times, memory, precision):
+        if not args.json:
+            return
+        with open(args.json, "a") as f:
+            for name, t in times.items():
+                f.write(json.dumps({"bench": "model", "measure": key, "model": name,
+                                    "precision": precision, "device": args.device,
+                                    "config": os.path.basename(args.config_file),
+                                    "images": args.batch, "best_ms": 1000 * t["wall"],
+                                    "median_ms": 1000 * t["wall_median"],
+                                    "ratio_to_faster_rcnn": t["wall"] / times["FasterRCNN"]["wall"],
+                                    "peak_mb": memory.get(name, 0.0)}) + "\n")
+
     t, c = bench_inference(models, inputs, args.iters, args.warmup)
     report(f"inference, {args.batch} images, score threshold "
            f"{cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST} (random weights)", t, c)
     max_k = cfg.TEST.DETECTIONS_PER_IMAGE
-    for k in sorted({10, 25, max_k}):
-        t, c = bench_inference(models, inputs, args.iters, args.warmup, topk=k)
-        ratios[f"infer_K{k}"] = report(
-            f"inference, {args.batch} images, K = {k} detections per image", t, c)
-    t = bench_training(models, batch, args.iters, args.warmup)
-    ratios["train"] = report(f"training step (forward + backward + SGD), {args.batch} images", t)
+    for precision in (["fp32", "amp"] if args.amp else ["fp32"]):
+        amp = precision == "amp"
+        for k in sorted({10, 25, max_k}):
+            memory = {}
+            t, c = bench_inference(models, inputs, args.iters, args.warmup, topk=k, amp=amp,
+                                   memory=memory)
+            key = f"infer_K{k}" + ("_amp" if amp else "")
+            ratios[key] = report(f"inference ({precision}), {args.batch} images, K = {k} "
+                                 "detections per image", t, c)
+            record(key, t, memory, precision)
+        memory = {}
+        t = bench_training(models, batch, args.iters, args.warmup, amp=amp, memory=memory)
+        key = "train" + ("_amp" if amp else "")
+        ratios[key] = report(f"training step ({precision}; forward + backward + SGD), "
+                             f"{args.batch} images", t)
+        record(key, t, memory, precision)
 
-    print("\ntargets (issue 4), on the best CPU time (best wall time in brackets)")
+    # On a GPU the process's CPU time does not measure the work: use the wall time there.
+    measure = "wall" if args.device.startswith("cuda") else "cpu"
+    other = "cpu" if measure == "wall" else "wall"
+    print(f"\ntargets (issue 4), on the best {measure} time (best {other} time in brackets)")
     ok = True
     for heads, (t_inf, t_train) in TARGETS.items():
         for key in ratios:
-            target = t_train if key == "train" else t_inf
-            r, w = ratios[key]["cpu"][heads], ratios[key]["wall"][heads]
+            target = t_train if key.startswith("train") else t_inf
+            r, w = ratios[key][measure][heads], ratios[key][other][heads]
             ok &= r <= target
             verdict = "ok" if r <= target else "MISSED"
             print(f"  {heads:<16} {key:<10} {r:6.3f} ({w:6.3f}) <= {target:.2f}  {verdict}")

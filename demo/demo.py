@@ -99,11 +99,18 @@ def main(argv=None) -> int:
         raise SystemExit("give the trained model: --weights W (or --opts MODEL.WEIGHTS W)")
     if bool(args.input) == bool(args.video_input):
         raise SystemExit("give either --input or --video-input")
+    if (args.query_box is not None or args.query_person is not None) and not args.query:
+        raise SystemExit("--query-box / --query-person need --query (the image they refer to)")
     predictor = PersonSearchPredictor(inference_config(weights, args.config_file, opts))
     query = query_embedding(predictor, args, args.confidence_threshold)
 
     if args.input:
         paths = [p for arg in args.input for p in (sorted(glob.glob(arg)) or [arg])]
+        names = [os.path.basename(p) for p in paths]
+        if args.output and len(set(names)) < len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise SystemExit(f"several inputs are named {twice[0]}: their outputs would overwrite each "
+                             "other in --output")
         if args.output:
             os.makedirs(args.output, exist_ok=True)
         for path in tqdm(paths, unit="img", disable=not args.output):
@@ -112,7 +119,9 @@ def main(argv=None) -> int:
             drawn = draw(image, instances, args.confidence_threshold, query, args.match_threshold)
             kept = int((instances.scores >= args.confidence_threshold).sum())
             if args.output:
-                cv2.imwrite(os.path.join(args.output, os.path.basename(path)), drawn)
+                target = os.path.join(args.output, os.path.basename(path))
+                if not cv2.imwrite(target, drawn):
+                    raise SystemExit(f"could not write {target}")
             else:
                 print(f"{path}: {kept} persons")
         return 0
@@ -135,6 +144,8 @@ def main(argv=None) -> int:
                     if writer is None:
                         fourcc = cv2.VideoWriter_fourcc(*"mp4v")
                         writer = cv2.VideoWriter(args.output, fourcc, fps, (drawn.shape[1], drawn.shape[0]))
+                        if not writer.isOpened():
+                            raise SystemExit(f"could not open {args.output} for writing a video")
                     writer.write(drawn)
                 bar.update(1)
     finally:

@@ -119,6 +119,9 @@ def load_training_sets(names: Sequence[str], filter_empty: bool = True
             count = dataset_identity_count(name)
         except ValueError:
             count = _max_person_id(dicts) + 1
+        if _max_person_id(dicts) >= count:  # would run into the next set's classes
+            raise ValueError(f"training set {name!r} holds identity {_max_person_id(dicts)}, but its "
+                             f"metadata num_train_ids is {count}: its identities must be 0..{count - 1}")
         merged.extend(offset_person_ids(dicts, offset))
         ranges.append(IdentityRange(dataset=name, offset=offset, count=count))
         offset += count

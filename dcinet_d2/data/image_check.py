@@ -37,11 +37,20 @@ def image_problem(path: str) -> str:
             tail = f.read()
     except OSError as e:
         return f"cannot be read ({e})"
-    if fmt == "JPEG" and b"\xff\xd9" not in tail:
-        return "truncated JPEG (no end-of-image marker)"
-    if fmt == "PNG" and b"IEND" not in tail:
-        return "truncated PNG (no IEND chunk)"
+    truncated = ((fmt == "JPEG" and b"\xff\xd9" not in tail and "truncated JPEG (no end-of-image marker)")
+                 or (fmt == "PNG" and b"IEND" not in tail and "truncated PNG (no IEND chunk)"))
+    if truncated and not _decodes(path):  # a long trailer (a phone's motion photo) still decodes
+        return truncated
     return ""
+
+
+def _decodes(path: str) -> bool:
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except Exception:
+        return False
 
 
 def find_unreadable_images(file_names: Iterable[str]) -> list[tuple[str, str]]:

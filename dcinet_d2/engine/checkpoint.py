@@ -6,9 +6,10 @@ on, although an intact earlier checkpoint sits next to it. :class:`PersonSearchC
 
 - writes every file to a temporary name in the same folder, flushes it to disk and renames it
   (``os.replace``: atomic on POSIX and Windows), so a checkpoint file is either whole or absent;
-- on resume, tries the file that ``last_checkpoint`` names and then the other ``*.pth`` files of
-  the output folder, newest first (by the iteration in the name; ``*_final`` is the newest), and
-  loads the first one that reads; each one skipped is named in a warning with the reason;
+- on resume, tries the file that ``last_checkpoint`` names and then the other training
+  checkpoints (``*.pth`` holding an ``iteration``) of the output folder, newest first, and loads
+  the first one that reads; each one skipped is named in a warning with the reason. The first
+  process chooses, every process loads that file;
 - remembers which model keys a load left missing (:attr:`last_missing_keys`), so that
   ``--eval-only`` can refuse weights that do not hold the trained model;
 - given the config, stores under the key ``"dcinet_d2"`` what inference needs besides the weights
@@ -23,13 +24,13 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import tempfile
 from typing import Any
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
+from detectron2.utils import comm
 
 from ..data.identities import num_train_identities
 
@@ -37,7 +38,6 @@ __all__ = ["PersonSearchCheckpointer", "NoIntactCheckpointError", "checkpoint_ca
            "inference_metadata", "METADATA_KEY"]
 logger = logging.getLogger(__name__)
 
-_ITERATION_IN_NAME = re.compile(r"_(\d+)\.pth$")
 
 
 #: Key of a checkpoint holding :func:`inference_metadata`.
@@ -63,34 +63,40 @@ def checkpoint_candidates(save_dir: str, named: str) -> list[str]:
     """The ``*.pth`` files of ``save_dir`` in the order resume tries them.
 
     ``named`` (the file ``last_checkpoint`` names, "" when none) comes first; then the other files
-    newest first: ``*_final.pth``, then by the iteration number in the name (``model_0000499.pth``),
-    then files without a number by modification time.
+    newest first by modification time (a run resumed with a larger ``MAX_ITER`` writes
+    ``model_0001499.pth`` after the earlier ``model_final.pth``), then by name.
     """
     try:
         files = [os.path.join(save_dir, f) for f in os.listdir(save_dir) if f.endswith(".pth")]
     except FileNotFoundError:
         files = []
-
-    def newest_first(path: str) -> tuple:
-        name = os.path.basename(path)
-        if name.endswith("_final.pth"):
-            return (0, 0.0)
-        m = _ITERATION_IN_NAME.search(name)
-        if m:
-            return (1, -float(m.group(1)))
-        return (2, -os.path.getmtime(path))
-
-    ordered = sorted((f for f in files if os.path.isfile(f)), key=newest_first)
+    files = [f for f in files if os.path.isfile(f)]
+    ordered = sorted(files, key=lambda f: (-os.path.getmtime(f), os.path.basename(f)))
     if named:
         ordered = [named] + [f for f in ordered if os.path.abspath(f) != os.path.abspath(named)]
     return ordered
 
 
+def _remove_stale_temporaries(save_dir: str) -> None:
+    """Remove what a write killed half-way left (``.<name>.<random>.tmp``)."""
+    for name in os.listdir(save_dir):
+        if name.startswith(".") and name.endswith(".tmp"):
+            try:
+                os.remove(os.path.join(save_dir, name))
+                logger.info("Removed %s (left by an interrupted checkpoint write)", name)
+            except OSError:
+                pass
+
+
 def _atomic_write(path: str, write) -> None:
-    """Call ``write(file object)`` on a temporary file next to ``path``, then rename it to ``path``."""
+    """Call ``write(file object)`` on a temporary file next to ``path``, then rename it to ``path``
+    (permissions as a plain ``open`` would give under the umask; the folder is synced after)."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -100,6 +106,16 @@ def _atomic_write(path: str, write) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass  # some file systems do not sync folders
+    finally:
+        os.close(dir_fd)
 
 
 class PersonSearchCheckpointer(DetectionCheckpointer):
@@ -110,6 +126,7 @@ class PersonSearchCheckpointer(DetectionCheckpointer):
         self.metadata = inference_metadata(cfg) if cfg is not None else None
         self.last_missing_keys: list[str] = []
         self.resumed_from = ""
+        self.loaded_model = False
         self._preloaded: tuple[str, Any] | None = None
 
     # ------------------------------------------------------------------------------------ writing
@@ -152,12 +169,14 @@ class PersonSearchCheckpointer(DetectionCheckpointer):
         return super()._load_file(filename)
 
     def _load_model(self, checkpoint: Any):
+        self.loaded_model = True
         incompatible = super()._load_model(checkpoint)
         self.last_missing_keys = list(incompatible.missing_keys)
         return incompatible
 
-    def _read_intact(self, path: str) -> tuple[Any, str]:
-        """``(checkpoint, "")`` when ``path`` reads as a checkpoint, else ``(None, reason)``."""
+    def _read_intact(self, path: str, need_iteration: bool = False) -> tuple[Any, str]:
+        """``(checkpoint, "")`` when ``path`` reads as a checkpoint (of a training run, with its
+        ``iteration``, when ``need_iteration``), else ``(None, reason)``."""
         if not os.path.isfile(path):
             return None, "no such file"
         try:
@@ -166,10 +185,15 @@ class PersonSearchCheckpointer(DetectionCheckpointer):
             return None, f"unreadable ({type(e).__name__}: {e})".splitlines()[0]
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
             return None, "holds no 'model' state dict"
+        if need_iteration and "iteration" not in checkpoint:
+            return None, "not a training checkpoint (no 'iteration')"
         return checkpoint, ""
 
     def newest_intact_checkpoint(self) -> str:
         """The checkpoint that resume loads (see the module docstring); "" when there is none.
+
+        Files other than the one ``last_checkpoint`` names must be training checkpoints (hold an
+        ``iteration``), so that a copied backbone file is never taken for a run's state.
 
         Raises:
             NoIntactCheckpointError: ``*.pth`` files exist (or ``last_checkpoint`` names one), but
@@ -182,7 +206,7 @@ class PersonSearchCheckpointer(DetectionCheckpointer):
             named = ""  # an empty last_checkpoint names the folder itself
         skipped = []
         for path in checkpoint_candidates(self.save_dir, named):
-            checkpoint, reason = self._read_intact(path)
+            checkpoint, reason = self._read_intact(path, need_iteration=path != named)
             if checkpoint is None:
                 skipped.append(f"{path} ({reason})")
                 continue
@@ -201,11 +225,36 @@ class PersonSearchCheckpointer(DetectionCheckpointer):
         return ""
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
-        """As Detectron2's, resuming from :meth:`newest_intact_checkpoint`; sets :attr:`resumed_from`
-        (the file resumed from, "" when training starts from ``path``)."""
+        """As Detectron2's, resuming from :meth:`newest_intact_checkpoint` (chosen on the first
+        process and shared, so that every process resumes from the same file); sets
+        :attr:`resumed_from` (the file resumed from, "" when training starts from ``path``)."""
         self.resumed_from = ""
-        if resume and self.has_checkpoint():
-            self.resumed_from = self.newest_intact_checkpoint()
-            if self.resumed_from:
+        if resume and not self._is_local():  # remote folders: Detectron2's own resume
+            if self.has_checkpoint():
+                self.resumed_from = self.get_checkpoint_file()
                 return self.load(self.resumed_from)
+            return self.load(path, checkpointables=[])
+        if resume:
+            chosen, error = "", ""
+            if comm.is_main_process():
+                _remove_stale_temporaries(self.save_dir)
+                try:
+                    chosen = self.newest_intact_checkpoint()
+                except NoIntactCheckpointError as e:
+                    error = str(e)
+            if comm.get_world_size() > 1:
+                chosen, error = comm.all_gather((chosen, error))[0]
+            if error:
+                raise NoIntactCheckpointError(error)
+            if chosen and not self.has_checkpoint():
+                logger.warning("--resume: %s has no last_checkpoint (killed before writing it?); "
+                               "resuming from %s", self.save_dir, chosen)
+            self.resumed_from = chosen
+            if chosen:
+                return self.load(chosen)
         return self.load(path, checkpointables=[])
+
+    def load(self, path: str, *args, **kwargs) -> dict[str, Any]:
+        """As Detectron2's; :attr:`loaded_model` tells whether a model state was loaded."""
+        self.loaded_model = False
+        return super().load(path, *args, **kwargs)

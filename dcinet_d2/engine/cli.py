@@ -62,6 +62,9 @@ def load_for_evaluation(model, cfg: CfgNode, resume: bool) -> None:
         raise ValueError("--eval-only needs the trained model: set MODEL.WEIGHTS to its checkpoint "
                          "(e.g. OUTPUT_DIR/model_final.pth), or pass --resume with OUTPUT_DIR")
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    if not checkpointer.loaded_model:
+        raise ValueError(f"--eval-only: nothing was loaded (no checkpoint to resume in "
+                         f"{cfg.OUTPUT_DIR} and MODEL.WEIGHTS is empty): set MODEL.WEIGHTS")
     parameters = {name for name, _ in model.named_parameters()}
     untrained = [k for k in checkpointer.last_missing_keys if k in parameters]
     if untrained:

@@ -126,13 +126,15 @@ def run_index(args) -> dict[str, Any]:
             "config_file": os.path.abspath(args.config_file) if args.config_file else None,
             "opts": list(args.opts), "det_thresh": float(det_thresh)}
     predictor = PersonSearchPredictor(cfg)
-    # An index grows only with detections of the same model and threshold (ours: other options,
-    # e.g. --fps, may differ between runs).
+    # An index grows only with detections of the same model, config and threshold (ours: other
+    # options, e.g. --fps or --batch-size, may differ between runs).
     index = GalleryIndex.open_or_create(args.out, predictor.embed_dim, meta,
-                                        check_keys=("model", "det_thresh"))
+                                        check_keys=("model", "det_thresh", "config_file", "opts"))
     done = set(index.done_units())
     total = sum(count_units(s, args.fps) for s in sources)
-    todo = max(total - sum(1 for key in done if key[0] in {s.path for s in sources}), 0)
+    paths = {s.path for s in sources}
+    todo = max(total - sum(1 for key in done if key[0] in paths), 0)
+    unreadable: list[str] = []
     logger.info("%d sources, %d units, %d already indexed", len(sources), total, total - todo)
     added = 0
     start = time.perf_counter()
@@ -152,7 +154,7 @@ def run_index(args) -> dict[str, Any]:
 
     try:
         with tqdm(total=todo, unit="img", desc="indexing", mininterval=1.0) as bar:
-            for key, image in iter_units(sources, args.fps, skip=done):
+            for key, image in iter_units(sources, args.fps, skip=done, unreadable=unreadable):
                 batch_keys.append(key)
                 batch_images.append(image)
                 if len(batch_keys) == args.batch_size:
@@ -167,7 +169,7 @@ def run_index(args) -> dict[str, Any]:
         index.build_search_index(kind=args.search_index)
         summary = {"index": os.path.abspath(args.out), "detections_added": added,
                    "detections_total": index.num_detections, "units_total": index.num_units,
-                   "seconds": round(time.perf_counter() - start, 1)}
+                   "unreadable_skipped": unreadable, "seconds": round(time.perf_counter() - start, 1)}
     finally:
         index.close()
     print(json.dumps(summary))
@@ -199,11 +201,12 @@ def _detected_persons(predictor, image, det_thresh):
 
 def cbgm_rerank(hits: list[dict], query_embed: np.ndarray, query_box: np.ndarray,
                 context_boxes: np.ndarray, context_scores: np.ndarray, context_embeds: np.ndarray,
-                unit_detections, k1: int = 10, k2: int = 3) -> list[dict]:
+                unit_detections, make_hit=None, k1: int = 10, k2: int = 3) -> list[dict]:
     """Re-rank ``hits`` (all detections, ranked) with CBGM (:mod:`dcinet_d2.evaluation.cbgm`).
 
     ``unit_detections(hit) -> (ids [n], embeds [n, D])`` gives every detection of a hit's unit.
-    The units of the ``k1`` best hits are re-scored; a hit's similarity becomes the CBGM score.
+    The units of the ``k1`` best hits are re-scored; a hit's similarity becomes the CBGM score. A
+    re-scored detection that is not among ``hits`` is added with ``make_hit(id, similarity)``.
     """
     from ..evaluation.cbgm import context_indices, rescore
 
@@ -219,6 +222,9 @@ def cbgm_rerank(hits: list[dict], query_embed: np.ndarray, query_box: np.ndarray
         scores = rescore(embeds @ query_embed, context @ embeds.T)
         new_sim.update({int(i): float(s) for i, s in zip(ids, scores)})
     out = [dict(h, similarity=new_sim.get(h["id"], h["similarity"])) for h in hits]
+    present = {h["id"] for h in hits}
+    if make_hit is not None:
+        out += [make_hit(i, sim) for i, sim in new_sim.items() if i not in present]
     out.sort(key=lambda h: -h["similarity"])
     return out
 
@@ -261,8 +267,12 @@ def run_query(args) -> list[dict] | None:
                                  & (arrays["frame"] == hit["frame"]))
             return ids, arrays["embeds"][ids]
 
+        def make_hit(i, similarity):
+            return dict(index.detection(i), id=i, similarity=similarity)
+
+        ps = predictor.cfg.TEST.PERSON_SEARCH
         hits = cbgm_rerank(hits, query_embed, query_box, boxes[others], scores[others],
-                           embeds[others], unit_detections)
+                           embeds[others], unit_detections, make_hit, k1=ps.CBGM_K1, k2=ps.CBGM_K2)
         seen, kept = set(), []
         for h in hits:  # back to the best detection per unit, then the filters
             unit = (h["source"], h["frame"])
@@ -312,7 +322,7 @@ class _CurrentStderr(logging.StreamHandler):
 
 def _setup_logging() -> None:
     package = logging.getLogger("dcinet_d2")
-    if not any(isinstance(h, _CurrentStderr) for h in package.handlers):
+    if not package.handlers:  # a training run in this process may have set it up already
         handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("[%(asctime)s %(name)s] %(message)s", "%H:%M:%S"))
         package.addHandler(handler)

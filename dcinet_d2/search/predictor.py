@@ -76,7 +76,11 @@ def inference_config(weights: str, config_file: str | None = None,
     if config_file:
         cfg.merge_from_file(config_file)
     elif "config" in saved:
-        cfg.merge_from_other_cfg(CfgNode.load_cfg(saved["config"]))
+        try:
+            cfg.merge_from_other_cfg(CfgNode.load_cfg(saved["config"]))
+        except Exception as e:  # yacs raises KeyError for keys this version does not know
+            raise ValueError(f"weights '{weights}': its saved config does not fit this version of "
+                             f"dcinet_d2 ({type(e).__name__}: {e}); pass --config-file") from e
     else:
         raise ValueError(f"weights '{weights}' holds no config (written before dcinet_d2 saved it): "
                          "pass the training config with --config-file")
@@ -111,6 +115,8 @@ class PersonSearchPredictor(DefaultPredictor):
 
         self.model = build_model(self.cfg)
         self.model.eval()
+        if not cfg.MODEL.WEIGHTS:
+            raise IncompleteWeightsError("MODEL.WEIGHTS is empty: a predictor needs a trained model")
         checkpointer = PersonSearchCheckpointer(self.model)
         checkpointer.load(cfg.MODEL.WEIGHTS)
         parameters = {name for name, _ in self.model.named_parameters()}

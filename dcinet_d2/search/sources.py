@@ -7,6 +7,8 @@ frame ``k`` of a video. Videos are sampled at ``fps`` frames per second (every
 from __future__ import annotations
 
 import glob
+import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
@@ -15,6 +17,7 @@ import numpy as np
 
 __all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "Source", "expand_sources", "read_image_bgr",
            "iter_units", "count_units"]
+logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -74,28 +77,43 @@ def read_image_bgr(path: str) -> np.ndarray:
 
 
 def _video_step(video_fps: float, fps: float | None) -> int:
-    if not fps or not video_fps or video_fps <= 0 or fps >= video_fps:
+    """Every how many frames to take one; 1 when the video's rate is unknown (0 or NaN)."""
+    if not fps or not math.isfinite(video_fps) or video_fps <= 0 or fps >= video_fps:
         return 1
     return max(1, int(round(video_fps / fps)))
 
 
 def iter_units(sources: Iterable[Source], fps: float | None = None,
-               skip: set[tuple[str, int]] | frozenset = frozenset()
+               skip: set[tuple[str, int]] | frozenset = frozenset(),
+               unreadable: list[str] | None = None
                ) -> Iterator[tuple[tuple[str, int], np.ndarray]]:
-    """``((path, frame), image BGR)`` for every unit of ``sources`` not in ``skip``."""
+    """``((path, frame), image BGR)`` for every unit of ``sources`` not in ``skip``.
+
+    A file that cannot be read (an image that does not decode, a video that does not open) is
+    left out with a warning naming it, and appended to ``unreadable`` when given, so that one bad
+    file does not stop an index of thousands. A video whose decoding stops before the frame count
+    of its header is warned about with the frame reached.
+    """
     for source in sources:
         if source.kind == "image":
             key = (source.path, -1)
             if key not in skip:
-                yield key, read_image_bgr(source.path)
+                try:
+                    image = read_image_bgr(source.path)
+                except OSError as e:
+                    _unreadable(source.path, str(e), unreadable)
+                    continue
+                yield key, image
             continue
         import cv2
 
         capture = cv2.VideoCapture(source.path)
         if not capture.isOpened():
-            raise OSError(f"cannot open video '{source.path}'")
+            _unreadable(source.path, "cannot open the video", unreadable)
+            continue
         try:
             step = _video_step(capture.get(cv2.CAP_PROP_FPS), fps)
+            expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
             frame = 0
             while True:
                 if (source.path, frame) in skip or frame % step:
@@ -107,8 +125,17 @@ def iter_units(sources: Iterable[Source], fps: float | None = None,
                         break
                     yield (source.path, frame), image
                 frame += 1
+            if 0 < frame < expected - 1:  # headers often count one frame more than there is
+                logger.warning("video '%s': decoding stopped at frame %d of the %d its header "
+                               "counts", source.path, frame, expected)
         finally:
             capture.release()
+
+
+def _unreadable(path: str, reason: str, unreadable: list[str] | None) -> None:
+    logger.warning("Skipping '%s': %s", path, reason)
+    if unreadable is not None:
+        unreadable.append(path)
 
 
 def count_units(source: Source, fps: float | None = None) -> int:

@@ -21,11 +21,16 @@ def read_unit_bgr(source: str, frame: int) -> np.ndarray:
 
     capture = cv2.VideoCapture(source)
     try:
-        capture.set(cv2.CAP_PROP_POS_FRAMES, frame)
-        ok, image = capture.read()
+        # Decode in order up to the frame, as indexing counted them (seeking with
+        # CAP_PROP_POS_FRAMES is approximate for some codecs and variable frame rates).
+        ok = capture.isOpened()
+        for _ in range(frame):
+            if not (ok := capture.grab()):
+                break
+        image = capture.read()[1] if ok else None
     finally:
         capture.release()
-    if not ok:
+    if image is None:
         raise OSError(f"cannot read frame {frame} of video '{source}'")
     return image
 
@@ -50,7 +55,12 @@ def draw_query_results(query_bgr: np.ndarray, query_box, matches: list[dict], pa
     for rank, m in enumerate(matches, start=1):
         frame = f" #{m['frame']}" if m["frame"] >= 0 else ""
         caption = f"{rank}. {m['similarity']:.2f} {os.path.basename(m['source'])}{frame}"
-        tiles.append(_tile(read_unit_bgr(m["source"], m["frame"]), m["box"], (40, 200, 60), caption))
+        try:
+            picture = read_unit_bgr(m["source"], m["frame"])
+        except OSError:  # moved or deleted since indexing: a grey tile with the caption
+            picture = np.full((TILE_HEIGHT, TILE_HEIGHT // 2, 3), 128, dtype=np.uint8)
+            caption += " (unreadable)"
+        tiles.append(_tile(picture, m["box"], (40, 200, 60), caption))
     rows = [tiles[i:i + TILES_PER_ROW] for i in range(0, len(tiles), TILES_PER_ROW)]
     width = max(sum(t.width for t in row) + 4 * (len(row) - 1) for row in rows)
     canvas = Image.new("RGB", (width, len(rows) * (TILE_HEIGHT + 4)), (255, 255, 255))

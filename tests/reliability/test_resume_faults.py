@@ -118,13 +118,36 @@ def test_half_loaded_dictionary_is_reset_whole(trained_dir, tmp_path):
 
 
 def test_checkpoint_candidates_order(tmp_path):
-    for name in ["model_0000099.pth", "model_final.pth", "model_0000999.pth", "other.pth", "x.txt"]:
+    # written in this order (a run resumed with a larger MAX_ITER writes model_0001499 last)
+    for age, name in enumerate(["model_0001499.pth", "model_final.pth", "model_0000999.pth",
+                                "other.pth", "x.txt"]):
         (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, (1_000_000 - age, 1_000_000 - age))
     order = [os.path.basename(p) for p in checkpoint_candidates(str(tmp_path), "")]
-    assert order == ["model_final.pth", "model_0000999.pth", "model_0000099.pth", "other.pth"]
-    named = str(tmp_path / "model_0000099.pth")
+    assert order == ["model_0001499.pth", "model_final.pth", "model_0000999.pth", "other.pth"]
+    named = str(tmp_path / "model_0000999.pth")
     order = [os.path.basename(p) for p in checkpoint_candidates(str(tmp_path), named)]
-    assert order == ["model_0000099.pth", "model_final.pth", "model_0000999.pth", "other.pth"]
+    assert order == ["model_0000999.pth", "model_0001499.pth", "model_final.pth", "other.pth"]
+
+
+def test_backbone_file_is_not_resumed_and_stale_temporaries_are_removed(trained_dir, tmp_path):
+    out = _copy(trained_dir, tmp_path)
+    for f in os.listdir(out):
+        if f.endswith(".pth"):
+            _truncate(os.path.join(out, f))
+    torch.save({"model": {}}, os.path.join(out, "backbone.pth"))  # no 'iteration': not a run's state
+    with open(os.path.join(out, ".model_0000011.pth.abc.tmp"), "wb") as f:
+        f.write(b"half a checkpoint")
+    with pytest.raises(NoIntactCheckpointError, match=r"backbone.pth \(not a training checkpoint"):
+        _resume(out)
+    assert not os.path.exists(os.path.join(out, ".model_0000011.pth.abc.tmp"))
+
+
+def test_files_are_readable_as_plain_writes_would_be(trained_dir):
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in ("model_final.pth", "last_checkpoint"):
+        assert os.stat(os.path.join(trained_dir, f)).st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_save_replaces_atomically(tmp_path, monkeypatch):

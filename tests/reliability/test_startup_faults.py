@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
@@ -103,11 +104,11 @@ def test_trainer_records_the_identity_ranges(tmp_path):
 def test_fast_image_check_finds_truncated_and_missing_files(tmp_path):
     good, png = tmp_path / "good.jpg", tmp_path / "cut.png"
     Image.new("RGB", (64, 48), (200, 10, 10)).save(good, quality=90)
-    Image.new("RGB", (64, 48), (200, 10, 10)).save(png)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(png)
     cut = tmp_path / "cut.jpg"
     shutil.copy(good, cut)
     _truncate(cut, keep=cut.stat().st_size - 10)
-    _truncate(png, keep=png.stat().st_size - 12)
+    _truncate(png, keep=png.stat().st_size // 2)
     (tmp_path / "text.jpg").write_text("not an image")
     assert image_problem(str(good)) == ""
     assert image_problem(str(cut)) == "truncated JPEG (no end-of-image marker)"
@@ -203,3 +204,20 @@ def test_dcinet_log_lines_reach_log_txt(tmp_path):
     PairedDataset(dicts, lambda d: d)  # logs "Paired loading: ..." on dcinet_d2.data.build
     with open(tmp_path / "log.txt") as f:
         assert "Paired loading: 4 images" in f.read()
+
+
+def test_jpeg_with_a_long_trailer_is_not_truncated(tmp_path):
+    path = tmp_path / "motion.jpg"
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(path)
+    with open(path, "ab") as f:
+        f.write(b"\x00" * 10000)  # appended data after the end marker, as phones write
+    assert image_problem(str(path)) == ""
+
+
+def test_a_set_whose_identities_exceed_its_metadata_is_refused(tmp_path):
+    _two_sets(tmp_path)
+    MetadataCatalog.get("reliability_set_a").num_train_ids  # noqa: B018  (3)
+    _register("reliability_set_a_small", DatasetCatalog.get("reliability_set_a"), num_train_ids=2)
+    with pytest.raises(ValueError, match="'reliability_set_a_small' holds identity 2, but its metadata "
+                                         "num_train_ids is 2"):
+        load_training_sets(["reliability_set_a_small", "reliability_set_b"])
