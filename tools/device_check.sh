@@ -5,6 +5,8 @@
 #       bash ../shared/offline-gpu/make_bundle.sh .gpu_bundle    # Detectron2 + pure-Python deps
 #   run (on the GPU machine, from the repo root):
 #       bash tools/device_check.sh [OUT_DIR]                     # default output/device_check
+#   dry run on a CPU (tiny settings: checks the script, measures nothing):
+#       bash tools/device_check.sh --cpu [OUT_DIR]
 #
 # Steps (each with its own time limit, so that one slow step cannot eat the others' budget):
 #   1. the CUDA tests (tests/gpu: AMP training of both heads, batched inference, host syncs);
@@ -14,14 +16,14 @@
 #      forward, fp32 and AMP;
 #   4. a short demo training (300 iterations of the small DC-I-Net) with its evaluation;
 #   5. a summary table for the README (tools/device_summary.py), from the JSON lines of 2 and 3.
-# DRY_RUN=1 runs every step with tiny settings on the CPU (checks the script, measures nothing).
 set -uo pipefail
+DRY=${DRY_RUN:-0}
+if [ "${1:-}" = "--cpu" ]; then DRY=1; shift; fi
 OUT=${1:-output/device_check}
 mkdir -p "$OUT"
 if [ -f .gpu_bundle/env.sh ]; then source .gpu_bundle/env.sh; fi
 PY=${PYTHON:-python3}
 if [ -x .venv/bin/python ] && [ ! -f .gpu_bundle/env.sh ]; then PY=.venv/bin/python; fi
-DRY=${DRY_RUN:-0}
 status=0
 step() {  # step NAME LIMIT_S COMMAND...
   local name=$1 limit=$2; shift 2
