@@ -234,6 +234,9 @@ def run_query(args) -> list[dict] | None:
     from .sources import read_image_bgr
 
     index = GalleryIndex.open(args.index)
+    if index.num_detections == 0:
+        raise ValueError(f"the index {args.index} holds no detection (an empty gallery, or every "
+                         "score below the threshold it was built with)")
     predictor, det_thresh = _predictor_of(index)
     image = read_image_bgr(args.query)
     boxes, scores, embeds = _detected_persons(predictor, image, det_thresh)

@@ -39,7 +39,7 @@ def gallery(tmp_path_factory):
 
 def _index(weights, out, *paths, extra=()):
     return main(["index", "--weights", weights, "--gallery", *map(str, paths), "--out", str(out),
-                 "--det-thresh", "0", "--batch-size", "2", "--fps", "2", *extra])
+                 "--det-thresh", "0", "--batch-size", "1", "--fps", "2", *extra])
 
 
 def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, capsys):  # noqa: F811
@@ -84,6 +84,30 @@ def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, ca
     assert [m["id"] for m in result["matches"]] == ranked
     np.testing.assert_allclose([m["similarity"] for m in result["matches"]], sims[ranked], atol=1e-5)
 
+    # the query's own image, when it is in the gallery, comes first (same model, same picture)
+    assert main(["query", "--index", str(out), "--query", query, "--person", "0", "--topk", "2",
+                 "--out", str(res_dir)]) == 0
+    with open(res_dir / "results.json") as f:
+        first = json.load(f)["matches"][0]
+    assert first["source"] == query and abs(first["similarity"] - 1.0) < 1e-4
+
+    # one run over everything gives the same detections as the run, the re-run and the append
+    # (one image per forward: batches of other compositions differ in the last bits)
+    once = tmp_path / "once"
+    assert _index(complete_checkpoint, once, gallery / "photos", gallery / "clip.avi") == 0
+    arrays_once = GalleryIndex.open(str(once)).load_arrays()
+    index_once = GalleryIndex.open(str(once))
+
+    def by_unit(idx, arr):
+        paths = [s["path"] for s in idx.sources]
+        rows = {}
+        for i in range(len(arr["frame"])):
+            key = (paths[arr["source"][i]], int(arr["frame"][i]))
+            rows.setdefault(key, []).append(arr["embeds"][i].tolist())
+        return rows
+
+    assert by_unit(index_once, arrays_once) == by_unit(index, arrays)
+
     # --list, --person and a mismatching model
     assert main(["query", "--index", str(out), "--query", query, "--list"]) == 0
     assert "person 0: box" in capsys.readouterr().out
@@ -91,11 +115,32 @@ def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, ca
                  "--topk", "3"]) == 0
     assert main(["query", "--index", str(out), "--query", query, "--person", "100000"]) == 2
     assert "--person 100000" in capsys.readouterr().err
+    assert main(["query", "--index", str(out), "--query", query, "--box", "500,10,600,80"]) == 2
+    assert "outside the 128x96 image" in capsys.readouterr().err
+
+
+def test_unreadable_files_are_skipped_and_an_empty_index_refused(complete_checkpoint, gallery,
+                                                                  tmp_path, capsys):  # noqa: F811
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.jpg").write_bytes(b"not a jpeg")
+    import shutil
+
+    shutil.copy(gallery / "photos" / "p0.png", bad / "good.png")
+    assert _index(complete_checkpoint, tmp_path / "index", bad, extra=["--det-thresh", "1"]) == 0
+    out = capsys.readouterr()
+    summary = json.loads(out.out.strip().splitlines()[-1])
+    assert summary["unreadable_skipped"] == [str(bad / "broken.jpg")] and summary["units_total"] == 1
+    assert "Skipping '" + str(bad / "broken.jpg") in out.err
+    # --det-thresh 1 kept no detection: the index is empty, and a query says so
+    assert main(["query", "--index", str(tmp_path / "index"), "--query", str(bad / "good.png"),
+                 "--list"]) == 2
+    assert "holds no detection" in capsys.readouterr().err
 
 
 def test_index_refuses_another_model(complete_checkpoint, gallery, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "index"
-    assert _index(complete_checkpoint, out, gallery / "photos" / "p0.png") == 0
+    assert _index(complete_checkpoint, out, gallery / "photos", extra=["--batch-size", "2"]) == 0
     import shutil
     import torch
 
