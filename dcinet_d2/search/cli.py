@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--list", action="store_true", help="print the detected persons and exit")
     q.add_argument("--topk", type=_positive(int), default=20)
     q.add_argument("--min-sim", type=float, default=None, help="drop matches below this similarity")
+    q.add_argument("--exclude-query-image", action="store_true",
+                   help="leave out matches in the query image itself (as the benchmarks' protocol)")
     q.add_argument("--all-detections", action="store_true",
                    help="rank every detection (default: the best one per image or video frame)")
     q.add_argument("--cbgm", action="store_true",
@@ -199,6 +201,11 @@ def _detected_persons(predictor, image, det_thresh):
     return boxes[order], scores[order], embeds[order]
 
 
+def _detections_per_source(index, path: str) -> list[int]:
+    return [int(s.get("detections", 0)) for s in index.sources
+            if os.path.realpath(s["path"]) == path]
+
+
 def cbgm_rerank(hits: list[dict], query_embed: np.ndarray, query_box: np.ndarray,
                 context_boxes: np.ndarray, context_scores: np.ndarray, context_embeds: np.ndarray,
                 unit_detections, make_hit=None, k1: int = 10, k2: int = 3) -> list[dict]:
@@ -259,9 +266,16 @@ def run_query(args) -> list[dict] | None:
         others = np.ones(len(boxes), dtype=bool)
     best_per_image = not (args.all_detections or args.cbgm)
     topk = args.topk if not args.cbgm else max(args.topk * 5, 50)  # ours: CBGM re-ranks a wider list
-    hits = index.search(query_embed[None, :], topk=topk, min_sim=None if args.cbgm else args.min_sim,
+    own = os.path.realpath(args.query)  # realpath: a gallery of symbolic links holds it too
+    extra = 0
+    if args.exclude_query_image:  # the query image's units (all its detections at most) come out
+        extra = sum(1 for s in index.sources if os.path.realpath(s["path"]) == own)
+        extra = extra if best_per_image else int(np.sum(_detections_per_source(index, own)))
+    hits = index.search(query_embed[None, :], topk=topk + extra,
+                        min_sim=None if args.cbgm else args.min_sim,
                         best_per_image=best_per_image)[0]
-    hits = [dict(h) for h in hits]
+    hits = [dict(h) for h in hits
+            if not (args.exclude_query_image and os.path.realpath(h["source"]) == own)][:topk]
     if args.cbgm:
         arrays = index.load_arrays()
 

@@ -90,6 +90,11 @@ def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, ca
     with open(res_dir / "results.json") as f:
         first = json.load(f)["matches"][0]
     assert first["source"] == query and abs(first["similarity"] - 1.0) < 1e-4
+    assert main(["query", "--index", str(out), "--query", query, "--person", "0", "--topk", "3",
+                 "--exclude-query-image", "--out", str(res_dir)]) == 0
+    with open(res_dir / "results.json") as f:
+        matches = json.load(f)["matches"]
+    assert len(matches) == 3 and query not in [m["source"] for m in matches]
 
     # one run over everything gives the same detections as the run, the re-run and the append
     # (one image per forward: batches of other compositions differ in the last bits)
