@@ -113,14 +113,15 @@ def main():
     print(f"\n{args.iters} iterations, seeds {args.seeds}; CUHK-SYSU protocol, gallery 100; "
           "each cell: mean (then each seed)\n")
     print("| variant | search mAP | top-1 | colour histogram, same detections: mAP | top-1 | detection AP | "
-          "probe mAP | probe rank-1 |")
-    print("|---|---|---|---|---|---|---|---|")
+          "kept detections on no person (%) | probe mAP | probe rank-1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, ms in rows:
         def col(row, task, key):
             return cell([m[row][task][key] for m in ms])
         print(f"| {name} | {col('learned', 'search', 'mAP')} | {col('learned', 'search', 'top1')} | "
               f"{col('histogram_same_detections', 'search', 'mAP')} | "
               f"{col('histogram_same_detections', 'search', 'top1')} | {col('learned', 'detection', 'AP')} | "
+              f"{cell([100 * m['learned']['false_detections']['false_fraction'] for m in ms])} | "
               f"{cell([m['probe']['mAP'] for m in ms])} | {cell([m['probe']['rank1'] for m in ms])} |")
     if gt_hist is not None:
         print(f"\nColour histogram on the ground-truth boxes (no model): mAP {gt_hist['mAP']:.1f}, "
