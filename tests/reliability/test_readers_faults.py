@@ -216,9 +216,10 @@ def test_box_problem_edges():
 SYNTHETIC = os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "synthetic")
 
 
-@pytest.mark.skipif(not os.path.isdir(SYNTHETIC),
-                    reason="run `python datasets/prepare_synthetic.py`")
 def test_synthetic_datasets_have_no_unusable_boxes(reader_warnings):
+    from dcinet_d2.data.synthetic import ensure_synthetic_datasets
+
+    ensure_synthetic_datasets(progress=False)  # generated once (about 10 s) on a clean clone
     counts = {}
     for name, load in (("CUHK-SYSU", load_cuhk_sysu), ("PRW", load_prw)):
         for split in ("train", "test"):
