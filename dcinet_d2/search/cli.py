@@ -277,12 +277,12 @@ def run_query(args) -> list[dict] | None:
     hits = [dict(h) for h in hits
             if not (args.exclude_query_image and os.path.realpath(h["source"]) == own)][:topk]
     if args.cbgm:
-        arrays = index.load_arrays()
+        arrays = index.load_arrays(("source", "frame"))  # embeddings only for the units re-scored
 
         def unit_detections(hit):
             ids = np.flatnonzero((arrays["source"] == arrays["source"][hit["id"]])
                                  & (arrays["frame"] == hit["frame"]))
-            return ids, arrays["embeds"][ids]
+            return ids, index.embeddings(ids)
 
         def make_hit(i, similarity):
             return dict(index.detection(i), id=i, similarity=similarity)

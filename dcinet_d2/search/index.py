@@ -914,6 +914,22 @@ class GalleryIndex:
                  "source": np.zeros(0, np.int32), "frame": np.zeros(0, np.int32)}
         return {f: np.concatenate([empty[f]] + [p[f] for p in parts]) for f in fields}
 
+    def embeddings(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Embeddings ``[len(ids), D]`` of the given detection ids, reading only the shards that
+        hold them (re-ranking a few units without loading the whole gallery)."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_detections):
+            raise IndexError(f"detection ids must be in [0, {self.num_detections})")
+        ends = np.cumsum([e["detections"] for e in self._shards])
+        starts = ends - np.asarray([e["detections"] for e in self._shards], dtype=np.int64)
+        shard_of = np.searchsorted(ends, ids, side="right")
+        out = np.zeros((ids.size, self.dim), np.float32)
+        for shard in np.unique(shard_of):
+            rows = np.flatnonzero(shard_of == shard)
+            embeds = self._read_shard(int(shard), ("embeds",))["embeds"]
+            out[rows] = embeds[ids[rows] - starts[shard]]
+        return out
+
     def _columns(self) -> dict[str, np.ndarray]:
         """boxes, scores, source, frame of all committed detections (cached, grown per shard)."""
         if self._cols is None or self._cols_shards < len(self._shards):

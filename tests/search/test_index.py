@@ -443,3 +443,21 @@ def test_inputs_validated_and_single_writer(tmp_path):
     assert reader.num_detections == 0
     reader.refresh()
     assert reader.num_detections == 1 and reader.detection(0)["source"] == "a.jpg"
+
+
+def test_embeddings_by_id_across_shards(tmp_path):
+    """``embeddings(ids)`` returns the rows ``load_arrays`` holds, across shard boundaries."""
+    rng = np.random.default_rng(3)
+    index = GalleryIndex.create(str(tmp_path / "ix"), 4, flush_every=2)
+    for k in range(5):  # 5 units of 3 detections, flushed every 2 units: 3 shards
+        e = rng.normal(size=(3, 4)).astype(np.float32)
+        e /= np.linalg.norm(e, axis=1, keepdims=True)
+        index.add((f"img{k}.jpg", -1), np.tile([0, 0, 10, 10], (3, 1)).astype(np.float32),
+                  np.full(3, 0.9, np.float32), e)
+    index.close()
+    index = GalleryIndex.open(str(tmp_path / "ix"))
+    all_embeds = index.load_arrays(("embeds",))["embeds"]
+    ids = [14, 0, 5, 6, 2]
+    np.testing.assert_array_equal(index.embeddings(ids), all_embeds[ids])
+    with pytest.raises(IndexError):
+        index.embeddings([15])
