@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from typing import Any
 
 import torch
@@ -33,6 +32,7 @@ from detectron2.config import CfgNode
 from detectron2.utils import comm
 
 from ..data.identities import num_train_identities
+from ..utils.files import atomic_write
 
 __all__ = ["PersonSearchCheckpointer", "NoIntactCheckpointError", "checkpoint_candidates",
            "inference_metadata", "METADATA_KEY"]
@@ -88,36 +88,6 @@ def _remove_stale_temporaries(save_dir: str) -> None:
                 pass
 
 
-def _atomic_write(path: str, write) -> None:
-    """Call ``write(file object)`` on a temporary file next to ``path``, then rename it to ``path``
-    (permissions as a plain ``open`` would give under the umask; the folder is synced after)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass  # some file systems do not sync folders
-    finally:
-        os.close(dir_fd)
-
-
 class PersonSearchCheckpointer(DetectionCheckpointer):
     """:class:`DetectionCheckpointer` with atomic writes and a resume that skips damaged files."""
 
@@ -150,14 +120,14 @@ class PersonSearchCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info("Saving checkpoint to %s", save_file)
-        _atomic_write(save_file, lambda f: torch.save(data, f))
+        atomic_write(save_file, lambda f: torch.save(data, f))
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         if not self._is_local():
             super().tag_last_checkpoint(last_filename_basename)
             return
-        _atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
+        atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
                       lambda f: f.write(last_filename_basename.encode()))
 
     # ------------------------------------------------------------------------------------ reading

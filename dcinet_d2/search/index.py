@@ -68,9 +68,11 @@ import tempfile
 import time
 import uuid
 import zipfile
-from typing import Any, BinaryIO, Callable, Iterator, Sequence, TypedDict
+from typing import Any, Callable, Iterator, Sequence, TypedDict
 
 import numpy as np
+
+from ..utils.files import atomic_write
 
 try:
     import fcntl
@@ -152,33 +154,14 @@ class SearchHit(TypedDict):
 # file helpers
 
 
-def _fsync_dir(folder: str) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
+def _json_dict(value: Any, name: str) -> dict:
+    """A JSON round-trip copy of the dict ``value`` (what index.json will hold), or a clear error."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: str, write: Callable[[BinaryIO], None], sync: bool = True) -> None:
-    """``write(f)`` to a temporary file next to ``path``, sync it, rename it to ``path``."""
-    folder = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    if sync:
-        _fsync_dir(folder)
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be JSON-serialisable: {e}") from e
 
 
 def _dumps_index(doc: dict) -> str:
@@ -387,13 +370,7 @@ class GalleryIndex:
         """A new, empty index in ``index_dir`` (created if needed; must be empty)."""
         if not _is_int(dim) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
-        meta = {} if meta is None else meta
-        if not isinstance(meta, dict):
-            raise TypeError(f"meta must be a dict, got {type(meta).__name__}")
-        try:
-            meta = json.loads(json.dumps(meta))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"meta must be JSON-serialisable: {e}") from e
+        meta = _json_dict({} if meta is None else meta, "meta")
         index_dir = os.path.abspath(os.fspath(index_dir))
         if os.path.exists(index_dir) and not os.path.isdir(index_dir):
             raise GalleryIndexError(f"{index_dir} exists and is not a folder")
@@ -409,7 +386,7 @@ class GalleryIndex:
                 "sources": [], "shards": [],
             }
             path = os.path.join(index_dir, INDEX_FILE)
-            _atomic_write(path, lambda f: f.write(_dumps_index(doc).encode("utf-8")))
+            atomic_write(path, lambda f: f.write(_dumps_index(doc).encode("utf-8")))
             self = cls(index_dir, flush_every, _doc=doc)
         except BaseException:
             os.close(lock_fd)
@@ -749,12 +726,7 @@ class GalleryIndex:
         path, frame = self._check_key(unit_key)
         boxes, scores, embeds = self._check_arrays((path, frame), boxes, scores, embeds)
         if source_info is not None:
-            if not isinstance(source_info, dict):
-                raise TypeError(f"source_info must be a dict, got {type(source_info).__name__}")
-            try:
-                source_info = json.loads(json.dumps(source_info))
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"source_info must be JSON-serialisable: {e}") from e
+            source_info = _json_dict(source_info, "source_info")
         self._writer()
         kind = "image" if frame == -1 else "video"
         sid = self._source_ids.get(path)
@@ -837,7 +809,7 @@ class GalleryIndex:
         numbers = [int(_SHARD_NAME.match(e["file"]).group(1)) for e in self._shards]
         name = f"{SHARD_DIR}/shard_{max(numbers, default=-1) + 1:06d}.npz"
         path = os.path.join(self.index_dir, name)
-        _atomic_write(path, lambda f: np.savez(f, **arrays))
+        atomic_write(path, lambda f: np.savez(f, **arrays))
         entry = {"file": name, "bytes": os.path.getsize(path), "detections": len(arrays["scores"]),
                  "units": len(buf), "unit_runs": _encode_runs([(b[0], b[1]) for b in buf])}
         # the new sources table: entries this flush changes are copies (the committed ones
@@ -851,7 +823,7 @@ class GalleryIndex:
             sources[sid]["detections"] += len(scores)
         shards = self._shards + [entry]
         doc = self._document(sources, shards)
-        _atomic_write(os.path.join(self.index_dir, INDEX_FILE),
+        atomic_write(os.path.join(self.index_dir, INDEX_FILE),
                       lambda f: f.write(_dumps_index(doc).encode("utf-8")))
         # committed: only now does the object's state change (incrementally, O(buffer))
         n_units = len(buf)
@@ -1014,7 +986,7 @@ class GalleryIndex:
                 with contextlib.suppress(OSError):
                     os.remove(tmp)
                 raise
-            _atomic_write(os.path.join(self.index_dir, SEARCH_META),
+            atomic_write(os.path.join(self.index_dir, SEARCH_META),
                           lambda f: f.write(json.dumps(info, indent=1).encode()), sync=False)
         except (OSError, RuntimeError) as e:  # e.g. a read-only gallery: search from memory
             logger.warning("could not save the search index to %s (%s); it is kept in memory",

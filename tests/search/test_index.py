@@ -243,11 +243,10 @@ def test_flush_retry_in_process(tmp_path, monkeypatch):
 
 
 CHILD = textwrap.dedent("""
-    import importlib.util, os, signal, sys
+    import os, signal, sys
     import numpy as np
-    spec = importlib.util.spec_from_file_location("gidx", sys.argv[1])
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
+    sys.path.insert(0, sys.argv[1])  # the repository: the package as the tests import it
+    from dcinet_d2.search import index as m
     real, count = os.replace, [0]
     def replace(src, dst):
         if str(dst).endswith("index.json"):
@@ -268,7 +267,8 @@ CHILD = textwrap.dedent("""
 def test_killed_process_resumes_without_duplicates(tmp_path):
     """A real SIGKILL during the third flush (after its shard is written): two shards stand."""
     root = tmp_path / "g"
-    proc = subprocess.run([sys.executable, "-c", CHILD, gi.__file__, str(root), "4"],
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(gi.__file__))))
+    proc = subprocess.run([sys.executable, "-c", CHILD, repo, str(root), "4"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == -9, proc.stderr
     assert os.path.exists(root / "shards" / "shard_000002.npz")  # written, never listed

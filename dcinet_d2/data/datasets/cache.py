@@ -21,11 +21,12 @@ import json
 import logging
 import math
 import os
-import tempfile
 from typing import Any, Callable, Iterable, Optional, TypeVar
 
 import numpy as np
 from detectron2.structures import BoxMode
+
+from ...utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -262,15 +263,8 @@ def cached(kind: str, root: str, split: str, source_paths: Iterable[str], build:
     try:
         text = json.dumps(encode(value), allow_nan=False, separators=(",", ":"))
         os.makedirs(cache_dir(), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir(), suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        # a cache: not synced to disk (a damaged one is rebuilt when loaded)
+        atomic_write(path, lambda f: f.write(text.encode("utf-8")), sync=False)
     except (OSError, TypeError, ValueError) as e:
         logger.warning("Could not write dataset cache '%s' (%s); loading will not be cached.",
                        path, e)
