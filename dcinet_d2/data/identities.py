@@ -102,32 +102,26 @@ def load_training_sets(names: Sequence[str], filter_empty: bool = True
     """
     if len(names) == 0:
         raise ValueError("DATASETS.TRAIN is empty")
-    if len(names) == 1:
-        dicts = get_detection_dataset_dicts(list(names), filter_empty=filter_empty)
-        count = _max_person_id(dicts) + 1
-        try:
-            count = dataset_identity_count(names[0])
-        except ValueError:
-            pass
-        return dicts, [IdentityRange(dataset=names[0], offset=0, count=count)]
     merged: list[dict] = []
     ranges = []
     offset = 0
     for name in names:
         dicts = get_detection_dataset_dicts([name], filter_empty=filter_empty)
+        largest = _max_person_id(dicts)
         try:
             count = dataset_identity_count(name)
         except ValueError:
-            count = _max_person_id(dicts) + 1
-        if _max_person_id(dicts) >= count:  # would run into the next set's classes
-            raise ValueError(f"training set {name!r} holds identity {_max_person_id(dicts)}, but its "
-                             f"metadata num_train_ids is {count}: its identities must be 0..{count - 1}")
+            count = largest + 1
+        if len(names) > 1 and largest >= count:  # would run into the next set's classes
+            raise ValueError(f"training set {name!r} holds identity {largest}, but its metadata "
+                             f"num_train_ids is {count}: its identities must be 0..{count - 1}")
         merged.extend(offset_person_ids(dicts, offset))
         ranges.append(IdentityRange(dataset=name, offset=offset, count=count))
         offset += count
-    logger.info("Training identities across %d sets: %s", len(names),
-                ", ".join(f"{r['dataset']} -> {r['offset']}..{r['offset'] + r['count'] - 1}"
-                          for r in ranges))
+    if len(names) > 1:
+        logger.info("Training identities across %d sets: %s", len(names),
+                    ", ".join(f"{r['dataset']} -> {r['offset']}..{r['offset'] + r['count'] - 1}"
+                              for r in ranges))
     return merged, ranges
 
 

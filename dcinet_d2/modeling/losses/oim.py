@@ -27,7 +27,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ...utils.distributed import all_gather_rows
 from ..memory import FeatureDictionary, WholeStateMemory, momentum_update_in_order
