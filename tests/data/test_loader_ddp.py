@@ -1,18 +1,12 @@
 """Paired loading under torch.distributed (2 gloo processes on CPU): each process gets other pairs."""
 import os
-import socket
 
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ..ddp import free_port
 from .test_pairing import _cfg, _image_dicts
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank, world, port, tmp, out):
@@ -45,7 +39,7 @@ def test_two_processes_draw_disjoint_anchors(tmp_path):
     out.mkdir()
     imgs = tmp_path / "imgs"
     imgs.mkdir()
-    mp.spawn(_worker, args=(2, _free_port(), str(imgs), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(imgs), str(out)), nprocs=2, join=True)
     r0 = (out / "rank0.txt").read_text().split("\n")
     r1 = (out / "rank1.txt").read_text().split("\n")
     # TrainingSampler shards one shared permutation: within the first epoch ranks see disjoint anchors,

@@ -2,17 +2,12 @@
 the images; rank 0 gathers everything and gets the single-process numbers, rank 1 returns {}."""
 import json
 import os
-import socket
 
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ..ddp import free_port
 
 
 def _worker(rank, world, port, out):
@@ -39,7 +34,7 @@ def _worker(rank, world, port, out):
 def test_gather_on_two_processes(tmp_path):
     from .test_evaluator import PRW_EXPECTED, assert_results
 
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     with open(tmp_path / "rank0.json") as f:
         assert_results(json.load(f), PRW_EXPECTED)
     with open(tmp_path / "rank1.json") as f:

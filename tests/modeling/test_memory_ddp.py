@@ -7,7 +7,6 @@ the concatenation of the ranks' inputs in rank order.
 """
 import datetime
 import os
-import socket
 
 import pytest
 import torch
@@ -17,6 +16,8 @@ import torch.nn.functional as F
 
 from dcinet_d2.modeling.losses import ReIDCriterion
 from dcinet_d2.utils import all_gather_rows, get_rank, get_world_size
+
+from ..ddp import free_port
 
 WORLD_SIZE = 2
 NUM_CLASSES, DIM = 6, 3
@@ -87,15 +88,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_buffers_identical_across_ranks_and_equal_to_single_process(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     per_rank = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD_SIZE)]
 
     # single-process reference fed the concatenation in rank order (rank 1's images are 2, 3)

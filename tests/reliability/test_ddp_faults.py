@@ -6,7 +6,6 @@ until the process group's timeout; now both raise the same ValueError at once.
 """
 import datetime
 import os
-import socket
 
 import pytest
 import torch
@@ -15,6 +14,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from dcinet_d2.modeling.losses import ReIDCriterion
+
+from ..ddp import free_port
 
 WORLD_SIZE = 2
 NUM_CLASSES, DIM = 5, 4
@@ -40,15 +41,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_bad_identity_on_one_rank_fails_every_rank_promptly(tmp_path):
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
+    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in range(WORLD_SIZE)]
     assert outcomes[1].startswith("ValueError: identities (pids) must be in [-1, 4], got [0, 5] "
                                   "(on this process; rank 1)")

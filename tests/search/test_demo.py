@@ -6,7 +6,6 @@ import os
 import numpy as np
 from PIL import Image
 
-from .test_predictor_sources import complete_checkpoint  # noqa: F401  (fixture)
 
 DEMO = os.path.join(os.path.dirname(__file__), "..", "..", "demo", "demo.py")
 
@@ -18,7 +17,7 @@ def _demo_module():
     return module
 
 
-def test_demo_draws_images_with_and_without_query(complete_checkpoint, tmp_path):  # noqa: F811
+def test_demo_draws_images_with_and_without_query(complete_checkpoint, tmp_path):
     demo = _demo_module()
     rng = np.random.default_rng(0)
     for k in range(2):

@@ -9,24 +9,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.engine import DefaultPredictor
 from PIL import Image
 
-from dcinet_d2.engine.checkpoint import PersonSearchCheckpointer
 from dcinet_d2.search.predictor import IncompleteWeightsError, PersonSearchPredictor, inference_config
-from dcinet_d2.search.sources import expand_sources, iter_units, count_units
-
-from ..engine.common import quick_cfg
-
-
-@pytest.fixture(scope="module")
-def complete_checkpoint(tmp_path_factory):
-    """A checkpoint of the quick DC-I-Net model (random weights, all of them) with its metadata."""
-    out = tmp_path_factory.mktemp("ckpt")
-    cfg = quick_cfg("dcinet", str(out))
-    from detectron2.modeling import build_model
-
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    PersonSearchCheckpointer(model, str(out), cfg=cfg, save_to_disk=True).save("model_final")
-    return str(out / "model_final.pth")
+from dcinet_d2.search.sources import count_units, expand_sources, iter_units
 
 
 def _image(seed=0, size=(192, 128)):

@@ -19,7 +19,6 @@ from dcinet_d2.search.predictor import PersonSearchPredictor, inference_config
 from dcinet_d2.search.sources import read_image_bgr
 
 from ..reliability.common import captured_log
-from .test_predictor_sources import complete_checkpoint  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,7 @@ def _index(weights, out, *paths, extra=()):
                  "--det-thresh", "0", "--batch-size", "1", "--fps", "2", *extra])
 
 
-def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, capsys):  # noqa: F811
+def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, capsys):
     out = tmp_path / "index"
     assert _index(complete_checkpoint, out, gallery / "photos") == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -127,7 +126,7 @@ def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, ca
 
 
 def test_unreadable_files_are_skipped_and_an_empty_index_refused(complete_checkpoint, gallery,
-                                                                  tmp_path, capsys):  # noqa: F811
+                                                                  tmp_path, capsys):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "broken.jpg").write_bytes(b"not a jpeg")
@@ -148,7 +147,7 @@ def test_unreadable_files_are_skipped_and_an_empty_index_refused(complete_checkp
     assert "holds no detection" in capsys.readouterr().err
 
 
-def test_index_refuses_another_model(complete_checkpoint, gallery, tmp_path, capsys):  # noqa: F811
+def test_index_refuses_another_model(complete_checkpoint, gallery, tmp_path, capsys):
     out = tmp_path / "index"
     assert _index(complete_checkpoint, out, gallery / "photos", extra=["--batch-size", "2"]) == 0
     import shutil
