@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "TEST.PERSON_SEARCH.DET_THRESH, the protocol's 0.5)")
     ix.add_argument("--search-index", choices=["flat", "ivf", "ivfpq"], default="flat",
                     help="faiss index: exact inner product (default) or approximate for large galleries")
+    ix.add_argument("--nlist", type=_positive(int), default=None,
+                    help="ivf/ivfpq: inverted lists (default: 4 sqrt(detections))")
+    ix.add_argument("--nprobe", type=_positive(int), default=None,
+                    help="ivf/ivfpq: lists scanned per query, saved with the index (default: "
+                         "max(8, nlist / 16); docs/search_index.md measures recall against it)")
     ix.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
 
     q = sub.add_parser("query", help="find a person of one image in an index")
@@ -108,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rank every detection (default: the best one per image or video frame)")
     q.add_argument("--cbgm", action="store_true",
                    help="re-rank with CBGM, using the query image's other persons as context")
+    q.add_argument("--nprobe", type=_positive(int), default=None,
+                   help="ivf/ivfpq index: lists scanned for this query (default: the index's)")
     q.add_argument("--out", default=None, help="folder for results.json and results.jpg")
     return p
 
@@ -168,7 +175,7 @@ def run_index(args) -> dict[str, Any]:
                 run_batch()
                 bar.update(n)
         index.flush()
-        index.build_search_index(kind=args.search_index)
+        index.build_search_index(kind=args.search_index, nlist=args.nlist, nprobe=args.nprobe)
         summary = {"index": os.path.abspath(args.out), "detections_added": added,
                    "detections_total": index.num_detections, "units_total": index.num_units,
                    "unreadable_skipped": unreadable, "seconds": round(time.perf_counter() - start, 1)}
@@ -273,7 +280,7 @@ def run_query(args) -> list[dict] | None:
         extra = extra if best_per_image else int(np.sum(_detections_per_source(index, own)))
     hits = index.search(query_embed[None, :], topk=topk + extra,
                         min_sim=None if args.cbgm else args.min_sim,
-                        best_per_image=best_per_image)[0]
+                        best_per_image=best_per_image, nprobe=args.nprobe)[0]
     hits = [dict(h) for h in hits
             if not (args.exclude_query_image and os.path.realpath(h["source"]) == own)][:topk]
     if args.cbgm:

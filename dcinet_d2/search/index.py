@@ -1043,8 +1043,8 @@ class GalleryIndex:
         return self._search[0]  # type: ignore[index]
 
     def search(self, query_embeds: np.ndarray, topk: int = 10, min_sim: float | None = None,
-               min_score: float | None = None,
-               best_per_image: bool = True) -> list[list[SearchHit]]:
+               min_score: float | None = None, best_per_image: bool = True,
+               nprobe: int | None = None) -> list[list[SearchHit]]:
         """The gallery detections most similar to each query, best first.
 
         ``query_embeds`` [Q, D] or [D] (normalised here). Hits have similarity >= ``min_sim``
@@ -1052,9 +1052,14 @@ class GalleryIndex:
         similar detection of each unit (source, frame) is kept. faiss is asked for topk * 4
         candidates, then 4x more, until topk hits pass or no candidate is left. Uses the saved
         search index (built as "flat" if there is none; brought up to date if stale).
+        ``nprobe``: inverted lists scanned per query by an "ivf"/"ivfpq" index for this call
+        (default: the one saved with the index; more lists, higher recall, slower); ignored by
+        an exact one.
         """
         if not _is_int(topk) or topk < 1:
             raise ValueError(f"topk must be a positive integer, got {topk!r}")
+        if nprobe is not None and (not _is_int(nprobe) or nprobe < 1):
+            raise ValueError(f"nprobe must be a positive integer, got {nprobe!r}")
         q = np.array(query_embeds, dtype=np.float32)
         q = q[None] if q.ndim == 1 else q
         if q.ndim != 2 or q.shape[1] != self.dim:
@@ -1065,11 +1070,26 @@ class GalleryIndex:
         if (norms == 0).any():
             raise ValueError(f"query {int(np.argmin(norms))} is the zero vector")
         q = np.ascontiguousarray(q / norms)
+        if self.num_detections == 0 or len(q) == 0:
+            return [[] for _ in range(len(q))]
+        index = self._search_index()
+        saved_nprobe = None
+        kind = self._search[1]["params"]["kind"]  # type: ignore[index]
+        if nprobe is not None and kind != "flat":
+            ivf = _faiss().extract_index_ivf(index)
+            saved_nprobe, ivf.nprobe = ivf.nprobe, min(int(nprobe), ivf.nlist)
+        try:
+            return self._search_candidates(index, q, topk, min_sim, min_score, best_per_image)
+        finally:
+            if saved_nprobe is not None:
+                ivf.nprobe = saved_nprobe
+
+    def _search_candidates(self, index, q: np.ndarray, topk: int, min_sim: float | None,
+                           min_score: float | None,
+                           best_per_image: bool) -> list[list[SearchHit]]:
+        """search()'s loop: ask faiss for more candidates until topk hits pass the filters."""
         results: list[list[SearchHit]] = [[] for _ in range(len(q))]
         n = self.num_detections
-        if n == 0 or len(q) == 0:
-            return results
-        index = self._search_index()
         cols = self._columns()
         filtering = best_per_image or min_score is not None
         k = min(n, topk * CANDIDATE_FACTOR if filtering else topk)

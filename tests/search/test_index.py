@@ -353,6 +353,32 @@ def test_ivf_recall_against_exact():
     np.testing.assert_allclose(sims, search_numpy(x, q, 10)[0], atol=1e-6)  # IVFFlat: exact sims
 
 
+def test_gallery_search_nprobe_per_call(tmp_path):
+    """GalleryIndex.search(nprobe=...) scans that many lists for the call only: with every list
+    scanned the hits are numpy's exact ones; the saved nprobe is used again afterwards."""
+    import faiss
+
+    x, q = clustered(1, 4000, 64, 400, 1.0, n_queries=20)
+    _, exact = search_numpy(x, q, 10)
+    with GalleryIndex.create(tmp_path / "g", 64) as g:
+        for u in range(500):
+            g.add((f"frame{u}.jpg", -1), boxes_for(8), [0.9] * 8, x[8 * u:8 * u + 8])
+    g = GalleryIndex.open(tmp_path / "g")
+    info = g.build_search_index("ivf", nprobe=1)
+    assert (info["params"]["nlist"], info["params"]["nprobe"]) == (102, 1)
+
+    def found(**kw):
+        return np.array([[h["id"] for h in hits]
+                         for hits in g.search(q, topk=10, best_per_image=False, **kw)])
+
+    assert recall(found(), exact) < 0.9  # one list of 102: neighbours are missed
+    assert recall(found(nprobe=102), exact) == 1.0
+    assert recall(found(nprobe=10 ** 6), exact) == 1.0  # clamped to nlist
+    assert faiss.extract_index_ivf(g._search_index()).nprobe == 1  # restored
+    with pytest.raises(ValueError, match="nprobe must be a positive integer"):
+        g.search(q, topk=10, nprobe=0)
+
+
 def test_ivfpq_builds_and_finds_neighbours():
     """IVF-PQ needs 39 * 256 training points. D=32 -> m = 4 codes of 8 bits (4 bytes per
     vector): a coarse code, measured recall@10 0.62 on this data (seed 0)."""

@@ -99,10 +99,22 @@ def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, ca
 
     # one run over everything gives the same detections as the run, the re-run and the append
     # (one image per forward: batches of other compositions differ in the last bits)
+    # (built as an inverted file: --nlist / --nprobe are saved; --nprobe 2 scans both lists)
     once = tmp_path / "once"
-    assert _index(complete_checkpoint, once, gallery / "photos", gallery / "clip.avi") == 0
+    assert _index(complete_checkpoint, once, gallery / "photos", gallery / "clip.avi",
+                  extra=["--search-index", "ivf", "--nlist", "2", "--nprobe", "1"]) == 0
     arrays_once = GalleryIndex.open(str(once)).load_arrays()
     index_once = GalleryIndex.open(str(once))
+    params = json.loads((once / "search.json").read_text())["params"]
+    assert (params["kind"], params["nlist"], params["nprobe"]) == ("ivf", 2, 1)
+    assert main(["query", "--index", str(once), "--query", query, "--box", "10,10,60,80",
+                 "--topk", "4", "--nprobe", "2", "--out", str(tmp_path / "res_ivf")]) == 0
+    with open(tmp_path / "res_ivf" / "results.json") as f:
+        exhaustive = json.load(f)["matches"]
+    assert [(m["source"], m["frame"]) for m in exhaustive] == [
+        (m["source"], m["frame"]) for m in result["matches"]]
+    np.testing.assert_allclose([m["similarity"] for m in exhaustive],
+                               [m["similarity"] for m in result["matches"]], atol=1e-5)
 
     def by_unit(idx, arr):
         paths = [s["path"] for s in idx.sources]
