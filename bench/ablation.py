@@ -15,7 +15,8 @@ CUHK-SYSU protocol (gallery 100, 70 queries). Per run the table reads:
 - the re-id probe (tools/reid_probe.py on the test set's ground-truth boxes: unseen identities,
   detection plays no part): mAP and rank-1.
 The colour histogram on the ground-truth boxes does not depend on the model: it is printed once.
-Runs whose results already exist in --out are not repeated.
+Runs whose results already exist in --out are not repeated; with --existing nothing is run and
+the table holds the runs found in --out (each row names its seeds).
 """
 import argparse
 import json
@@ -75,6 +76,13 @@ def run_variant(config, losses, seed, iters, out_dir, opts):
     return metrics
 
 
+def finished(out_dir):
+    """Whether a run's three result files (predictions, baselines, probe) exist."""
+    return all(os.path.isfile(os.path.join(out_dir, *parts)) for parts in (
+        ("inference", TEST_SET, "person_search_predictions.pth"), ("baselines.json",),
+        ("reid_probe_test.json",)))
+
+
 def cell(values):
     """Mean, then every seed's value (with a few seeds a standard deviation says little)."""
     mean = sum(values) / len(values)
@@ -88,6 +96,8 @@ def main():
     p.add_argument("--variants", nargs="+", default=[v[0] for v in VARIANTS],
                    choices=[v[0] for v in VARIANTS], help="subset to run (default: all)")
     p.add_argument("--out", default=os.path.join("output", "ablation"))
+    p.add_argument("--existing", action="store_true",
+                   help="run nothing: tabulate the finished runs found in --out")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every run")
     args = p.parse_args()
     from dcinet_d2.data.synthetic import ensure_synthetic_datasets
@@ -102,13 +112,17 @@ def main():
         for seed in args.seeds:
             t = time.time()
             out_dir = os.path.abspath(os.path.join(args.out, f"{key}_seed{seed}"))
+            if args.existing and not finished(out_dir):
+                continue
             m = run_variant(config, losses, seed, args.iters, out_dir, args.opts)
+            m["seed"] = seed
             gt_hist = m["histogram_gt_boxes"]["search"]
             per_seed.append(m)
             print(f"{name} seed {seed}: mAP {m['learned']['search']['mAP']:.2f} "
                   f"(histogram, same detections {m['histogram_same_detections']['search']['mAP']:.2f}) "
                   f"top-1 {m['learned']['search']['top1']:.2f} ({time.time() - t:.0f} s)", flush=True)
-        rows.append((name, per_seed))
+        if per_seed:
+            rows.append((f"{name}, seeds {', '.join(str(m['seed']) for m in per_seed)}", per_seed))
 
     print(f"\n{args.iters} iterations, seeds {args.seeds}; CUHK-SYSU protocol, gallery 100; "
           "each cell: mean (then each seed)\n")
