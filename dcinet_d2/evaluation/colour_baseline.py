@@ -227,4 +227,7 @@ def format_comparison(rows: Mapping[str, Mapping[str, Mapping[str, float]]]) -> 
     if fd:
         lines.append(f"kept detections (score >= threshold): {fd['detections_per_image']:.1f} per image, "
                      f"{100 * fd['false_fraction']:.0f} % of them overlap no person (IoU < 0.5)")
+        if fd.get("kinds") and fd["num_detections"]:
+            lines.append("kinds of kept detections: " + ", ".join(
+                f"{kind} {100 * n / fd['num_detections']:.0f} %" for kind, n in fd["kinds"].items()))
     return "\n".join(lines)

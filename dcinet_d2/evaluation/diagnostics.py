@@ -3,7 +3,8 @@
 :func:`false_detection_stats`: how many kept detections (score >= the protocol's threshold) per
 gallery image, and which fraction of them overlap no ground-truth person at IoU >= 0.5. In search
 such detections compete with the true matches: their embeddings come from boxes on background or
-on part of a person, which the re-id losses never see in training.
+on part of a person, which the re-id losses never see in training. It also sorts every kept
+detection into one kind (:data:`DETECTION_KINDS`), to say what the false ones are.
 """
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ import numpy as np
 from .galleries import detection_ground_truth
 from .protocol import _iou_pairs
 
-__all__ = ["box_iou_matrix", "false_detection_stats"]
+__all__ = ["box_iou_matrix", "false_detection_stats", "classify_detections", "DETECTION_KINDS"]
+
+#: Kinds of kept detections, see :func:`classify_detections`.
+DETECTION_KINDS = ("true", "duplicate", "part", "merge", "loose", "background")
+# Our choices (diagnostics only, no protocol depends on them): a detection is a "part" when at
+# least 70 % of its area lies inside one person box, a "merge" when it holds at least half of
+# the area of two or more persons, "background" when its best IoU with a person is below 0.1.
+PART_INSIDE = 0.7
+MERGE_COVER = 0.5
+BACKGROUND_IOU = 0.1
 
 
 def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -27,6 +37,56 @@ def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
     iou = _iou_pairs(np.repeat(a, len(b), axis=0), np.tile(b, (len(a), 1)))
     return np.nan_to_num(iou, nan=0.0).reshape(len(a), len(b))
+
+
+def _intersections(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection areas of every box of ``a`` ``[n, 4]`` with every box of ``b`` ``[m, 4]``."""
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    return np.clip(w, 0, None) * np.clip(h, 0, None)
+
+
+def _areas(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+
+
+def classify_detections(boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndarray,
+                        iou_thresh: float = 0.5) -> list[str]:
+    """The kind of each detection of one image (one of :data:`DETECTION_KINDS`).
+
+    In order of decreasing score, a detection with IoU >= ``iou_thresh`` with a person not yet
+    matched is ``true`` (it matches that person, the most overlapping free one), with IoU >=
+    ``iou_thresh`` only with matched persons a ``duplicate``. The others (false detections):
+    ``merge`` when it covers at least half of two or more persons, else ``part`` when at least
+    70 % of its area lies inside one person, else ``loose`` (best IoU >= 0.1: misplaced), else
+    ``background``.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
+    order = np.argsort(-np.asarray(scores, dtype=np.float64).reshape(-1), kind="stable")
+    kinds = ["background"] * len(boxes)
+    if len(gt_boxes) == 0 or len(boxes) == 0:
+        return kinds
+    iou = box_iou_matrix(boxes, gt_boxes)
+    inter = _intersections(boxes, gt_boxes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inside = np.nan_to_num(inter / _areas(boxes)[:, None])  # share of the detection
+        cover = np.nan_to_num(inter / _areas(gt_boxes)[None, :])  # share of the person
+    matched = np.zeros(len(gt_boxes), dtype=bool)
+    for i in order:
+        free = np.where(matched, -1.0, iou[i])
+        if free.max() >= iou_thresh:
+            matched[int(np.argmax(free))] = True
+            kinds[i] = "true"
+        elif iou[i].max() >= iou_thresh:
+            kinds[i] = "duplicate"
+        elif (cover[i] >= MERGE_COVER).sum() >= 2:
+            kinds[i] = "merge"
+        elif inside[i].max() >= PART_INSIDE:
+            kinds[i] = "part"
+        elif iou[i].max() >= BACKGROUND_IOU:
+            kinds[i] = "loose"
+    return kinds
 
 
 def false_detection_stats(
@@ -44,17 +104,24 @@ def false_detection_stats(
         iou_thresh: a kept detection with IoU below it with every person box is "false".
 
     Returns:
-        ``{"detections_per_image", "false_fraction", "num_detections", "num_false"}``
-        (``false_fraction`` is NaN without any kept detection).
+        ``{"detections_per_image", "false_fraction", "num_detections", "num_false", "kinds"}``
+        (``false_fraction`` is NaN without any kept detection; a duplicate is not false: it
+        overlaps a person). ``kinds``: the number of kept detections of each kind of
+        :func:`classify_detections`.
     """
     gt = detection_ground_truth(dataset_dicts)
     kept = false = 0
+    kinds = dict.fromkeys(DETECTION_KINDS, 0)
     for image_id, (gt_boxes, _) in gt.items():
         entry = gallery[image_id]
-        boxes = np.asarray(entry["boxes"]).reshape(-1, 4)[np.asarray(entry["scores"]).reshape(-1) >= det_thresh]
+        keep = np.asarray(entry["scores"]).reshape(-1) >= det_thresh
+        boxes = np.asarray(entry["boxes"]).reshape(-1, 4)[keep]
         kept += len(boxes)
         if len(boxes) == 0:
             continue
+        for kind in classify_detections(boxes, np.asarray(entry["scores"]).reshape(-1)[keep],
+                                        gt_boxes, iou_thresh):
+            kinds[kind] += 1
         if len(gt_boxes) == 0:
             false += len(boxes)
             continue
@@ -64,4 +131,5 @@ def false_detection_stats(
         "false_fraction": false / kept if kept else float("nan"),
         "num_detections": kept,
         "num_false": false,
+        "kinds": kinds,
     }

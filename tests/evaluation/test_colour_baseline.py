@@ -111,3 +111,33 @@ def test_false_detection_stats_by_hand():
     stats = false_detection_stats(gallery, dicts, det_thresh=0.5)
     assert stats["num_detections"] == 4 and stats["num_false"] == 2
     assert stats["detections_per_image"] == 2.0 and stats["false_fraction"] == 0.5
+
+
+def test_detection_kinds_by_hand():
+    from dcinet_d2.evaluation.diagnostics import classify_detections, false_detection_stats
+
+    persons = np.array([[0, 0, 10, 20], [10, 0, 20, 20]], float)  # P1, P2: 200 px^2 each
+    boxes = np.array([
+        [0, 0, 10, 20],    # IoU 1 with P1: true
+        [0, 0, 10, 18],    # IoU 0.9 with P1, already matched: duplicate
+        [0, 0, 20, 21],    # IoU 200/420 = 0.476 with each; covers both wholly: merge
+        [0, 0, 10, 8],     # IoU 80/200 = 0.4; wholly inside P1: part
+        [4, 5, 14, 25],    # IoU 90/310 = 0.29 with P1; 45 % inside, covers 45 %: loose
+        [50, 50, 60, 60],  # overlaps nobody: background
+    ], float)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.58, 0.55])
+    expected = ["true", "duplicate", "merge", "part", "loose", "background"]
+    assert classify_detections(boxes, scores, persons) == expected
+    # score order decides which of two overlapping boxes is the true one
+    assert classify_detections(boxes[:2], np.array([0.5, 0.9]), persons) == ["duplicate", "true"]
+    assert classify_detections(boxes[:1], scores[:1], np.zeros((0, 4))) == ["background"]
+
+    dicts = [{"image_id": "a", "file_name": "a", "annotations": [
+                 {"bbox": list(p), "person_id": k} for k, p in enumerate(persons)]},
+             {"image_id": "b", "file_name": "b", "annotations": []}]
+    gallery = {"a": {"boxes": np.vstack([boxes, [[0, 0, 5, 5]]]), "scores": np.append(scores, 0.4)},
+               "b": {"boxes": np.array([[1, 1, 5, 5]], float), "scores": np.array([0.7])}}
+    stats = false_detection_stats(gallery, dicts, det_thresh=0.5)
+    assert stats["num_detections"] == 7 and stats["num_false"] == 5  # all but true, duplicate
+    assert stats["kinds"] == {"true": 1, "duplicate": 1, "part": 1, "merge": 1, "loose": 1,
+                              "background": 2}
