@@ -5,6 +5,9 @@ gallery image, and which fraction of them overlap no ground-truth person at IoU 
 such detections compete with the true matches: their embeddings come from boxes on background or
 on part of a person, which the re-id losses never see in training. It also sorts every kept
 detection into one kind (:data:`DETECTION_KINDS`), to say what the false ones are.
+
+:func:`bootstrap_query_means`: how much a search mAP moves when the queries are resampled: the
+noise of the test set itself, against which differences between runs are read.
 """
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ import numpy as np
 from .galleries import detection_ground_truth
 from .protocol import _iou_pairs
 
-__all__ = ["box_iou_matrix", "false_detection_stats", "classify_detections", "DETECTION_KINDS"]
+__all__ = ["box_iou_matrix", "false_detection_stats", "classify_detections", "DETECTION_KINDS",
+           "bootstrap_query_means"]
 
 #: Kinds of kept detections, see :func:`classify_detections`.
 DETECTION_KINDS = ("true", "duplicate", "part", "merge", "loose", "background")
@@ -133,3 +137,34 @@ def false_detection_stats(
         "num_false": false,
         "kinds": kinds,
     }
+
+
+def bootstrap_query_means(values: np.ndarray, samples: int = 10000,
+                          seed: int = 0) -> np.ndarray:
+    """Means of ``values`` over queries resampled with replacement (the bootstrap).
+
+    Args:
+        values: ``[F, Q]``, one row per run (e.g. the per-query APs of F predictions files on the
+            same Q queries) or ``[Q]``.
+        samples: bootstrap samples B.
+        seed: seed of the resampling.
+
+    Returns:
+        ``[F, B]`` (``[B]`` for 1-d input): sample b is the mean of every row over the *same*
+        resampled queries, so differences between rows are paired.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    one = v.ndim == 1
+    v = v[None] if one else v
+    if v.ndim != 2 or v.shape[1] == 0:
+        raise ValueError(f"values must be [F, Q] with Q > 0, got shape {v.shape}")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    rng = np.random.default_rng(seed)
+    q = v.shape[1]
+    out = np.empty((v.shape[0], samples))
+    step = max(1, (1 << 22) // q)  # our choice: resampled index blocks of 4 M entries at most
+    for a in range(0, samples, step):
+        idx = rng.integers(0, q, size=(min(step, samples - a), q))
+        out[:, a:a + len(idx)] = v[:, idx].mean(axis=2)
+    return out[0] if one else out

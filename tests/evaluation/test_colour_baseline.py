@@ -141,3 +141,21 @@ def test_detection_kinds_by_hand():
     assert stats["num_detections"] == 7 and stats["num_false"] == 5  # all but true, duplicate
     assert stats["kinds"] == {"true": 1, "duplicate": 1, "part": 1, "merge": 1, "loose": 1,
                               "background": 2}
+
+
+def test_bootstrap_query_means_by_hand():
+    from dcinet_d2.evaluation.diagnostics import bootstrap_query_means
+
+    # Q = 2 values {0, 1}: a resampled mean is 0, 0.5 or 1 with probabilities 1/4, 1/2, 1/4,
+    # so its standard deviation is sqrt(1/8) = 0.3536 (= population std 0.5 / sqrt(2)).
+    means = bootstrap_query_means(np.array([0.0, 1.0]), samples=40000, seed=1)
+    assert means.shape == (40000,)
+    assert set(np.unique(means)) == {0.0, 0.5, 1.0}
+    assert abs(means.std() - np.sqrt(1 / 8)) < 0.005
+    assert abs(np.mean(means == 0.5) - 0.5) < 0.01
+    # rows share the resampled queries: row 2 = row 1 + 0.1 differs by exactly 0.1 in every sample
+    ap = np.random.default_rng(0).random((1, 70))
+    both = bootstrap_query_means(np.vstack([ap, ap + 0.1]), samples=500)
+    np.testing.assert_allclose(both[1] - both[0], 0.1)
+    with pytest.raises(ValueError, match="Q > 0"):
+        bootstrap_query_means(np.zeros((2, 0)))
