@@ -83,6 +83,14 @@ def finished(out_dir):
         ("reid_probe_test.json",)))
 
 
+def trained_iterations(out_dir):
+    """SOLVER.MAX_ITER of a finished run, from the config.yaml train_net.py wrote."""
+    import yaml
+
+    with open(os.path.join(out_dir, "config.yaml")) as f:
+        return int(yaml.safe_load(f)["SOLVER"]["MAX_ITER"])
+
+
 def cell(values):
     """Mean, then every seed's value (with a few seeds a standard deviation says little)."""
     mean = sum(values) / len(values)
@@ -104,7 +112,7 @@ def main():
 
     ensure_synthetic_datasets(progress=False)
     os.makedirs(args.out, exist_ok=True)
-    rows, gt_hist = [], None
+    rows, gt_hist, iterations = [], None, set()
     for key, name, config, losses in VARIANTS:
         if key not in args.variants:
             continue
@@ -116,6 +124,7 @@ def main():
                 continue
             m = run_variant(config, losses, seed, args.iters, out_dir, args.opts)
             m["seed"] = seed
+            iterations.add(trained_iterations(out_dir))
             gt_hist = m["histogram_gt_boxes"]["search"]
             per_seed.append(m)
             print(f"{name} seed {seed}: mAP {m['learned']['search']['mAP']:.2f} "
@@ -124,8 +133,8 @@ def main():
         if per_seed:
             rows.append((f"{name}, seeds {', '.join(str(m['seed']) for m in per_seed)}", per_seed))
 
-    print(f"\n{args.iters} iterations, seeds {args.seeds}; CUHK-SYSU protocol, gallery 100; "
-          "each cell: mean (then each seed)\n")
+    print(f"\n{' / '.join(map(str, sorted(iterations)))} iterations (SOLVER.MAX_ITER of the runs); "
+          "CUHK-SYSU protocol, gallery 100; each cell: mean (then each seed)\n")
     print("| variant | search mAP | top-1 | colour histogram, same detections: mAP | top-1 | detection AP | "
           "kept detections on no person (%) | probe mAP | probe rank-1 |")
     print("|---|---|---|---|---|---|---|---|---|")

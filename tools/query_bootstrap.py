@@ -50,7 +50,8 @@ def per_query_ap(dataset: str, predictions_path: str, gallery_size: int,
                                              for q in d.get("queries", [])])
     query_embeds = {k: v["embed"] for k, v in preds["queries"].items()}
     if meta.protocol == "cuhk_sysu":
-        queries = cuhk_sysu_queries(dicts, load_test_galleries(meta.root, gallery_size))
+        galleries = None if gallery_size == -1 else load_test_galleries(meta.root, gallery_size)
+        queries = cuhk_sysu_queries(dicts, galleries)  # None: every test image (the full set)
         res = evaluate_search(preds["gallery"], query_embeds, queries, image_ids,
                               det_thresh=det_thresh)
     else:
@@ -64,20 +65,24 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("predictions", nargs="+", help="person_search_predictions.pth files")
     p.add_argument("--dataset", required=True, help="registered test set")
-    p.add_argument("--gallery-size", type=int, default=100, help="CUHK-SYSU gallery size")
+    p.add_argument("--gallery-size", type=int, default=100,
+                   help="CUHK-SYSU gallery size (-1: every test image)")
     p.add_argument("--det-thresh", type=float, default=0.5, help="protocol score threshold")
     # Ours: 10,000 resamples put the interval ends within about 0.2 mAP points of their limit.
     p.add_argument("--samples", type=int, default=10000, help="bootstrap resamples")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.samples < 1:
+        print(f"error: --samples must be >= 1, got {args.samples}", file=sys.stderr)
+        return 2
     if args.dataset not in DatasetCatalog.list():
         print(f"error: unknown dataset {args.dataset!r}", file=sys.stderr)
         return 2
     try:
         runs = [per_query_ap(args.dataset, f, args.gallery_size, args.det_thresh)
                 for f in args.predictions]
-    except (PredictionsFormatError, OSError) as e:
+    except (PredictionsFormatError, OSError, ValueError) as e:  # e.g. no TestG{N}.mat
         print(f"error: {e}", file=sys.stderr)
         return 2
     ids = runs[0][0]

@@ -67,7 +67,10 @@ def classify_detections(boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndar
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     gt_boxes = np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64).reshape(-1), kind="stable")
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(scores) != len(boxes):
+        raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
+    order = np.argsort(-scores, kind="stable")
     kinds = ["background"] * len(boxes)
     if len(gt_boxes) == 0 or len(boxes) == 0:
         return kinds

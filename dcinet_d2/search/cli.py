@@ -127,6 +127,9 @@ def run_index(args) -> dict[str, Any]:
     from .predictor import PersonSearchPredictor, inference_config
     from .sources import count_units, expand_sources, iter_units
 
+    if args.search_index == "flat" and (args.nlist is not None or args.nprobe is not None):
+        raise ValueError("--nlist and --nprobe configure an inverted file: use them with "
+                         "--search-index ivf or ivfpq (the default 'flat' index is exact)")
     sources = expand_sources(args.gallery)
     cfg = inference_config(args.weights, args.config_file, args.opts)
     det_thresh = cfg.TEST.PERSON_SEARCH.DET_THRESH if args.det_thresh is None else args.det_thresh

@@ -1053,8 +1053,9 @@ class GalleryIndex:
         candidates, then 4x more, until topk hits pass or no candidate is left. Uses the saved
         search index (built as "flat" if there is none; brought up to date if stale).
         ``nprobe``: inverted lists scanned per query by an "ivf"/"ivfpq" index for this call
-        (default: the one saved with the index; more lists, higher recall, slower); ignored by
-        an exact one.
+        (default: the one saved with the index; more lists, higher recall, slower; given to
+        faiss as per-call search parameters, so concurrent searches do not interfere); ignored
+        by an exact one.
         """
         if not _is_int(topk) or topk < 1:
             raise ValueError(f"topk must be a positive integer, got {topk!r}")
@@ -1073,20 +1074,17 @@ class GalleryIndex:
         if self.num_detections == 0 or len(q) == 0:
             return [[] for _ in range(len(q))]
         index = self._search_index()
-        saved_nprobe = None
-        kind = self._search[1]["params"]["kind"]  # type: ignore[index]
-        if nprobe is not None and kind != "flat":
-            ivf = _faiss().extract_index_ivf(index)
-            saved_nprobe, ivf.nprobe = ivf.nprobe, min(int(nprobe), ivf.nlist)
-        try:
-            return self._search_candidates(index, q, topk, min_sim, min_score, best_per_image)
-        finally:
-            if saved_nprobe is not None:
-                ivf.nprobe = saved_nprobe
+        search_kw: dict[str, Any] = {}
+        if nprobe is not None and self._search[1]["params"]["kind"] != "flat":  # type: ignore
+            faiss = _faiss()  # per-call parameters: the index itself is not changed
+            nlist = faiss.extract_index_ivf(index).nlist
+            search_kw["params"] = faiss.SearchParametersIVF(nprobe=min(int(nprobe), nlist))
+        return self._search_candidates(index, q, topk, min_sim, min_score, best_per_image,
+                                       search_kw)
 
     def _search_candidates(self, index, q: np.ndarray, topk: int, min_sim: float | None,
-                           min_score: float | None,
-                           best_per_image: bool) -> list[list[SearchHit]]:
+                           min_score: float | None, best_per_image: bool,
+                           search_kw: dict[str, Any]) -> list[list[SearchHit]]:
         """search()'s loop: ask faiss for more candidates until topk hits pass the filters."""
         results: list[list[SearchHit]] = [[] for _ in range(len(q))]
         n = self.num_detections
@@ -1096,7 +1094,8 @@ class GalleryIndex:
         todo = np.arange(len(q))
         while len(todo):
             rows = max(1, SEARCH_BATCH_ENTRIES // k)
-            batches = [index.search(q[todo[a:a + rows]], k) for a in range(0, len(todo), rows)]
+            batches = [index.search(q[todo[a:a + rows]], k, **search_kw)
+                       for a in range(0, len(todo), rows)]
             sims = np.concatenate([b[0] for b in batches])
             ids = np.concatenate([b[1] for b in batches])
             again = []

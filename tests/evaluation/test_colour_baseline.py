@@ -131,6 +131,8 @@ def test_detection_kinds_by_hand():
     # score order decides which of two overlapping boxes is the true one
     assert classify_detections(boxes[:2], np.array([0.5, 0.9]), persons) == ["duplicate", "true"]
     assert classify_detections(boxes[:1], scores[:1], np.zeros((0, 4))) == ["background"]
+    with pytest.raises(ValueError, match="6 boxes but 5 scores"):
+        classify_detections(boxes, scores[:5], persons)
 
     dicts = [{"image_id": "a", "file_name": "a", "annotations": [
                  {"bbox": list(p), "person_id": k} for k, p in enumerate(persons)]},

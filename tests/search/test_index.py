@@ -374,7 +374,7 @@ def test_gallery_search_nprobe_per_call(tmp_path):
     assert recall(found(), exact) < 0.9  # one list of 102: neighbours are missed
     assert recall(found(nprobe=102), exact) == 1.0
     assert recall(found(nprobe=10 ** 6), exact) == 1.0  # clamped to nlist
-    assert faiss.extract_index_ivf(g._search_index()).nprobe == 1  # restored
+    assert faiss.extract_index_ivf(g._search_index()).nprobe == 1  # the saved one, unchanged
     with pytest.raises(ValueError, match="nprobe must be a positive integer"):
         g.search(q, topk=10, nprobe=0)
 

@@ -43,7 +43,7 @@ def _index(weights, out, *paths, extra=()):
                  "--det-thresh", "0", "--batch-size", "1", "--fps", "2", *extra])
 
 
-def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, capsys):
+def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, capsys, monkeypatch):
     out = tmp_path / "index"
     assert _index(complete_checkpoint, out, gallery / "photos") == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -107,10 +107,20 @@ def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, ca
     index_once = GalleryIndex.open(str(once))
     params = json.loads((once / "search.json").read_text())["params"]
     assert (params["kind"], params["nlist"], params["nprobe"]) == ("ivf", 2, 1)
+    asked = []  # query --nprobe reaches GalleryIndex.search
+    search = GalleryIndex.search
+    monkeypatch.setattr(GalleryIndex, "search",
+                        lambda self, *a, **kw: asked.append(kw.get("nprobe")) or search(self, *a, **kw))
     assert main(["query", "--index", str(once), "--query", query, "--box", "10,10,60,80",
                  "--topk", "4", "--nprobe", "2", "--out", str(tmp_path / "res_ivf")]) == 0
     with open(tmp_path / "res_ivf" / "results.json") as f:
         exhaustive = json.load(f)["matches"]
+    assert asked == [2]
+    monkeypatch.undo()
+    assert _index(complete_checkpoint, tmp_path / "flat", gallery / "photos",
+                  extra=["--nprobe", "3"]) == 2  # refused before anything is indexed
+    assert "use them with --search-index ivf or ivfpq" in capsys.readouterr().err
+    assert not (tmp_path / "flat").exists()
     assert [(m["source"], m["frame"]) for m in exhaustive] == [
         (m["source"], m["frame"]) for m in result["matches"]]
     np.testing.assert_allclose([m["similarity"] for m in exhaustive],
