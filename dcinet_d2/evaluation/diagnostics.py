@@ -117,22 +117,17 @@ def false_detection_stats(
         :func:`classify_detections`.
     """
     gt = detection_ground_truth(dataset_dicts)
-    kept = false = 0
     kinds = dict.fromkeys(DETECTION_KINDS, 0)
     for image_id, (gt_boxes, _) in gt.items():
         entry = gallery[image_id]
-        keep = np.asarray(entry["scores"]).reshape(-1) >= det_thresh
+        scores = np.asarray(entry["scores"]).reshape(-1)
+        keep = scores >= det_thresh
         boxes = np.asarray(entry["boxes"]).reshape(-1, 4)[keep]
-        kept += len(boxes)
-        if len(boxes) == 0:
-            continue
-        for kind in classify_detections(boxes, np.asarray(entry["scores"]).reshape(-1)[keep],
-                                        gt_boxes, iou_thresh):
+        for kind in classify_detections(boxes, scores[keep], gt_boxes, iou_thresh):
             kinds[kind] += 1
-        if len(gt_boxes) == 0:
-            false += len(boxes)
-            continue
-        false += int((box_iou_matrix(boxes, gt_boxes).max(axis=1) < iou_thresh).sum())
+    kept = sum(kinds.values())
+    # True and duplicate detections overlap a person at >= iou_thresh; every other kind does not.
+    false = kept - kinds["true"] - kinds["duplicate"]
     return {
         "detections_per_image": kept / max(len(gt), 1),
         "false_fraction": false / kept if kept else float("nan"),

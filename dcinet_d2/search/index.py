@@ -1079,13 +1079,6 @@ class GalleryIndex:
             faiss = _faiss()  # per-call parameters: the index itself is not changed
             nlist = faiss.extract_index_ivf(index).nlist
             search_kw["params"] = faiss.SearchParametersIVF(nprobe=min(int(nprobe), nlist))
-        return self._search_candidates(index, q, topk, min_sim, min_score, best_per_image,
-                                       search_kw)
-
-    def _search_candidates(self, index, q: np.ndarray, topk: int, min_sim: float | None,
-                           min_score: float | None, best_per_image: bool,
-                           search_kw: dict[str, Any]) -> list[list[SearchHit]]:
-        """search()'s loop: ask faiss for more candidates until topk hits pass the filters."""
         results: list[list[SearchHit]] = [[] for _ in range(len(q))]
         n = self.num_detections
         cols = self._columns()
