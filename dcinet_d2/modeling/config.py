@@ -9,7 +9,8 @@ __all__ = ["add_model_config"]
 
 
 def add_model_config(cfg: CN) -> CN:
-    """Add ``cfg.MODEL.REID`` to ``cfg`` in place (and return it). Touches no existing key.
+    """Add ``cfg.MODEL.REID``, ``ROI_HEADS.RES5_NORM`` and ``ROI_BOX_HEAD.IOU_*`` to ``cfg`` in place
+    (and return it). Touches no existing key.
 
     Args:
         cfg: a Detectron2 config (from ``detectron2.config.get_cfg()``).
@@ -23,6 +24,13 @@ def add_model_config(cfg: CN) -> CN:
     # step sees only the few identities of two pairs, and its batch statistics then carry that
     # step's identity mix into every embedding (measured: docs/reid_cpu_history.md).
     cfg.MODEL.ROI_HEADS.RES5_NORM = ""
+    # Ours: IoU-aware detection score (dcinet_d2/modeling/box_predictor.py). A linear layer beside
+    # the box classifier predicts the IoU of each ROI's regressed box with its matched person,
+    # trained with binary cross-entropy on that IoU (weight IOU_LOSS_WEIGHT), and the score of a
+    # detection becomes p ** (1 - a) * iou ** a with a = IOU_SCORE_WEIGHT. 0 = off (Detectron2's
+    # FastRCNNOutputLayers, the paper's detector).
+    cfg.MODEL.ROI_BOX_HEAD.IOU_SCORE_WEIGHT = 0.0
+    cfg.MODEL.ROI_BOX_HEAD.IOU_LOSS_WEIGHT = 1.0
 
     cfg.MODEL.REID = CN()
     # ------------------------------------------------------------------------- embedding head

@@ -31,6 +31,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 
 from ..data.identities import num_train_identities
+from .box_predictor import IoUAwareOutputLayers
 from .losses.criterion import ReIDCriterion
 
 logger = logging.getLogger(__name__)
@@ -178,6 +179,15 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
             raise ValueError("person search ROI heads have no mask branch: set MODEL.MASK_ON False")
         ret = super().from_config(cfg, input_shape)
         res5_channels = ret["res5"][-1].out_channels
+        iou_score_weight = cfg.MODEL.ROI_BOX_HEAD.IOU_SCORE_WEIGHT
+        if iou_score_weight < 0:
+            raise ValueError(
+                f"MODEL.ROI_BOX_HEAD.IOU_SCORE_WEIGHT must be >= 0 (0 = off), got {iou_score_weight}"
+            )
+        if iou_score_weight > 0:
+            ret["box_predictor"] = IoUAwareOutputLayers(
+                cfg, ShapeSpec(channels=res5_channels, height=1, width=1)
+            )
         ret["embed_head"] = EmbeddingHead(
             res5_channels, cfg.MODEL.REID.EMBED_DIM, cfg.MODEL.REID.EMBED_NORM
         )

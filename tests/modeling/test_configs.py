@@ -76,6 +76,10 @@ def test_add_model_config_adds_reid_and_res5_norm_and_touches_nothing_else():
     cfg = add_model_config(get_cfg())
     assert "REID" in cfg.MODEL and "REID" not in plain.MODEL
     assert cfg.MODEL.ROI_HEADS.RES5_NORM == "" and "RES5_NORM" not in plain.MODEL.ROI_HEADS
+    assert cfg.MODEL.ROI_BOX_HEAD.IOU_SCORE_WEIGHT == 0.0  # off: Detectron2's box predictor
+    for key in ("IOU_SCORE_WEIGHT", "IOU_LOSS_WEIGHT"):
+        assert key not in plain.MODEL.ROI_BOX_HEAD
+        del cfg.MODEL.ROI_BOX_HEAD[key]
     del cfg.MODEL["REID"]
     del cfg.MODEL.ROI_HEADS["RES5_NORM"]
     assert cfg.dump() == plain.dump()

@@ -1,0 +1,131 @@
+"""Fast R-CNN output layers with an IoU-aware detection score (ours, off by default).
+
+:class:`IoUAwareOutputLayers` is Detectron2's
+:class:`~detectron2.modeling.roi_heads.fast_rcnn.FastRCNNOutputLayers` plus one linear layer that
+predicts, for every ROI, the IoU of its *regressed* box with the ground-truth box the ROI is matched
+to (the matcher's best one, also for a background ROI). Training adds ``loss_box_iou``: binary
+cross-entropy between that prediction and the IoU, a soft target in [0, 1] (as in IoU-aware
+RetinaNet and VarifocalNet), over every sampled ROI. At inference the score of each foreground class
+becomes ``p ** (1 - alpha) * iou ** alpha``.
+
+Why: the detectors of this project keep many boxes on *part* of a person (its upper or lower half),
+which score about 0.75 against 0.95 for whole persons and are not suppressed by NMS
+(docs/reid_recipe.md). Such a box overlaps its person by IoU 0.3-0.5, so the classifier learns it
+only as "background" next to pure background, while an IoU target ranks it between the two.
+"""
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detectron2.config import configurable
+from detectron2.layers import cat
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+from detectron2.structures import Boxes, Instances
+from detectron2.structures.boxes import matched_pairwise_iou
+
+__all__ = ["IoUAwareOutputLayers", "regressed_box_iou_targets"]
+
+
+def regressed_box_iou_targets(pred_boxes: Tensor, proposals: List[Instances]) -> Tensor:
+    """IoU of each ROI's regressed box with the ground-truth box it is matched to.
+
+    Args:
+        pred_boxes: ``[R, 4]`` regressed boxes (XYXY) of the concatenated ROIs of ``proposals``.
+        proposals: the sampled proposals of each image; an image with persons carries
+            ``gt_boxes`` (Detectron2 copies the matched ground truth onto every sampled proposal,
+            foreground or not); an image without persons has none, and its targets are 0.
+
+    Returns:
+        ``[R]`` float IoUs in [0, 1].
+    """
+    targets = []
+    start = 0
+    for props in proposals:
+        n = len(props)
+        mine = pred_boxes[start : start + n]
+        start += n
+        if props.has("gt_boxes"):
+            targets.append(matched_pairwise_iou(Boxes(mine), props.gt_boxes))
+        else:
+            targets.append(mine.new_zeros(n))
+    if start != pred_boxes.shape[0]:
+        raise ValueError(f"{pred_boxes.shape[0]} regressed boxes for {start} proposals")
+    return cat(targets, dim=0) if targets else pred_boxes.new_zeros(0)
+
+
+class IoUAwareOutputLayers(FastRCNNOutputLayers):
+    """``FastRCNNOutputLayers`` + a predicted IoU that tempers the classification score.
+
+    ``forward`` returns ``(scores, proposal_deltas, iou_logits)``; every other method accepts that
+    triple where Detectron2's accept ``(scores, proposal_deltas)``.
+    """
+
+    @configurable
+    def __init__(self, input_shape, *, iou_score_weight: float, iou_loss_weight: float = 1.0,
+                 **kwargs):
+        """
+        Args:
+            input_shape: as :class:`FastRCNNOutputLayers`.
+            iou_score_weight: ``alpha`` in ``p ** (1 - alpha) * iou ** alpha``, in (0, 1].
+            iou_loss_weight: weight of ``loss_box_iou``.
+            kwargs: the other arguments of :class:`FastRCNNOutputLayers`.
+        """
+        super().__init__(input_shape, **kwargs)
+        if not 0.0 < iou_score_weight <= 1.0:
+            raise ValueError(
+                f"MODEL.ROI_BOX_HEAD.IOU_SCORE_WEIGHT must be in (0, 1], got {iou_score_weight}"
+            )
+        if iou_loss_weight < 0:
+            raise ValueError(
+                f"MODEL.ROI_BOX_HEAD.IOU_LOSS_WEIGHT must be >= 0, got {iou_loss_weight}"
+            )
+        self.iou_score_weight = float(iou_score_weight)
+        self.loss_weight["loss_box_iou"] = float(iou_loss_weight)
+        self.iou_pred = nn.Linear(self.cls_score.in_features, 1)
+        nn.init.normal_(self.iou_pred.weight, std=0.01)
+        nn.init.constant_(self.iou_pred.bias, 0)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        ret["iou_score_weight"] = cfg.MODEL.ROI_BOX_HEAD.IOU_SCORE_WEIGHT
+        ret["iou_loss_weight"] = cfg.MODEL.ROI_BOX_HEAD.IOU_LOSS_WEIGHT
+        return ret
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        scores, deltas = super().forward(x)
+        if x.dim() > 2:
+            x = torch.flatten(x, start_dim=1)
+        return scores, deltas, self.iou_pred(x).squeeze(1)
+
+    def losses(self, predictions, proposals: List[Instances]) -> Dict[str, Tensor]:
+        scores, deltas, iou_logits = predictions
+        losses = super().losses((scores, deltas), proposals)
+        if len(proposals):
+            with torch.no_grad():
+                boxes = self.predict_boxes_for_gt_classes((scores, deltas.detach()), proposals)
+                targets = regressed_box_iou_targets(cat(boxes, dim=0), proposals)
+            loss = F.binary_cross_entropy_with_logits(iou_logits, targets.to(iou_logits.dtype))
+        else:
+            loss = iou_logits.sum() * 0.0
+        losses["loss_box_iou"] = loss * self.loss_weight["loss_box_iou"]
+        return losses
+
+    def predict_boxes(self, predictions, proposals: List[Instances]):
+        return super().predict_boxes(predictions[:2], proposals)
+
+    def predict_boxes_for_gt_classes(self, predictions, proposals: List[Instances]):
+        return super().predict_boxes_for_gt_classes(predictions[:2], proposals)
+
+    def predict_probs(self, predictions, proposals: List[Instances]):
+        """Class probabilities with every foreground column ``p ** (1 - a) * iou ** a``; the
+        background column is left as the softmax gives it (inference reads only the others)."""
+        scores, _, iou_logits = predictions
+        probs = F.softmax(scores, dim=-1)
+        iou = torch.sigmoid(iou_logits.float()).to(probs.dtype)[:, None]
+        a = self.iou_score_weight
+        fg = probs[:, :-1].clamp(min=0) ** (1.0 - a) * iou**a
+        probs = torch.cat([fg, probs[:, -1:]], dim=1)
+        return probs.split([len(p) for p in proposals], dim=0)
