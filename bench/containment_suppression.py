@@ -13,15 +13,10 @@ Used for docs/reid_recipe.md ("Detection remedies"); not part of the model.
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from offline_eval import SavedPredictions
 
-import dcinet_d2  # noqa: F401  (registers the datasets)
 from dcinet_d2.evaluation.diagnostics import false_detection_stats
-from dcinet_d2.evaluation.evaluator import evaluate_person_search
-from dcinet_d2.evaluation.predictions import load_predictions
 
 SETTINGS = [(1.0, 0.0), (0.9, 0.0), (0.8, 0.0), (0.7, 0.0), (0.9, 0.9), (0.8, 0.9), (0.9, 0.95),
             (0.8, 0.95), (0.7, 0.95)]  # (T, C) as measured in docs/reid_recipe.md
@@ -47,20 +42,11 @@ def suppress(entry: dict, inside: float, container_min: float) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--predictions", required=True)
-    p.add_argument("--gallery-size", type=int, default=100)
-    args = p.parse_args()
-    dicts = DatasetCatalog.get(args.dataset)
-    meta = MetadataCatalog.get(args.dataset)
-    preds = load_predictions(args.predictions)
+    saved = SavedPredictions(__doc__)
     for inside, cmin in SETTINGS:
-        p2 = {"gallery": {k: suppress(v, inside, cmin) for k, v in preds["gallery"].items()},
-              "queries": preds["queries"]}
-        r = evaluate_person_search(dicts, p2, protocol=meta.protocol, root=getattr(meta, "root", None),
-                                   gallery_size=args.gallery_size)
-        st = false_detection_stats(p2["gallery"], dicts)
+        gallery = {k: suppress(v, inside, cmin) for k, v in saved.predictions["gallery"].items()}
+        r = saved.evaluate(gallery)
+        st = false_detection_stats(gallery, saved.dicts)
         n = max(st["num_detections"], 1)
         print(f"inside >= {inside}, container >= {cmin}: search {r['search']['mAP']:.1f} top-1 "
               f"{r['search']['top1']:.1f} | AP {r['detection']['AP']:.1f} recall "
