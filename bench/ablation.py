@@ -15,6 +15,11 @@ CUHK-SYSU protocol (gallery 100, 70 queries). Per run the table reads:
 - the re-id probe (tools/reid_probe.py on the test set's ground-truth boxes: unseen identities,
   detection plays no part): mAP and rank-1.
 The colour histogram on the ground-truth boxes does not depend on the model: it is printed once.
+The last column says what is within noise: the search mAP of the variant minus DC-I-Net's, both
+averaged over the seeds they share, with its 95 % interval when the test queries are resampled
+(paired bootstrap, dcinet_d2.evaluation.diagnostics.bootstrap_query_means). An interval that holds
+0 is a difference the 70 queries cannot tell apart; it does not include seed-to-seed variation
+beyond the averaging.
 Runs whose results already exist in --out are not repeated; with --existing nothing is run and
 the table holds the runs found in --out (each row names its seeds).
 """
@@ -24,6 +29,8 @@ import os
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEST_SET = "synthetic_cuhk_sysu_test"
@@ -38,6 +45,7 @@ VARIANTS = [
     ("dcinet-olp", "DC-I-Net without C2HEP (OLP)", "dcinet_small", ["olp"]),
     ("dcinet-oim", "OIM on DC-I-Net's divided heads", "dcinet_small", ["oim"]),
 ]
+REFERENCE = "dcinet"  # the variant every other is compared with (the paper's best)
 
 
 def _run(cmd, log_path):
@@ -91,6 +99,37 @@ def trained_iterations(out_dir):
         return int(yaml.safe_load(f)["SOLVER"]["MAX_ITER"])
 
 
+def seed_mean_query_ap(runs, seeds):
+    """Per-query search AP of the runs with the given seeds, averaged over them: (ids, [Q])."""
+    from dcinet_d2.evaluation.diagnostics import per_query_ap
+
+    per_run = [per_query_ap(TEST_SET, os.path.join(m["dir"], "inference", TEST_SET,
+                                                   "person_search_predictions.pth"))
+               for m in runs if m["seed"] in seeds]
+    ids = per_run[0][0]
+    if any(not np.array_equal(other, ids) for other, _ in per_run[1:]):
+        raise ValueError("runs were not evaluated on the same queries")
+    return ids, np.mean([ap for _, ap in per_run], axis=0)
+
+
+def difference_cell(runs, reference_runs, samples=10000):
+    """Search mAP of ``runs`` minus ``reference_runs`` over their common seeds, with its paired
+    95 % bootstrap interval over the queries; empty without a common seed."""
+    from dcinet_d2.evaluation.diagnostics import bootstrap_query_means
+
+    seeds = {m["seed"] for m in runs} & {m["seed"] for m in reference_runs or []}
+    if not seeds:
+        return ""
+    ids, ap = seed_mean_query_ap(runs, seeds)
+    ref_ids, ref_ap = seed_mean_query_ap(reference_runs, seeds)
+    if not np.array_equal(ids, ref_ids):
+        raise ValueError("runs were not evaluated on the same queries")
+    boot = 100.0 * bootstrap_query_means(np.stack([ap, ref_ap]), samples)
+    low, high = np.percentile(boot[0] - boot[1], [2.5, 97.5])
+    seeds_text = ", ".join(str(s) for s in sorted(seeds))
+    return f"{100.0 * (ap.mean() - ref_ap.mean()):+.1f} [{low:+.1f}, {high:+.1f}] (seeds {seeds_text})"
+
+
 def cell(values):
     """Mean, then every seed's value (with a few seeds a standard deviation says little)."""
     mean = sum(values) / len(values)
@@ -124,6 +163,7 @@ def main():
                 continue
             m = run_variant(config, losses, seed, args.iters, out_dir, args.opts)
             m["seed"] = seed
+            m["dir"] = out_dir
             iterations.add(trained_iterations(out_dir))
             gt_hist = m["histogram_gt_boxes"]["search"]
             per_seed.append(m)
@@ -131,21 +171,24 @@ def main():
                   f"(histogram, same detections {m['histogram_same_detections']['search']['mAP']:.2f}) "
                   f"top-1 {m['learned']['search']['top1']:.2f} ({time.time() - t:.0f} s)", flush=True)
         if per_seed:
-            rows.append((f"{name}, seeds {', '.join(str(m['seed']) for m in per_seed)}", per_seed))
+            rows.append((key, f"{name}, seeds {', '.join(str(m['seed']) for m in per_seed)}", per_seed))
 
     print(f"\n{' / '.join(map(str, sorted(iterations)))} iterations (SOLVER.MAX_ITER of the runs); "
           "CUHK-SYSU protocol, gallery 100; each cell: mean (then each seed)\n")
     print("| variant | search mAP | top-1 | colour histogram, same detections: mAP | top-1 | detection AP | "
-          "kept detections on no person (%) | probe mAP | probe rank-1 |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, ms in rows:
+          "kept detections on no person (%) | probe mAP | probe rank-1 | search mAP minus DC-I-Net, "
+          "paired 95 % over queries |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    reference = next((ms for key, _, ms in rows if key == REFERENCE), None)
+    for key, name, ms in rows:
         def col(row, task, key):
             return cell([m[row][task][key] for m in ms])
         print(f"| {name} | {col('learned', 'search', 'mAP')} | {col('learned', 'search', 'top1')} | "
               f"{col('histogram_same_detections', 'search', 'mAP')} | "
               f"{col('histogram_same_detections', 'search', 'top1')} | {col('learned', 'detection', 'AP')} | "
               f"{cell([100 * m['learned']['false_detections']['false_fraction'] for m in ms])} | "
-              f"{cell([m['probe']['mAP'] for m in ms])} | {cell([m['probe']['rank1'] for m in ms])} |")
+              f"{cell([m['probe']['mAP'] for m in ms])} | {cell([m['probe']['rank1'] for m in ms])} | "
+              f"{difference_cell(ms, reference) if key != REFERENCE else ''} |")
     if gt_hist is not None:
         print(f"\nColour histogram on the ground-truth boxes (no model): mAP {gt_hist['mAP']:.1f}, "
               f"top-1 {gt_hist['top1']:.1f}")

@@ -20,44 +20,11 @@ import logging
 import sys
 
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 
 import dcinet_d2  # noqa: F401  (registers the datasets)
-from dcinet_d2.data.datasets.cuhk_sysu import load_test_galleries
-from dcinet_d2.evaluation.diagnostics import bootstrap_query_means
-from dcinet_d2.evaluation.galleries import (
-    cuhk_sysu_queries,
-    dataset_image_ids,
-    image_cameras,
-    prw_queries,
-)
-from dcinet_d2.evaluation.predictions import (
-    PredictionsFormatError,
-    check_against_dataset,
-    load_predictions,
-)
-from dcinet_d2.evaluation.protocol import evaluate_search
-
-
-def per_query_ap(dataset: str, predictions_path: str, gallery_size: int,
-                 det_thresh: float) -> tuple[np.ndarray, np.ndarray]:
-    """(query ids, AP of each query with a ground-truth image in its gallery), in [0, 1]."""
-    dicts = DatasetCatalog.get(dataset)
-    meta = MetadataCatalog.get(dataset)
-    preds = load_predictions(predictions_path)
-    image_ids = dataset_image_ids(dicts)
-    check_against_dataset(preds, image_ids, [int(q["query_id"]) for d in dicts
-                                             for q in d.get("queries", [])])
-    query_embeds = {k: v["embed"] for k, v in preds["queries"].items()}
-    if meta.protocol == "cuhk_sysu":
-        galleries = None if gallery_size == -1 else load_test_galleries(meta.root, gallery_size)
-        queries = cuhk_sysu_queries(dicts, galleries)  # None: every test image (the full set)
-        res = evaluate_search(preds["gallery"], query_embeds, queries, image_ids,
-                              det_thresh=det_thresh)
-    else:
-        res = evaluate_search(preds["gallery"], query_embeds, prw_queries(dicts), image_ids,
-                              det_thresh=det_thresh, image_cameras=image_cameras(dicts))
-    return np.asarray(res.query_ids)[res.valid], np.asarray(res.ap)[res.valid]
+from dcinet_d2.evaluation.diagnostics import bootstrap_query_means, per_query_ap
+from dcinet_d2.evaluation.predictions import PredictionsFormatError
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,8 @@ on part of a person, which the re-id losses never see in training. It also sorts
 detection into one kind (:data:`DETECTION_KINDS`), to say what the false ones are.
 
 :func:`bootstrap_query_means`: how much a search mAP moves when the queries are resampled: the
-noise of the test set itself, against which differences between runs are read.
+noise of the test set itself, against which differences between runs are read;
+:func:`per_query_ap` gives the per-query APs of a predictions file that it resamples.
 """
 from __future__ import annotations
 
@@ -15,11 +16,21 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .galleries import detection_ground_truth
-from .protocol import _iou_pairs
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from ..data.datasets.cuhk_sysu import load_test_galleries
+from .galleries import (
+    cuhk_sysu_queries,
+    dataset_image_ids,
+    detection_ground_truth,
+    image_cameras,
+    prw_queries,
+)
+from .predictions import check_against_dataset, load_predictions
+from .protocol import _iou_pairs, evaluate_search
 
 __all__ = ["box_iou_matrix", "false_detection_stats", "classify_detections", "DETECTION_KINDS",
-           "bootstrap_query_means"]
+           "bootstrap_query_means", "per_query_ap"]
 
 #: Kinds of kept detections, see :func:`classify_detections`.
 DETECTION_KINDS = ("true", "duplicate", "part", "merge", "loose", "background")
@@ -166,3 +177,34 @@ def bootstrap_query_means(values: np.ndarray, samples: int = 10000,
         idx = rng.integers(0, q, size=(min(step, samples - a), q))
         out[:, a:a + len(idx)] = v[:, idx].mean(axis=2)
     return out[0] if one else out
+
+
+def per_query_ap(dataset: str, predictions_path: str, gallery_size: int = 100,
+                 det_thresh: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """The search AP of each query of a registered test set, from a predictions file.
+
+    Args:
+        dataset: registered test set (its ``protocol`` metadata: ``cuhk_sysu`` or ``prw``).
+        predictions_path: a ``person_search_predictions.pth`` file.
+        gallery_size: CUHK-SYSU gallery size (-1: every test image); ignored for PRW.
+        det_thresh: the protocol's score threshold.
+
+    Returns:
+        (query ids, AP of each query that has a ground-truth image in its gallery, in [0, 1]).
+    """
+    dicts = DatasetCatalog.get(dataset)
+    meta = MetadataCatalog.get(dataset)
+    preds = load_predictions(predictions_path)
+    image_ids = dataset_image_ids(dicts)
+    check_against_dataset(preds, image_ids, [int(q["query_id"]) for d in dicts
+                                             for q in d.get("queries", [])])
+    query_embeds = {k: v["embed"] for k, v in preds["queries"].items()}
+    if meta.protocol == "cuhk_sysu":
+        galleries = None if gallery_size == -1 else load_test_galleries(meta.root, gallery_size)
+        queries = cuhk_sysu_queries(dicts, galleries)  # None: every test image (the full set)
+        res = evaluate_search(preds["gallery"], query_embeds, queries, image_ids,
+                              det_thresh=det_thresh)
+    else:
+        res = evaluate_search(preds["gallery"], query_embeds, prw_queries(dicts), image_ids,
+                              det_thresh=det_thresh, image_cameras=image_cameras(dicts))
+    return np.asarray(res.query_ids)[res.valid], np.asarray(res.ap)[res.valid]
