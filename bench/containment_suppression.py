@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 from offline_eval import SavedPredictions
 
-from dcinet_d2.evaluation.diagnostics import false_detection_stats
 
 SETTINGS = [(1.0, 0.0), (0.9, 0.0), (0.8, 0.0), (0.7, 0.0), (0.9, 0.9), (0.8, 0.9), (0.9, 0.95),
             (0.8, 0.95), (0.7, 0.95)]  # (T, C) as measured in docs/reid_recipe.md
@@ -44,14 +43,8 @@ def suppress(entry: dict, inside: float, container_min: float) -> dict:
 def main() -> None:
     saved = SavedPredictions(__doc__)
     for inside, cmin in SETTINGS:
-        gallery = {k: suppress(v, inside, cmin) for k, v in saved.predictions["gallery"].items()}
-        r = saved.evaluate(gallery)
-        st = false_detection_stats(gallery, saved.dicts)
-        n = max(st["num_detections"], 1)
-        print(f"inside >= {inside}, container >= {cmin}: search {r['search']['mAP']:.1f} top-1 "
-              f"{r['search']['top1']:.1f} | AP {r['detection']['AP']:.1f} recall "
-              f"{r['detection']['recall']:.1f} | {st['detections_per_image']:.1f} per image, "
-              + ", ".join(f"{k} {100 * v / n:.0f} %" for k, v in st["kinds"].items()))
+        saved.report(f"inside >= {inside}, container >= {cmin}",
+                     saved.gallery_with(lambda e: suppress(e, inside, cmin)))
 
 
 if __name__ == "__main__":

@@ -55,9 +55,7 @@ def main() -> None:
     rows = [("as predicted", set())] + [(f"without {k}", {k}) for k in false_kinds]
     rows.append(("only true detections", set(false_kinds)))
     for label, drop in rows:
-        r = saved.evaluate(without(saved.predictions["gallery"], kinds, drop))
-        print(f"{label:22s} search mAP {r['search']['mAP']:5.1f} top-1 {r['search']['top1']:5.1f} | "
-              f"detection AP {r['detection']['AP']:5.1f} recall {r['detection']['recall']:5.1f}")
+        saved.report(label, without(saved.predictions["gallery"], kinds, drop))
 
 
 if __name__ == "__main__":

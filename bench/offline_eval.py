@@ -8,6 +8,7 @@ import argparse
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 import dcinet_d2  # noqa: F401  (registers the datasets)
+from dcinet_d2.evaluation.diagnostics import false_detection_stats
 from dcinet_d2.evaluation.evaluator import evaluate_person_search
 from dcinet_d2.evaluation.predictions import load_predictions
 
@@ -28,9 +29,24 @@ class SavedPredictions:
         self.gallery_size = args.gallery_size
         self.predictions = load_predictions(args.predictions)
 
+    def gallery_with(self, change) -> dict:
+        """The file's gallery with ``change(entry)`` applied to every image's entry."""
+        return {k: change(v) for k, v in self.predictions["gallery"].items()}
+
     def evaluate(self, gallery: dict) -> dict:
         """The protocol's search and detection metrics with ``gallery`` in place of the file's."""
         return evaluate_person_search(
             self.dicts, {"gallery": gallery, "queries": self.predictions["queries"]},
             protocol=self.meta.protocol, root=getattr(self.meta, "root", None),
             gallery_size=self.gallery_size)
+
+    def report(self, label: str, gallery: dict) -> None:
+        """Print one line: search and detection metrics of ``gallery`` and the kinds of its kept
+        detections."""
+        r = self.evaluate(gallery)
+        st = false_detection_stats(gallery, self.dicts)
+        n = max(st["num_detections"], 1)
+        print(f"{label}: search {r['search']['mAP']:.1f} top-1 {r['search']['top1']:.1f} | "
+              f"AP {r['detection']['AP']:.1f} recall {r['detection']['recall']:.1f} | "
+              f"{st['detections_per_image']:.1f} per image, "
+              + ", ".join(f"{k} {100 * v / n:.0f} %" for k, v in st["kinds"].items()), flush=True)
