@@ -1,6 +1,6 @@
 """Shared glue of the offline measurements on a saved predictions file
-(``containment_suppression.py``, ``detection_oracle.py``): their command line, and the protocol
-on a modified gallery."""
+(``containment_suppression.py``, ``detection_oracle.py``, ``soft_nms.py``): their command line,
+and the protocol on a modified gallery."""
 from __future__ import annotations
 
 import argparse
