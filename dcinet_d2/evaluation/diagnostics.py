@@ -18,14 +18,8 @@ import numpy as np
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from ..data.datasets.cuhk_sysu import load_test_galleries
-from .galleries import (
-    cuhk_sysu_queries,
-    dataset_image_ids,
-    detection_ground_truth,
-    image_cameras,
-    prw_queries,
-)
+from .evaluator import protocol_queries
+from .galleries import dataset_image_ids, detection_ground_truth, image_cameras
 from .predictions import check_against_dataset, load_predictions
 from .protocol import _iou_pairs, evaluate_search
 
@@ -199,12 +193,9 @@ def per_query_ap(dataset: str, predictions_path: str, gallery_size: int = 100,
     check_against_dataset(preds, image_ids, [int(q["query_id"]) for d in dicts
                                              for q in d.get("queries", [])])
     query_embeds = {k: v["embed"] for k, v in preds["queries"].items()}
-    if meta.protocol == "cuhk_sysu":
-        galleries = None if gallery_size == -1 else load_test_galleries(meta.root, gallery_size)
-        queries = cuhk_sysu_queries(dicts, galleries)  # None: every test image (the full set)
-        res = evaluate_search(preds["gallery"], query_embeds, queries, image_ids,
-                              det_thresh=det_thresh)
-    else:
-        res = evaluate_search(preds["gallery"], query_embeds, prw_queries(dicts), image_ids,
-                              det_thresh=det_thresh, image_cameras=image_cameras(dicts))
+    queries = protocol_queries(dicts, meta.protocol, root=getattr(meta, "root", None),
+                               gallery_size=gallery_size)
+    cameras = image_cameras(dicts) if meta.protocol == "prw" else None
+    res = evaluate_search(preds["gallery"], query_embeds, queries, image_ids,
+                          det_thresh=det_thresh, image_cameras=cameras)
     return np.asarray(res.query_ids)[res.valid], np.asarray(res.ap)[res.valid]

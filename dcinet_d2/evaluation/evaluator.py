@@ -55,6 +55,39 @@ def _search_task(gallery_size: int) -> str:
     return "search_full_set" if gallery_size == -1 else f"search_gallery{gallery_size}"
 
 
+def protocol_queries(
+    dataset_dicts: Sequence[Mapping[str, Any]],
+    protocol: str,
+    *,
+    root: Optional[str] = None,
+    gallery_size: int = 100,
+    cross_camera: bool = False,
+    galleries_loader: Optional[Callable[[str, int], list]] = None,
+) -> list:
+    """The queries of one search task of a test set.
+
+    Args:
+        dataset_dicts: the test set's dicts.
+        protocol: ``"cuhk_sysu"`` or ``"prw"``.
+        root: dataset root (CUHK-SYSU: where ``TestG{N}.mat`` are read).
+        gallery_size: CUHK-SYSU gallery size (50 ... 4000, -1 = full set); PRW: unused.
+        cross_camera: PRW: the cross-camera variant; CUHK-SYSU: unused.
+        galleries_loader: ``(root, N) -> gallery lists`` (default: the ``TestG{N}.mat`` reader).
+
+    Returns:
+        The :class:`~.galleries.SearchQuery` list for :func:`~.protocol.evaluate_search`.
+    """
+    if protocol == "prw":
+        return prw_queries(dataset_dicts, cross_camera=cross_camera)
+    n = int(gallery_size)
+    if n != -1 and n <= 0:
+        raise ValueError(f"CUHK-SYSU gallery size must be positive or -1 (full set), got {n}")
+    if n != -1 and root is None:
+        raise ValueError("CUHK-SYSU gallery lists need the dataset root")
+    loader = galleries_loader or load_test_galleries
+    return cuhk_sysu_queries(dataset_dicts, None if n == -1 else loader(root, n))
+
+
 def evaluate_person_search(
     dataset_dicts: Sequence[Mapping[str, Any]],
     predictions: Mapping[str, Any],
@@ -98,14 +131,10 @@ def evaluate_person_search(
     if protocol == "cuhk_sysu":
         if cross_camera:
             logger.warning("CROSS_CAMERA applies to PRW only; ignored for CUHK-SYSU")
-        loader = galleries_loader or load_test_galleries
         sizes = list(dict.fromkeys([int(gallery_size)] + [int(s) for s in gallery_size_curve]))
         for n in sizes:
-            if n != -1 and n <= 0:
-                raise ValueError(f"CUHK-SYSU gallery size must be positive or -1 (full set), got {n}")
-            if n != -1 and root is None:
-                raise ValueError("CUHK-SYSU gallery lists need the dataset root")
-            queries = cuhk_sysu_queries(dataset_dicts, None if n == -1 else loader(root, n))
+            queries = protocol_queries(dataset_dicts, protocol, root=root, gallery_size=n,
+                                       galleries_loader=galleries_loader)
             res = evaluate_search(gallery, query_embeds, queries, image_ids, **common)
             search.append(("search" if not search else _search_task(n), res.metrics()))
             _warn_skipped(res, search[-1][0])
@@ -115,7 +144,7 @@ def evaluate_person_search(
         cams = image_cameras(dataset_dicts)
         variants = [("search", False)] + ([("search_cross_camera", True)] if cross_camera else [])
         for task, cross in variants:
-            queries = prw_queries(dataset_dicts, cross_camera=cross)
+            queries = protocol_queries(dataset_dicts, protocol, cross_camera=cross)
             res = evaluate_search(gallery, query_embeds, queries, image_ids, image_cameras=cams, **common)
             search.append((task, res.metrics()))
             _warn_skipped(res, task)
