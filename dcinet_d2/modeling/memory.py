@@ -210,9 +210,10 @@ class FeatureDictionary(WholeStateMemory):
         n = int(self.num_filled.item())
         return self.feats[:n].clone(), self.pids[:n].clone()
 
-    def fill_ratio(self) -> float:
-        """Fraction of the slots that hold an entry, in [0, 1]."""
-        return float(self.num_filled.item()) / self.size
+    def fill_ratio(self) -> Tensor:
+        """Fraction of the slots that hold an entry, in [0, 1]: a 0-dim float tensor on the
+        buffers' device (reading it as a number is left to the caller, e.g. a periodic logger)."""
+        return self.num_filled.float() / self.size
 
     def _check(self, feats: Tensor, pids: Tensor) -> None:
         _check_rows(feats, pids, self.dim)

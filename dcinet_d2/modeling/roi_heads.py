@@ -17,7 +17,6 @@ written to the :class:`~detectron2.utils.events.EventStorage`. Inference: the fi
 they get a ``pred_embeds`` field.
 """
 import logging
-import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
@@ -31,6 +30,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 
 from ..data.identities import num_train_identities
+from ..utils.periodic_means import PeriodicMeans
 from .box_predictor import IoUAwareOutputLayers
 from .losses.criterion import ReIDCriterion
 
@@ -155,6 +155,7 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
         embed_head: nn.Module,
         criterion: nn.Module,
         embed_gt_boxes: bool = True,
+        metrics_period: int = 1,
         **kwargs,
     ):
         """
@@ -164,14 +165,21 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
             criterion: re-id criterion called as ``criterion(embeds, pids, image_ids) ->
                 (loss_dict, metrics)`` (:class:`ReIDCriterion`).
             embed_gt_boxes: also embed the ground-truth boxes of training images.
+            metrics_period: the criterion's metrics are averaged over this many training steps
+                on the device and written to the event storage at the steps ``i`` with
+                ``(i + 1) % metrics_period == 0`` (``MODEL.REID.METRICS_PERIOD``; 1: every step).
             kwargs: arguments of :class:`Res5ROIHeads` (``mask_head`` must be None).
         """
         super().__init__(**kwargs)
         if self.mask_on:
             raise ValueError("person search ROI heads have no mask branch (MODEL.MASK_ON)")
+        if metrics_period < 1:
+            raise ValueError(f"MODEL.REID.METRICS_PERIOD must be >= 1, got {metrics_period}")
         self.embed_head = embed_head
         self.criterion = criterion
         self.embed_gt_boxes = embed_gt_boxes
+        self.metrics_period = int(metrics_period)
+        self._metric_means = PeriodicMeans()
 
     @classmethod
     def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
@@ -193,6 +201,7 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
         )
         ret["criterion"] = build_reid_criterion(cfg)
         ret["embed_gt_boxes"] = cfg.MODEL.REID.EMBED_GT_BOXES
+        ret["metrics_period"] = cfg.MODEL.REID.METRICS_PERIOD
         return ret
 
     @classmethod
@@ -313,8 +322,9 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
                 # gt boxes to the proposals) is embedded once, as that proposal.
                 same = props.proposal_boxes.tensor[fg][:, None, :] == tgt.gt_boxes.tensor[None]
                 missing = ~same.all(dim=2).any(dim=0)  # [num_gt]
-                g = int(missing.sum())
-                parts.append(tgt.gt_boxes[missing])
+                missing_boxes = tgt.gt_boxes[missing]
+                g = len(missing_boxes)  # a shape: no second read of the mask
+                parts.append(missing_boxes)
                 reid_parts.append(fg.new_ones(g))
                 pid_parts.append(tgt.gt_pids[missing])
             boxes.append(Boxes.cat(parts) if len(parts) > 1 else parts[0])
@@ -333,13 +343,15 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
 
     def _reid_losses(self, embeds: Tensor, pids: Tensor, image_ids: Tensor) -> Dict[str, Tensor]:
         """Run the criterion (always, also with no embedding: it is collective under DDP) and
-        write its metrics to the event storage."""
+        log its metrics: averaged on the device over ``metrics_period`` steps, then written to
+        the event storage (mean over the steps where each was defined) with one read."""
         loss_dict, metrics = self.criterion(embeds, pids, image_ids)
+        self._metric_means.add({**metrics, "reid/num_embeds": float(embeds.shape[0])})
         storage = get_event_storage()
-        for name, value in metrics.items():
-            if math.isfinite(value):
-                storage.put_scalar(name, value)
-        storage.put_scalar("reid/num_embeds", float(embeds.shape[0]))
+        if (storage.iter + 1) % self.metrics_period == 0:
+            means = self._metric_means.pop_means()
+            if means:
+                storage.put_scalars(**means, smoothing_hint=self.metrics_period == 1)
         return loss_dict
 
 

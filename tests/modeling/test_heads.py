@@ -38,6 +38,7 @@ SMALL_DCINET = os.path.join("configs", "synthetic", "dcinet_small.yaml")
 def _cpu_cfg(config_file):
     """Config reduced for a CPU; the ResNet-50 paper configs also get few ROIs."""
     cfg = load_cfg(config_file)
+    cfg.MODEL.REID.METRICS_PERIOD = 1  # these tests read every step's re-id metrics
     if config_file in paper_config_files() or config_file.endswith("Base-DCINet-C4.yaml"):
         return reduce_for_cpu(cfg, rois_per_image=16, test_proposals=20)
     return reduce_for_cpu(cfg)
@@ -263,7 +264,7 @@ def test_forward_backward_of_every_config(config_file):
 
 @pytest.mark.parametrize("config_file", [SMALL_INET, SMALL_DCINET])
 def test_every_gt_box_and_sampled_foreground_proposal_is_embedded(config_file):
-    cfg = reduce_for_cpu(load_cfg(config_file))
+    cfg = _cpu_cfg(config_file)
     cfg.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT = False  # no gt box among the proposals
     model = build_test_model(cfg).train()
     batch = make_pair_batch()
@@ -340,7 +341,7 @@ def test_res5_norm_key_sets_the_norm_of_the_roi_head_blocks_only(res5_norm, expe
 def test_training_on_one_batch_pulls_the_pairs_together(config_file):
     """The re-id gradients train the embeddings: on a fixed batch, the embeddings of an identity
     in the two images of a pair become similar, those of other persons dissimilar."""
-    model = build_test_model(reduce_for_cpu(load_cfg(config_file))).train()
+    model = build_test_model(_cpu_cfg(config_file)).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batch = make_pair_batch()
     torch.manual_seed(0)  # proposal sampling and the random part of the HEP pools
@@ -363,7 +364,7 @@ def test_training_on_one_batch_pulls_the_pairs_together(config_file):
 
 @pytest.mark.parametrize("config_file", [SMALL_INET, SMALL_DCINET])
 def test_batch_without_any_person_still_calls_the_criterion(config_file):
-    cfg = reduce_for_cpu(load_cfg(config_file))
+    cfg = _cpu_cfg(config_file)
     model = build_test_model(cfg).train()
     batch = make_pair_batch([{"boxes": [], "pids": []}, {"boxes": [], "pids": []}])
     with EventStorage() as storage:
@@ -377,6 +378,37 @@ def test_batch_without_any_person_still_calls_the_criterion(config_file):
     for _, buf in model.roi_heads.named_buffers():
         if buf.is_floating_point():
             assert torch.isfinite(buf).all()  # no statistics computed over nothing
+
+
+def test_reid_metrics_are_averaged_over_the_period_and_written_once():
+    """MODEL.REID.METRICS_PERIOD 2: nothing is written at step 0; at step 1 each metric is the
+    mean of the two steps' values (read from the dictionary after each step), written once."""
+    cfg = reduce_for_cpu(load_cfg(SMALL_DCINET))
+    cfg.MODEL.REID.METRICS_PERIOD = 2
+    model = build_test_model(cfg).train()
+    dictionary = model.roi_heads.criterion.dictionary
+    filled = []
+    with EventStorage() as storage, torch.no_grad():
+        model(make_pair_batch())
+        filled.append(int(dictionary.num_filled))
+        assert not [k for k in storage.histories() if k.startswith("reid/")]
+        storage.step()
+        model(make_pair_batch())
+        filled.append(int(dictionary.num_filled))
+        assert filled[1] < dictionary.size  # no wrap-around: the fill counts every embedding
+        histories = storage.histories()
+        assert len(histories["reid/dict_fill"].values()) == 1
+        assert histories["reid/dict_fill"].latest() == pytest.approx(
+            (filled[0] + filled[1]) / 2 / dictionary.size)
+        assert histories["reid/num_embeds"].latest() == pytest.approx(filled[1] / 2)
+        assert storage.smoothing_hints()["reid/dict_fill"] is False  # already a mean
+
+
+def test_metrics_period_must_be_positive():
+    cfg = reduce_for_cpu(load_cfg(SMALL_INET))
+    cfg.MODEL.REID.METRICS_PERIOD = 0
+    with pytest.raises(ValueError, match="MODEL.REID.METRICS_PERIOD must be >= 1, got 0"):
+        build_test_model(cfg)
 
 
 # ------------------------------------------------------------------------------ checkpoints

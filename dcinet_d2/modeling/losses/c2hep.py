@@ -8,7 +8,7 @@ classes of an anchor are the centres most similar to it.
 Only torch is used (no Detectron2).
 """
 import logging
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -86,7 +86,7 @@ class C2HEPLoss(nn.Module):
 
     def forward(
         self, embeds: Tensor, pids: Tensor, image_ids: Tensor
-    ) -> Tuple[Tensor, Dict[str, float]]:
+    ) -> Tuple[Tensor, Dict[str, Union[float, Tensor]]]:
         """C2HEP loss of a batch of pairs, with the centre initialisation and update of the step.
 
         Args:

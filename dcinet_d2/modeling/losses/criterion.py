@@ -5,8 +5,7 @@ for ablations, and OIM (the field's baseline, :mod:`.oim`) can replace them for 
 Only torch is used (no Detectron2): the ROI heads call it and report its metrics.
 """
 import logging
-import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -171,7 +170,7 @@ class ReIDCriterion(nn.Module):
 
     def forward(
         self, embeds: Tensor, pids: Tensor, image_ids: Tensor
-    ) -> Tuple[Dict[str, Tensor], Dict[str, float]]:
+    ) -> Tuple[Dict[str, Tensor], Dict[str, Union[float, Tensor]]]:
         """Re-id losses of one batch.
 
         Args:
@@ -184,13 +183,17 @@ class ReIDCriterion(nn.Module):
             loss_dict: ``loss_olp`` / ``loss_hep`` / ``loss_c2hep`` / ``loss_oim`` (the selected),
                 0-dim float32 tensors already multiplied by their weights; zero but connected
                 to the graph when undefined (e.g. no labelled person).
-            metrics: python floats for logging: ``reid/num_labelled``, ``reid/num_unlabelled``,
+            metrics: for logging, Python floats (the counts and sizes, known to the host) or
+                0-dim tensors left on the device (similarities, accuracies, fill ratios: reading
+                them every step would make the host wait for the device; see
+                :class:`~dcinet_d2.utils.periodic_means.PeriodicMeans`):
+                ``reid/num_labelled``, ``reid/num_unlabelled``,
                 ``reid/dict_fill`` (after this step's enqueue), ``reid/olp_num_pairs``,
                 ``reid/olp_pos_sim``, ``reid/olp_neg_sim``, ``reid/hep_acc``,
                 ``reid/hep_pool_size``, ``reid/c2hep_acc``, ``reid/c2hep_pool_size``,
                 ``reid/oim_acc``, ``reid/oim_queue_fill``,
                 ``reid/pool_size`` (mean of the selected pool losses' mean pool sizes). A metric
-                that is undefined at this step (a mean over nothing) is left out.
+                that is undefined at this step (a mean over nothing) is NaN.
         """
         check_reid_inputs(embeds, pids, image_ids)
         if embeds.shape[1] != self.dim:
@@ -200,9 +203,10 @@ class ReIDCriterion(nn.Module):
         check_pid_range(pids, self.num_classes, collective=self.training)
 
         loss_dict: Dict[str, Tensor] = {}
-        metrics: Dict[str, float] = {
-            "reid/num_labelled": float((pids >= 0).sum()),
-            "reid/num_unlabelled": float((pids < 0).sum()),
+        labelled = (pids >= 0).sum()
+        metrics: Dict[str, Union[float, Tensor]] = {
+            "reid/num_labelled": labelled,
+            "reid/num_unlabelled": pids.numel() - labelled,
         }
         pool_sizes = []
         with torch.autocast(device_type=embeds.device.type, enabled=False):
@@ -238,7 +242,6 @@ class ReIDCriterion(nn.Module):
                 metrics["reid/dict_fill"] = self.dictionary.fill_ratio()
         if pool_sizes:
             metrics["reid/pool_size"] = sum(pool_sizes) / len(pool_sizes)
-        metrics = {k: v for k, v in metrics.items() if math.isfinite(v)}
         return loss_dict, metrics
 
     def extra_repr(self) -> str:

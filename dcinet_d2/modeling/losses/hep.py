@@ -17,7 +17,7 @@ Only torch is used (no Detectron2).
 """
 import logging
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -59,9 +59,7 @@ def hard_negative_identities(
     if num_hard <= 0 or anchor_feats.shape[0] == 0 or cand_feats.shape[0] == 0:
         return empty
     cand_pids = cand_pids.to(anchor_pids.device)
-    labelled = cand_pids >= 0
-    if not bool(labelled.any()):
-        return empty
+    labelled = cand_pids >= 0  # none labelled: no class, an empty top-0 below (no host read)
     classes, cand_class = torch.unique(cand_pids[labelled], sorted=True, return_inverse=True)
     cands = cand_feats.detach().float().to(anchor_feats.device)[labelled]
     sims = anchor_feats.detach().float() @ cands.t()  # [A, K']
@@ -148,7 +146,7 @@ def pooled_cross_entropy(
     scale: float,
     fill_from: Optional[Tensor] = None,
     generator: Optional[torch.Generator] = None,
-) -> Tuple[Tensor, Dict[str, float]]:
+) -> Tuple[Tensor, Dict[str, Union[float, Tensor]]]:
     """Softmax cross-entropy of each labelled embedding over the label pool of its pair.
 
     For pair ``k`` (images ``2k``, ``2k+1``) the pool P_k is :func:`build_label_pool` of the
@@ -172,24 +170,27 @@ def pooled_cross_entropy(
 
     Returns:
         loss: 0-dim float32 tensor.
-        stats: ``acc`` (fraction of labelled embeddings whose pool argmax is their identity),
-            ``pool_size`` (mean pool size over the pairs with a labelled embedding),
-            ``num_labelled``; the means are NaN when there is no labelled embedding.
+        stats: ``acc`` (fraction of labelled embeddings whose pool argmax is their identity; a
+            0-dim tensor left on the device), ``pool_size`` (mean pool size over the pairs with
+            a labelled embedding) and ``num_labelled`` (Python floats); the means are NaN when
+            there is no labelled embedding.
     """
     check_reid_inputs(embeds, pids, image_ids)
     num_classes = class_vectors.shape[0]
     labelled = pids >= 0
-    num_labelled = int(labelled.sum())
+    labelled_pids = pids[labelled]
+    num_labelled = labelled_pids.numel()  # a shape, known to the host after the indexing
     if num_labelled == 0:
         loss = embeds.sum() * 0.0 + class_vectors.sum() * 0.0
-        return loss, {"acc": math.nan, "pool_size": math.nan, "num_labelled": 0.0}
-    if int(pids.max()) >= num_classes:
-        raise ValueError(f"identity {int(pids.max())} >= num_classes {num_classes}")
+        nan = embeds.new_full((), math.nan, dtype=torch.float32)
+        return loss, {"acc": nan, "pool_size": math.nan, "num_labelled": 0.0}
+    if int(labelled_pids.max()) >= num_classes:
+        raise ValueError(f"identity {int(labelled_pids.max())} >= num_classes {num_classes}")
 
     x = embeds.float()
     pair_ids = image_ids // 2
     total = x.new_zeros(())
-    correct = 0
+    correct = x.new_zeros((), dtype=torch.long)
     pool_sizes = []
     for pair in torch.unique(pair_ids[labelled]).tolist():
         rows = labelled & (pair_ids == pair)
@@ -200,11 +201,11 @@ def pooled_cross_entropy(
         logits = scale * xa @ class_vectors[pool].float().t()  # [A, P]
         target = torch.searchsorted(pool, ya)
         total = total + F.cross_entropy(logits, target, reduction="sum")
-        correct += int((logits.detach().argmax(dim=1) == target).sum())
+        correct = correct + (logits.detach().argmax(dim=1) == target).sum()
         pool_sizes.append(pool.numel())
     loss = total / num_labelled
     stats = {
-        "acc": correct / num_labelled,
+        "acc": correct / num_labelled,  # a 0-dim tensor: no host synchronisation
         "pool_size": float(sum(pool_sizes)) / len(pool_sizes),
         "num_labelled": float(num_labelled),
     }
@@ -255,7 +256,7 @@ class HEPLoss(nn.Module):
         image_ids: Tensor,
         dict_feats: Tensor,
         dict_pids: Tensor,
-    ) -> Tuple[Tensor, Dict[str, float]]:
+    ) -> Tuple[Tensor, Dict[str, Union[float, Tensor]]]:
         """HEP loss of a batch of pairs.
 
         Args:

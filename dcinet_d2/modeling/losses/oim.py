@@ -90,7 +90,8 @@ class OIMLoss(WholeStateMemory):
             loss: 0-dim float32 tensor (zero, connected to the graph, without a labelled
                 embedding).
             stats: ``acc`` (labelled embeddings whose arg-max row is their own table row; NaN
-                without any), ``num_labelled``, ``queue_fill``.
+                without any) and ``queue_fill``, 0-dim tensors left on the device;
+                ``num_labelled``, a Python float.
         """
         check_reid_inputs(embeds, pids, image_ids)
         if embeds.shape[1] != self.dim:
@@ -100,17 +101,17 @@ class OIMLoss(WholeStateMemory):
             raise ValueError(f"identity {int(pids.max())} >= num_classes {self.num_classes}")
         x = embeds.float()
         labelled = pids >= 0
-        num_labelled = int(labelled.sum())
+        target = pids[labelled]
+        num_labelled = target.numel()  # a shape, known to the host after the indexing
         queue_feats, _ = self.queue.entries()
         if num_labelled:
             rows = torch.cat([self.lut, queue_feats.to(self.lut.device)]).to(x.device)
             logits = self.scale * x[labelled] @ rows.t()  # [L, C + Q']
-            target = pids[labelled]
             loss = F.cross_entropy(logits, target)
-            acc = float((logits.detach().argmax(dim=1) == target).float().mean())
+            acc = (logits.detach().argmax(dim=1) == target).float().mean()
         else:
             loss = embeds.sum() * 0.0
-            acc = math.nan
+            acc = x.new_full((), math.nan)
         if self.training:
             feats_all, pids_all = all_gather_rows(x.detach(), pids)
             momentum_update_in_order(self.lut, feats_all, pids_all, self.momentum)

@@ -14,7 +14,7 @@ Only torch is used (no Detectron2).
 """
 import logging
 import math
-from typing import Dict, Tuple
+from typing import Dict, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +57,7 @@ def olp_loss(
     dict_pids: Tensor,
     scale: float,
     term_weight: str = "pair",
-) -> Tuple[Tensor, Dict[str, float]]:
+) -> Tuple[Tensor, Dict[str, Union[float, Tensor]]]:
     """OLP loss of one batch of Siamese pairs.
 
     Images ``2k`` and ``2k+1`` of the batch form pair ``k``: the partner image of an embedding
@@ -97,8 +97,9 @@ def olp_loss(
 
     Returns:
         loss: 0-dim float32 tensor.
-        stats: ``num_terms`` (m), ``num_anchors``, ``pos_sim`` (mean a.p over the terms) and
-            ``neg_sim`` (mean a.n over the anchors' negatives); the means are NaN when undefined.
+        stats: ``num_terms`` (m) and ``num_anchors`` (Python floats), ``pos_sim`` (mean a.p over
+            the terms) and ``neg_sim`` (mean a.n over the anchors' negatives), 0-dim tensors left
+            on the device; the means are NaN when undefined.
     """
     if scale <= 0:
         raise ValueError(f"scale must be > 0, got {scale}")
@@ -123,7 +124,8 @@ def olp_loss(
     anchor_idx, pos_idx = pos_mask.nonzero(as_tuple=True)
     num_terms = int(anchor_idx.numel())
     if num_terms == 0:
-        stats = {"num_terms": 0.0, "num_anchors": 0.0, "pos_sim": math.nan, "neg_sim": math.nan}
+        nan = x.new_full((), math.nan)
+        stats = {"num_terms": 0.0, "num_anchors": 0.0, "pos_sim": nan, "neg_sim": nan}
         return embeds.sum() * 0.0, stats
 
     # Distinct anchors, and for every term the row of its anchor.
@@ -148,13 +150,13 @@ def olp_loss(
         weight = 1.0 / torch.bincount(group).to(terms.dtype)[group]  # [T]
         loss = (weight * terms).sum() / weight.sum()
 
-    with torch.no_grad():
-        num_neg = int(neg_mask.sum())
+    with torch.no_grad():  # statistics stay on the device (no host synchronisation)
         stats = {
             "num_terms": float(num_terms),
             "num_anchors": float(anchors.numel()),
-            "pos_sim": float(pos_sim.mean()),
-            "neg_sim": float(neg_sim[neg_mask].sum() / num_neg) if num_neg else math.nan,
+            "pos_sim": pos_sim.mean(),
+            # 0 / 0 = NaN without any negative
+            "neg_sim": (neg_sim * neg_mask).sum() / neg_mask.sum(),
         }
     return loss, stats
 
@@ -184,7 +186,7 @@ class OLPLoss(nn.Module):
         image_ids: Tensor,
         dict_feats: Tensor,
         dict_pids: Tensor,
-    ) -> Tuple[Tensor, Dict[str, float]]:
+    ) -> Tuple[Tensor, Dict[str, Union[float, Tensor]]]:
         """See :func:`olp_loss` for the arguments and the outputs."""
         return olp_loss(
             embeds, pids, image_ids, dict_feats, dict_pids, self.scale, self.term_weight
