@@ -10,7 +10,9 @@ configs/synthetic/{inet,dcinet}_small.yaml with MODEL.REID.LOSSES overridden, ev
 CUHK-SYSU protocol (gallery 100, 70 queries). Per run the table reads:
 - search mAP / top-1 of the learned embeddings;
 - search mAP / top-1 of colour histograms of the *same detections*
-  (dcinet_d2.evaluation.colour_baseline), so learned and hand-crafted features meet on equal boxes;
+  (dcinet_d2.evaluation.colour_baseline, weighted by the detection score as the model weighs its
+  embeddings, MODEL.REID.EMBED_SCORE_POWER), so learned and hand-crafted features meet on equal
+  boxes with equal help from the detector;
 - detection AP;
 - the re-id probe (tools/reid_probe.py on the test set's ground-truth boxes: unseen identities,
   detection plays no part): mAP and rank-1.

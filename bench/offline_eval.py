@@ -1,5 +1,6 @@
 """Shared glue of the offline measurements on a saved predictions file
-(``containment_suppression.py``, ``detection_oracle.py``, ``soft_nms.py``): their command line,
+(``containment_suppression.py``, ``detection_oracle.py``, ``soft_nms.py``,
+``score_weighted_similarity.py``): their command line,
 and the protocol on a modified gallery."""
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ class SavedPredictions:
         """The file's gallery with ``change(entry)`` applied to every image's entry."""
         return {k: change(v) for k, v in self.predictions["gallery"].items()}
 
-    def evaluate(self, gallery: dict) -> dict:
-        """The protocol's search and detection metrics with ``gallery`` in place of the file's."""
+    def evaluate(self, gallery: dict, queries: dict | None = None) -> dict:
+        """The protocol's search and detection metrics with ``gallery`` (and ``queries``, when
+        given) in place of the file's."""
         return evaluate_person_search(
-            self.dicts, {"gallery": gallery, "queries": self.predictions["queries"]},
+            self.dicts, {"gallery": gallery, "queries": queries or self.predictions["queries"]},
             protocol=self.meta.protocol, root=getattr(self.meta, "root", None),
             gallery_size=self.gallery_size)
 

@@ -120,6 +120,7 @@ def histogram_predictions(
     predictions: Mapping[str, Any],
     dataset_dicts: Sequence[Mapping[str, Any]],
     read_image: Optional[Callable[[str], np.ndarray]] = None,
+    score_power: Optional[float] = None,
 ) -> Dict[str, Any]:
     """The same detections with colour-histogram embeddings (gallery and queries).
 
@@ -127,26 +128,33 @@ def histogram_predictions(
         predictions: validated predictions (numpy, see :mod:`.predictions`) of the test set.
         dataset_dicts: the test set's dicts (``file_name``, ``image_id``, ``queries``).
         read_image: ``path -> [H, W, 3] uint8 RGB`` (default: PIL).
+        score_power: each gallery histogram is multiplied by its detection's score to this
+            power, as the model weighs its own embeddings (``MODEL.REID.EMBED_SCORE_POWER``), so
+            that both rank with the same help from the detector. Default: the predictions'
+            ``meta["embed_score_power"]``, 0 when absent (unit histograms).
 
     Returns:
         A predictions dict with the same image ids, boxes and scores, ``meta.embedding =
         "colour_histogram"``.
     """
     read = read_image or _read_rgb
+    if score_power is None:
+        score_power = float(predictions.get("meta", {}).get("embed_score_power", 0.0))
     files = _file_of(dataset_dicts)
     gallery = {}
     for image_id, entry in predictions["gallery"].items():
         if image_id not in files:
             raise ValueError(f"predictions image {image_id!r} is not in the dataset")
         boxes = np.asarray(entry["boxes"], dtype=np.float32).reshape(-1, 4)
+        scores = np.asarray(entry["scores"], dtype=np.float32).reshape(-1)
         image = read(files[image_id]) if len(boxes) else None
-        gallery[image_id] = {
-            "boxes": boxes,
-            "scores": np.asarray(entry["scores"], dtype=np.float32).reshape(-1),
-            "embeds": _histograms(image, boxes),
-        }
+        embeds = _histograms(image, boxes)
+        if score_power:
+            embeds = embeds * (scores[:, None] ** np.float32(score_power))
+        gallery[image_id] = {"boxes": boxes, "scores": scores, "embeds": embeds}
     return {"gallery": gallery, "queries": _query_embeds(dataset_dicts, read),
-            "meta": {"embedding": "colour_histogram", "boxes": "detections"}}
+            "meta": {"embedding": "colour_histogram", "boxes": "detections",
+                     "embed_score_power": float(score_power)}}
 
 
 def ground_truth_predictions(

@@ -213,6 +213,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
         cbgm_k1: int = 10,
         cbgm_k2: int = 3,
         distributed: bool = True,
+        embed_score_power: float = 0.0,
     ):
         """
         Args:
@@ -222,6 +223,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
             det_thresh, gallery_size, gallery_size_curve, cross_camera, cbgm, cbgm_k1, cbgm_k2:
                 as ``cfg.TEST.PERSON_SEARCH.*`` (see ``dcinet_d2/config.py``).
             distributed: gather from all processes (set False to evaluate each process's share).
+            embed_score_power: the model's ``MODEL.REID.EMBED_SCORE_POWER`` (its detection
+                embeddings are scaled by ``score ** power``), recorded in the predictions file's
+                ``meta`` so that a baseline on the same boxes can be weighted alike.
         """
         self._dataset_name = dataset_name
         self._output_dir = output_dir
@@ -231,6 +235,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
         self._cross_camera = bool(cross_camera)
         self._cbgm = CBGMParams(int(cbgm_k1), int(cbgm_k2)) if cbgm else None
         self._distributed = distributed
+        self._embed_score_power = float(embed_score_power)
         meta = MetadataCatalog.get(dataset_name)
         self._protocol = getattr(meta, "protocol", None)
         if self._protocol not in PROTOCOLS:
@@ -257,6 +262,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
             cbgm_k1=ps.CBGM_K1,
             cbgm_k2=ps.CBGM_K2,
             distributed=distributed,
+            embed_score_power=cfg.MODEL.REID.EMBED_SCORE_POWER if "REID" in cfg.MODEL else 0.0,
         )
 
     def reset(self) -> None:
@@ -317,13 +323,12 @@ class PersonSearchEvaluator(DatasetEvaluator):
             logger.warning("[PersonSearchEvaluator] did not receive valid predictions.")
             return {}
 
-        predictions = validate_predictions({"gallery": gallery, "queries": queries})
+        meta = {"dataset": self._dataset_name, "det_thresh": self._det_thresh,
+                "embed_score_power": self._embed_score_power}
+        predictions = validate_predictions({"gallery": gallery, "queries": queries, "meta": meta})
         if self._output_dir:
             path = os.path.join(self._output_dir, PREDICTIONS_FILE)
-            save_predictions(
-                path, predictions["gallery"], predictions["queries"],
-                meta={"dataset": self._dataset_name, "det_thresh": self._det_thresh},
-            )
+            save_predictions(path, predictions["gallery"], predictions["queries"], meta=meta)
             logger.info("Saved person-search predictions to %s", path)
 
         results = evaluate_person_search(

@@ -5,10 +5,14 @@ Format (stable; a dict saved with ``torch.save``, loadable with ``torch.load(...
     {
       "gallery": {image_id: {"boxes":  float32 tensor [n, 4]  x1, y1, x2, y2 in original image pixels,
                              "scores": float32 tensor [n]     detection probabilities in [0, 1],
-                             "embeds": float32 tensor [n, D]  L2-normalised}},
+                             "embeds": float32 tensor [n, D]  L2-normalised (*)}},
       "queries": {query_id: {"embed": float32 tensor [D]  L2-normalised}},
       "meta":    {...}   # optional, free-form (str / int / float / bool / list values)
     }
+
+(*) With ``meta["embed_score_power"] = p > 0`` (a model with ``MODEL.REID.EMBED_SCORE_POWER``
+p), each gallery embedding is a unit vector times its score to the power p: its norm is
+``score ** p``, and the protocol's dot products rank by ``score ** p * cosine``.
 
 ``image_id`` is the image file name as in the dataset (``s15535.jpg``, ``c1s1_000151.jpg``);
 ``query_id`` the 0-based official query index (an ``int``). Every test image must have an entry
@@ -60,15 +64,23 @@ def _array(value: Any, where: str) -> np.ndarray:
     raise PredictionsFormatError(f"{where}: expected a tensor or numpy array, got {type(value).__name__}")
 
 
-def _check_norms(embeds: np.ndarray, where: str, tol: float) -> None:
+def _check_norms(embeds: np.ndarray, where: str, tol: float, scores: Optional[np.ndarray] = None,
+                 score_power: float = 0.0) -> None:
+    """Unit norms; with ``score_power`` p > 0, norms ``scores ** p`` (score-weighted embeddings)."""
     if embeds.size == 0:
         return
     norms = np.linalg.norm(embeds.astype(np.float64), axis=-1).reshape(-1)
-    bad = np.flatnonzero(np.abs(norms - 1.0) > tol)
+    expected = 1.0 if not score_power else scores.astype(np.float64) ** score_power
+    bad = np.flatnonzero(np.abs(norms - expected) > tol)
     if bad.size:
+        i = int(bad[0])
+        what = ("L2-normalised (|norm - 1|" if not score_power else
+                f"unit vectors times score ** {score_power:g} (meta embed_score_power; "
+                f"|norm - score ** {score_power:g}|")
+        wanted = "" if not score_power else f", expected {float(np.asarray(expected)[i]):.6g}"
         raise PredictionsFormatError(
-            f"{where}: embeddings must be L2-normalised (|norm - 1| <= {tol}); "
-            f"row {int(bad[0])} has norm {norms[bad[0]]:.6g} ({bad.size} such rows)"
+            f"{where}: embeddings must be {what} <= {tol}); "
+            f"row {i} has norm {norms[i]:.6g}{wanted} ({bad.size} such rows)"
         )
 
 
@@ -92,7 +104,8 @@ def validate_predictions(predictions: Any, *, norm_tolerance: float = NORM_TOLER
 
     Args:
         predictions: the dict described in the module docstring (tensors or numpy arrays).
-        norm_tolerance: allowed ``|norm - 1|`` of every embedding.
+        norm_tolerance: allowed ``|norm - 1|`` of every embedding (``|norm - score ** p|`` for a
+            gallery embedding when ``meta["embed_score_power"]`` is p > 0).
 
     Returns:
         ``{"gallery": {image_id: {"boxes", "scores", "embeds"}}, "queries": {query_id: {"embed"}},
@@ -115,6 +128,9 @@ def validate_predictions(predictions: Any, *, norm_tolerance: float = NORM_TOLER
     if not isinstance(meta, Mapping):
         raise PredictionsFormatError("predictions['meta'] must be a dict")
     _check_meta(meta, "meta")
+    score_power = meta.get("embed_score_power", 0.0)
+    if isinstance(score_power, bool) or not isinstance(score_power, (int, float)) or not score_power >= 0:
+        raise PredictionsFormatError(f"meta['embed_score_power'] must be a number >= 0, got {score_power!r}")
 
     dims: dict[int, str] = {}
     gallery = {}
@@ -156,7 +172,7 @@ def validate_predictions(predictions: Any, *, norm_tolerance: float = NORM_TOLER
             raise PredictionsFormatError(f"{where}['boxes']: boxes must be x1, y1, x2, y2 with x2 >= x1, y2 >= y1")
         if n:
             dims.setdefault(embeds.shape[1], where)
-        _check_norms(embeds, f"{where}['embeds']", norm_tolerance)
+        _check_norms(embeds, f"{where}['embeds']", norm_tolerance, scores, float(score_power))
         gallery[image_id] = {"boxes": boxes, "scores": scores, "embeds": embeds}
 
     queries = {}

@@ -53,6 +53,12 @@ def add_model_config(cfg: CN) -> CN:
     # res5 pass on the final boxes ("boxes"). Ours; DC-I-Net always embeds the final boxes with
     # its own re-id module.
     cfg.MODEL.REID.INET_EMBED_DETECTIONS_FROM = "proposals"
+    # Ours (the paper searches with unit embeddings): at inference each detection's embedding is
+    # multiplied by its detection score to this power, so that the dot product a search ranks by
+    # is score^p * cosine and a box the detector doubts (part of a person, a duplicate) falls
+    # behind a confident one (the idea of NAE's norm-aware embeddings). Queries given as boxes
+    # stay unit vectors. 0 = off (unit embeddings).
+    cfg.MODEL.REID.EMBED_SCORE_POWER = 0.0
 
     # ------------------------------------------------------------------------- identities
     # Number C of labelled training identities (pids 0..C-1). 0 = read it from

@@ -2,9 +2,10 @@
 
 Training is the ``GeneralizedRCNN`` forward on Siamese batches (images ``2k`` and ``2k+1`` form a
 pair; the ROI heads compute the re-id losses). Inference returns, per image, ``instances`` with
-``pred_boxes``, ``scores``, ``pred_classes`` and ``pred_embeds`` (``[N, D]``, unit norm) in the
-original image coordinates and, for an input carrying ``queries``, ``query_embeds`` (``[Q, D]``,
-in the order of ``queries``), all from one backbone pass.
+``pred_boxes``, ``scores``, ``pred_classes`` and ``pred_embeds`` (``[N, D]``: unit vectors times
+``scores ** MODEL.REID.EMBED_SCORE_POWER``, so unit norm by default) in the original image
+coordinates and, for an input carrying ``queries``, ``query_embeds`` (``[Q, D]``, unit norm, in
+the order of ``queries``), all from one backbone pass.
 """
 import logging
 from typing import Dict, List, Optional, Sequence
@@ -12,6 +13,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor
 
+from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList, Instances
 
@@ -29,6 +31,19 @@ class PersonSearchRCNN(GeneralizedRCNN):
     :class:`~dcinet_d2.modeling.roi_heads.DCINetROIHeads`.
     """
 
+    @configurable
+    def __init__(self, *, embed_score_power: float = 0.0, **kwargs):
+        """
+        Args:
+            embed_score_power: p >= 0; at inference each detection's embedding is multiplied by
+                its score to the power p (``MODEL.REID.EMBED_SCORE_POWER``; 0: unit embeddings).
+            kwargs: arguments of :class:`GeneralizedRCNN`.
+        """
+        super().__init__(**kwargs)
+        if not embed_score_power >= 0:
+            raise ValueError(f"MODEL.REID.EMBED_SCORE_POWER must be >= 0, got {embed_score_power}")
+        self.embed_score_power = float(embed_score_power)
+
     @classmethod
     def from_config(cls, cfg) -> dict:
         ret = super().from_config(cfg)
@@ -37,6 +52,7 @@ class PersonSearchRCNN(GeneralizedRCNN):
                 f"PersonSearchRCNN needs person search ROI heads (INetROIHeads or DCINetROIHeads), "
                 f"got MODEL.ROI_HEADS.NAME = {cfg.MODEL.ROI_HEADS.NAME!r}"
             )
+        ret["embed_score_power"] = cfg.MODEL.REID.EMBED_SCORE_POWER
         return ret
 
     def forward(self, batched_inputs: List[Dict]) -> object:
@@ -76,8 +92,9 @@ class PersonSearchRCNN(GeneralizedRCNN):
 
         Returns:
             With ``do_postprocess``: one dict per image, ``{"instances": Instances}`` with
-            ``pred_boxes``, ``scores``, ``pred_classes``, ``pred_embeds`` ``[N, D]``; plus
-            ``"query_embeds"`` ``[Q, D]`` for an input with ``queries``.
+            ``pred_boxes``, ``scores``, ``pred_classes``, ``pred_embeds`` ``[N, D]`` (times
+            ``scores ** embed_score_power``); plus ``"query_embeds"`` ``[Q, D]`` (unit norm) for
+            an input with ``queries``.
         """
         assert not self.training
         images = self.preprocess_image(batched_inputs)
@@ -91,6 +108,10 @@ class PersonSearchRCNN(GeneralizedRCNN):
         else:
             detected_instances = [x.to(self.device) for x in detected_instances]
             results = self.roi_heads.forward_with_given_boxes(features, detected_instances)
+        if self.embed_score_power:
+            for r in results:
+                if r.has("scores"):
+                    r.pred_embeds = r.pred_embeds * r.scores[:, None].pow(self.embed_score_power)
         if not do_postprocess:
             return results
 

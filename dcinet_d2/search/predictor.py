@@ -92,6 +92,9 @@ def inference_config(weights: str, config_file: str | None = None,
         cfg.MODEL.REID.NUM_IDS = num_ids or 1
     cfg.MODEL.WEIGHTS = weights
     cfg.DATASETS.TRAIN = ()
+    # The gallery index holds unit embeddings and ranks by cosine (dcinet_d2.search.index checks
+    # the norms): the score weighting of the protocol's evaluation is not applied to footage.
+    cfg.MODEL.REID.EMBED_SCORE_POWER = 0.0
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()

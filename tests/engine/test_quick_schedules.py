@@ -6,6 +6,7 @@ import os
 import pytest
 
 from dcinet_d2.engine import PersonSearchTrainer
+from dcinet_d2.evaluation.predictions import load_predictions
 
 from .common import quick_cfg
 
@@ -33,5 +34,8 @@ def test_instant_schedule_trains_and_evaluates(name, tmp_path):
     assert set(metrics["search"]) == {"mAP", "top1", "top5", "top10"}
     assert set(metrics["detection"]) >= {"recall", "AP"}
     assert all(0.0 <= v <= 100.0 for task in ("search", "detection") for v in metrics[task].values())
-    assert os.path.isfile(os.path.join(out, "person_search_predictions.pth"))
+    # the small configs search by score times cosine: the file says so, and its gallery
+    # embeddings have norm score ** power (checked when it is loaded)
+    saved = load_predictions(os.path.join(out, "person_search_predictions.pth"))
+    assert saved["meta"]["embed_score_power"] == cfg.MODEL.REID.EMBED_SCORE_POWER == 1.0
     assert os.path.isfile(os.path.join(str(tmp_path), "model_final.pth"))

@@ -93,6 +93,22 @@ def test_predictions_keep_boxes_and_replace_embeddings():
                               dataset(), read_image=read)
 
 
+def test_histograms_weighted_by_score_as_the_model_weighs_its_embeddings():
+    read = lambda path: image_4x2()  # noqa: E731
+    entry = {"boxes": np.array([[0, 0, 2, 4]], np.float32), "scores": np.array([0.25], np.float32),
+             "embeds": np.array([[0.25] + [0.0] * 7], np.float32)}
+    learned = {"gallery": {"a.jpg": entry}, "queries": {0: {"embed": np.ones(8, np.float32)}},
+               "meta": {"embed_score_power": 2.0}}
+    hist = histogram_predictions(learned, dataset(), read_image=read)  # power from the meta
+    np.testing.assert_allclose(hist["gallery"]["a.jpg"]["embeds"][0], expected_4x2() / 16,
+                               atol=1e-7)  # 0.25 ** 2
+    assert hist["meta"]["embed_score_power"] == 2.0
+    unit = histogram_predictions(learned, dataset(), read_image=read, score_power=0.0)
+    np.testing.assert_allclose(unit["gallery"]["a.jpg"]["embeds"][0], expected_4x2(), atol=1e-7)
+    # the queries stay unit vectors
+    np.testing.assert_allclose(np.linalg.norm(hist["queries"][0]["embed"]), 1.0, atol=1e-6)
+
+
 def test_false_detection_stats_by_hand():
     from dcinet_d2.evaluation.diagnostics import box_iou_matrix, false_detection_stats
 

@@ -118,7 +118,7 @@ def test_prw_evaluator(tmp_path):
     saved = torch.load(str(tmp_path / PREDICTIONS_FILE), weights_only=True)
     assert saved["gallery"]["f.jpg"]["scores"].tolist() == pytest.approx([0.9])
     assert saved["queries"][0]["embed"].tolist() == E1
-    assert saved["meta"] == {"dataset": name, "det_thresh": 0.5}
+    assert saved["meta"] == {"dataset": name, "det_thresh": 0.5, "embed_score_power": 0.0}
     with open(tmp_path / METRICS_FILE) as f:
         assert_results(json.load(f), PRW_EXPECTED)
 

@@ -90,11 +90,28 @@ def mutate(fn):
         (lambda p: p["gallery"].update({3: p["gallery"]["s2.jpg"]}), "image ids must be file names (str), got int"),
         (lambda p: p.update(meta={"thresholds": [0.5, np.float32(0.7)]}),
          "meta['thresholds'][1]: expected str, int, float, bool, None, list or dict, got float32"),
+        (lambda p: p.update(meta={"embed_score_power": -1.0}),
+         "meta['embed_score_power'] must be a number >= 0, got -1.0"),
+        # unit gallery embeddings while the meta says they are weighted by score ** 1
+        (lambda p: p.update(meta={"embed_score_power": 1.0}),
+         "gallery['s1.jpg']['embeds']: embeddings must be unit vectors times score ** 1 (meta "
+         "embed_score_power; |norm - score ** 1| <= 0.001); row 0 has norm 1, expected 0.9"),
     ],
 )
 def test_bad_content(change, message):
     with pytest.raises(PredictionsFormatError, match=re.escape(message)):
         validate_predictions(mutate(change))
+
+
+def test_score_weighted_gallery_embeddings_are_accepted():
+    """meta embed_score_power p: gallery norms score ** p (0.9 ** 2, 0.6 ** 2); queries unit."""
+    gallery, queries = good()
+    entry = gallery["s1.jpg"]
+    entry["embeds"] = entry["embeds"] * (entry["scores"] ** 2)[:, None]
+    out = validate_predictions({"gallery": gallery, "queries": queries,
+                                "meta": {"embed_score_power": 2.0}})
+    np.testing.assert_allclose(np.linalg.norm(out["gallery"]["s1.jpg"]["embeds"], axis=1),
+                               [0.81, 0.36], rtol=1e-6)
 
 
 def test_against_dataset():

@@ -71,8 +71,9 @@ def test_inference_outputs(config_file):
         for field in ("pred_boxes", "scores", "pred_classes", "pred_embeds"):
             assert inst.has(field), field
         assert inst.pred_embeds.shape == (len(inst), dim)
-        if len(inst):
-            torch.testing.assert_close(inst.pred_embeds.norm(dim=1), torch.ones(len(inst)))
+        if len(inst):  # unit vectors times score ** MODEL.REID.EMBED_SCORE_POWER
+            expected = inst.scores.pow(cfg.MODEL.REID.EMBED_SCORE_POWER)
+            torch.testing.assert_close(inst.pred_embeds.norm(dim=1), expected)
     assert "query_embeds" not in outputs[1]
     query_embeds = outputs[0]["query_embeds"]
     assert query_embeds.shape == (2, dim)
@@ -108,7 +109,7 @@ def test_embed_boxes_scales_original_to_input_coordinates(config_file):
 @pytest.mark.parametrize("config_file", small_config_files())
 def test_detections_embeddings_are_the_embeddings_of_the_final_boxes(config_file):
     # random weights: keep every detection after NMS, so that there are some to check
-    model, _ = _eval_model(config_file, score_thresh=0.0)
+    model, cfg = _eval_model(config_file, score_thresh=0.0)
     if hasattr(model.roi_heads, "embed_detections_from"):
         model.roi_heads.embed_detections_from = "boxes"  # I-Net: second res5 pass on the final boxes
     inputs = make_test_inputs()
@@ -117,8 +118,36 @@ def test_detections_embeddings_are_the_embeddings_of_the_final_boxes(config_file
         assert all(len(o["instances"]) > 0 for o in outputs)
         boxes = [o["instances"].pred_boxes.tensor for o in outputs]
         embedded = model.embed_boxes(inputs, boxes)
+    power = cfg.MODEL.REID.EMBED_SCORE_POWER  # detections: unit embeddings times score ** power
     for out, emb in zip(outputs, embedded):
-        torch.testing.assert_close(out["instances"].pred_embeds, emb, rtol=1e-4, atol=1e-5)
+        weighted = emb * out["instances"].scores[:, None].pow(power)
+        torch.testing.assert_close(out["instances"].pred_embeds, weighted, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("config_file", small_config_files())
+def test_embed_score_power_scales_each_detection_embedding_by_its_score(config_file):
+    model, _ = _eval_model(config_file, score_thresh=0.0)
+    inputs = make_test_inputs(queries=QUERIES)
+    with torch.no_grad():
+        model.embed_score_power = 0.0
+        unit = model(inputs)
+        model.embed_score_power = 2.0
+        weighted = model(inputs)
+    assert sum(len(o["instances"]) for o in unit) > 0
+    for u, w in zip(unit, weighted):
+        scores = u["instances"].scores
+        torch.testing.assert_close(w["instances"].scores, scores)
+        torch.testing.assert_close(w["instances"].pred_embeds,
+                                   u["instances"].pred_embeds * (scores * scores)[:, None])
+    # the queries (given boxes, no score) stay unit vectors
+    torch.testing.assert_close(weighted[0]["query_embeds"], unit[0]["query_embeds"])
+
+
+def test_embed_score_power_must_not_be_negative():
+    cfg = reduce_for_cpu(load_cfg(SMALL_INET))
+    cfg.MODEL.REID.EMBED_SCORE_POWER = -1.0
+    with pytest.raises(ValueError, match="MODEL.REID.EMBED_SCORE_POWER must be >= 0, got -1.0"):
+        build_test_model(cfg)
 
 
 def test_inet_embeds_detections_from_their_proposals():
