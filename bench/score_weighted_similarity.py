@@ -11,7 +11,8 @@ falls behind a confident box of equal similarity. Norm-aware embeddings (NAE, Ch
 build the same idea into the model. Detection metrics do not change (the scores are untouched).
 Per gamma, the search metrics of the learned embeddings and of colour histograms of the same
 boxes (dcinet_d2.evaluation.colour_baseline) weighted alike, so that both get the same help.
-gamma = 0 is the file as it is. Used for docs/reid_recipe.md; chosen on the validation split.
+gamma = 0 is unit embeddings (a file written with MODEL.REID.EMBED_SCORE_POWER p > 0 is made unit
+again first). Used for docs/reid_recipe.md; chosen on the validation split.
 """
 from __future__ import annotations
 
@@ -19,26 +20,34 @@ import numpy as np
 from offline_eval import SavedPredictions
 
 from dcinet_d2.evaluation.colour_baseline import histogram_predictions
+from dcinet_d2.evaluation.predictions import score_weighted
 
 GAMMAS = (0.0, 0.5, 1.0, 2.0, 4.0)
 
 
-def score_weighted(gallery: dict, gamma: float) -> dict:
-    """``gallery`` with every embedding multiplied by its detection score to the ``gamma``."""
+def score_weighted_gallery(gallery: dict, gamma: float, file_power: float = 0.0) -> dict:
+    """``gallery`` with every embedding made a unit vector again (when the file holds embeddings
+    weighted by ``score ** file_power``) and multiplied by its detection score to the ``gamma``."""
     def change(entry):
-        scale = np.asarray(entry["scores"], dtype=np.float64) ** gamma
-        return {**entry, "embeds": (entry["embeds"] * scale[:, None]).astype(np.float32)}
+        embeds = np.asarray(entry["embeds"], dtype=np.float32)
+        if file_power:
+            norms = np.linalg.norm(embeds, axis=1, keepdims=True)
+            embeds = embeds / np.maximum(norms, np.finfo(np.float32).tiny)  # score 0: stays 0
+        return {**entry, "embeds": score_weighted(embeds, entry["scores"], gamma)}
     return {image_id: change(entry) for image_id, entry in gallery.items()}
 
 
 def main():
     saved = SavedPredictions(__doc__)
-    hist = histogram_predictions(saved.predictions, saved.dicts)
+    file_power = float(saved.predictions["meta"].get("embed_score_power", 0.0))
+    hist = histogram_predictions(saved.predictions, saved.dicts, score_power=0.0)
     print("| gamma | learned: search mAP / top-1 | colour histogram, same boxes: mAP / top-1 |")
     print("|---|---|---|")
     for gamma in GAMMAS:
-        learned = saved.evaluate(score_weighted(saved.predictions["gallery"], gamma))["search"]
-        colour = saved.evaluate(score_weighted(hist["gallery"], gamma), hist["queries"])["search"]
+        learned = saved.evaluate(
+            score_weighted_gallery(saved.predictions["gallery"], gamma, file_power))["search"]
+        colour = saved.evaluate(score_weighted_gallery(hist["gallery"], gamma),
+                                hist["queries"])["search"]
         print(f"| {gamma:g} | {learned['mAP']:.1f} / {learned['top1']:.1f} | "
               f"{colour['mAP']:.1f} / {colour['top1']:.1f} |", flush=True)
 

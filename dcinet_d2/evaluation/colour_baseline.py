@@ -25,6 +25,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from .predictions import score_weighted
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -148,9 +150,7 @@ def histogram_predictions(
         boxes = np.asarray(entry["boxes"], dtype=np.float32).reshape(-1, 4)
         scores = np.asarray(entry["scores"], dtype=np.float32).reshape(-1)
         image = read(files[image_id]) if len(boxes) else None
-        embeds = _histograms(image, boxes)
-        if score_power:
-            embeds = embeds * (scores[:, None] ** np.float32(score_power))
+        embeds = score_weighted(_histograms(image, boxes), scores, score_power)
         gallery[image_id] = {"boxes": boxes, "scores": scores, "embeds": embeds}
     return {"gallery": gallery, "queries": _query_embeds(dataset_dicts, read),
             "meta": {"embedding": "colour_histogram", "boxes": "detections",

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "PredictionsFormatError",
     "NORM_TOLERANCE",
+    "score_weighted",
     "validate_predictions",
     "check_against_dataset",
     "save_predictions",
@@ -62,6 +63,16 @@ def _array(value: Any, where: str) -> np.ndarray:
             raise PredictionsFormatError(f"{where}: expected a floating-point array, got dtype {value.dtype}")
         return value.astype(np.float32, copy=False)
     raise PredictionsFormatError(f"{where}: expected a tensor or numpy array, got {type(value).__name__}")
+
+
+def score_weighted(embeds: np.ndarray, scores: np.ndarray, power: float) -> np.ndarray:
+    """Unit embeddings ``[n, D]`` times ``scores ** power``, in float32 as ``PersonSearchRCNN``
+    computes them for ``MODEL.REID.EMBED_SCORE_POWER`` (``power`` 0: unchanged)."""
+    embeds = np.asarray(embeds, dtype=np.float32)
+    if not power:
+        return embeds
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1, 1)
+    return embeds * scores ** np.float32(power)
 
 
 def _check_norms(embeds: np.ndarray, where: str, tol: float, scores: Optional[np.ndarray] = None,

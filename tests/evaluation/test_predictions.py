@@ -11,6 +11,7 @@ from dcinet_d2.evaluation.predictions import (
     check_against_dataset,
     load_predictions,
     save_predictions,
+    score_weighted,
     validate_predictions,
 )
 
@@ -112,6 +113,13 @@ def test_score_weighted_gallery_embeddings_are_accepted():
                                 "meta": {"embed_score_power": 2.0}})
     np.testing.assert_allclose(np.linalg.norm(out["gallery"]["s1.jpg"]["embeds"], axis=1),
                                [0.81, 0.36], rtol=1e-6)
+
+
+def test_score_weighted_by_hand():
+    unit = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    scores = np.array([0.5, 0.25], np.float32)
+    np.testing.assert_array_equal(score_weighted(unit, scores, 2.0), [[0.25, 0.0], [0.0, 0.0625]])
+    np.testing.assert_array_equal(score_weighted(unit, scores, 0.0), unit)
 
 
 def test_against_dataset():
