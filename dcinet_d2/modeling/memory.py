@@ -21,7 +21,7 @@ from ..utils.distributed import all_gather_rows
 logger = logging.getLogger(__name__)
 
 __all__ = ["FeatureDictionary", "ClassCentres", "EMPTY_PID", "momentum_update_in_order",
-           "CENTRE_UPDATES", "WholeStateMemory"]
+           "CENTRE_UPDATES", "WholeStateMemory", "check_pids_below"]
 
 #: Update rules of :class:`ClassCentres`: one momentum step per class towards the batch mean of
 #: the class, or one step per sample in batch order (as the OIM look-up table).
@@ -31,13 +31,27 @@ CENTRE_UPDATES = ("batch_mean", "per_sample")
 EMPTY_PID = -2
 
 
-
 def _check_rows(feats: Tensor, pids: Tensor, dim: int) -> None:
     """Raise ValueError unless ``feats`` is ``[N, dim]`` and ``pids`` is ``[N]``."""
     if feats.dim() != 2 or feats.shape[1] != dim:
         raise ValueError(f"feats must be [N, {dim}], got {tuple(feats.shape)}")
     if pids.dim() != 1 or pids.shape[0] != feats.shape[0]:
         raise ValueError(f"pids must be [N] with N = {feats.shape[0]}, got {tuple(pids.shape)}")
+
+
+def check_pids_below(pids: Tensor, num_classes: int) -> None:
+    """Fail when an identity is ``>= num_classes``, without the host waiting for the device.
+
+    ``torch._assert_async``: on the CPU a RuntimeError at once; on a GPU a device-side assert
+    (the process stops at its next synchronisation), since reading the identities on the host
+    at every step would stall it. The clear, named error comes earlier on the training path:
+    :class:`~dcinet_d2.modeling.meta_arch.PersonSearchRCNN` checks a batch's identities on the
+    host before the step (``check_pid_range``), as ``ReIDCriterion`` does when called directly.
+    """
+    if pids.numel():
+        torch._assert_async(pids.max() < num_classes,
+                            f"an identity (pid) is >= num_classes = {num_classes}")
+
 
 @torch.no_grad()
 def momentum_update_in_order(
@@ -210,6 +224,15 @@ class FeatureDictionary(WholeStateMemory):
         n = int(self.num_filled.item())
         return self.feats[:n].clone(), self.pids[:n].clone()
 
+    def slots(self) -> Tuple[Tensor, Tensor]:
+        """Every slot, filled or not: ``[size, D]`` embeddings and ``[size]`` identities, where an
+        empty slot has identity ``EMPTY_PID`` (-2) and a zero embedding.
+
+        Unlike :meth:`entries`, the shapes do not depend on the fill, so nothing waits for the
+        device; the losses read this and ignore identities ``<= -2``. Copies, as :meth:`entries`.
+        """
+        return self.feats.clone(), self.pids.clone()
+
     def fill_ratio(self) -> Tensor:
         """Fraction of the slots that hold an entry, in [0, 1]: a 0-dim float tensor on the
         buffers' device (reading it as a number is left to the caller, e.g. a periodic logger)."""
@@ -272,44 +295,41 @@ class ClassCentres(WholeStateMemory):
     def class_means(self, feats: Tensor, pids: Tensor) -> Tuple[Tensor, Tensor]:
         """Per-class means of the labelled rows (pid >= 0); no gathering, no state change.
 
+        Dense over the C classes (a one-hot matmul, no ``unique``), so nothing here waits for
+        the device: on a GPU the host never reads which classes are present.
+
         Args:
             feats: ``[N, D]`` embeddings.
-            pids: ``[N]`` long identities; rows with pid < 0 are ignored.
+            pids: ``[N]`` long identities in ``[-1, C-1]``; rows with pid < 0 are ignored.
 
         Returns:
-            classes: ``[K]`` long, the sorted distinct identities present.
-            means: ``[K, D]`` float32, ``means[k]`` = mean of the rows of ``classes[k]``.
+            present: ``[C]`` bool, the classes with at least one row.
+            means: ``[C, D]`` float32, ``means[c]`` = mean of the rows of class ``c`` (zeros for
+            an absent class).
         """
         self._check(feats, pids)
         feats = feats.detach().to(device=self.centres.device, dtype=self.centres.dtype)
         pids = pids.to(device=self.centres.device, dtype=torch.long)
-        keep = pids >= 0
-        feats, pids = feats[keep], pids[keep]
-        if pids.numel() and int(pids.max()) >= self.num_classes:
-            raise ValueError(f"identity {int(pids.max())} >= num_classes {self.num_classes}")
-        classes, inverse = torch.unique(pids, sorted=True, return_inverse=True)
+        check_pids_below(pids, self.num_classes)
         # A one-hot matmul rather than index_add_: index_add_ uses atomic adds on CUDA, whose
         # summation order (hence rounding) may differ between processes; the buffers must not.
-        one_hot = (inverse[None, :] == torch.arange(classes.numel(), device=pids.device)[:, None])
-        one_hot = one_hot.to(feats.dtype)  # [K, N]
+        classes = torch.arange(self.num_classes, device=pids.device)
+        one_hot = (pids[None, :] == classes[:, None]).to(feats.dtype)  # [C, N]
         counts = one_hot.sum(dim=1)
-        return classes, (one_hot @ feats) / counts.clamp(min=1)[:, None]
+        return counts > 0, (one_hot @ feats) / counts.clamp(min=1)[:, None]
 
     @torch.no_grad()
     def preview_unseen(self, feats: Tensor, pids: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         """What :meth:`initialize_unseen` would produce, without changing any buffer.
 
         No gathering: pass the gathered batch. Returns copies ``(centres [C, D],
-        initialized [C], fresh [F])`` where the classes ``fresh`` (present in the batch, never
-        seen before) hold ``normalize(m_c)``.
+        initialized [C], fresh [C] bool)`` where the ``fresh`` classes (present in the batch,
+        never seen before) hold ``normalize(m_c)``.
         """
-        classes, means = self.class_means(feats, pids)
-        centres, initialized = self.centres.clone(), self.initialized.clone()
-        new = ~initialized[classes]
-        fresh = classes[new]
-        centres[fresh] = F.normalize(means[new], dim=1)
-        initialized[fresh] = True
-        return centres, initialized, fresh
+        present, means = self.class_means(feats, pids)
+        fresh = present & ~self.initialized
+        centres = torch.where(fresh[:, None], F.normalize(means, dim=1), self.centres)
+        return centres, self.initialized | fresh, fresh
 
     @torch.no_grad()
     def initialize_unseen(self, feats: Tensor, pids: Tensor, sync: bool = True) -> Tensor:
@@ -323,7 +343,7 @@ class ClassCentres(WholeStateMemory):
             sync: gather across processes first (collective when distributed).
 
         Returns:
-            ``[F]`` long, the sorted classes initialised by this call.
+            ``[C]`` bool, the classes initialised by this call.
         """
         if sync:
             feats, pids = all_gather_rows(feats, pids)
@@ -341,46 +361,47 @@ class ClassCentres(WholeStateMemory):
         Args:
             feats: ``[N, D]`` embeddings of this process (or of all processes if not ``sync``).
             pids: ``[N]`` long identities (-1 rows ignored).
-            exclude: optional ``[E]`` long classes to leave unchanged at this call (C2HEP passes
+            exclude: optional ``[C]`` bool, classes to leave unchanged at this call (C2HEP passes
                 the classes it initialised earlier in the same step).
             sync: gather across processes first (collective when distributed).
 
         Returns:
-            ``[K]`` long, the sorted classes whose centre changed.
+            ``[C]`` bool, the classes whose centre changed.
         """
         if sync:
             feats, pids = all_gather_rows(feats, pids)
+        if exclude is not None and exclude.shape != (self.num_classes,):
+            raise ValueError(f"exclude must be a [{self.num_classes}] bool mask, "
+                             f"got {tuple(exclude.shape)}")
         if self.update_rule == "per_sample":
             return self._update_per_sample(feats, pids, exclude)
-        classes, means = self.class_means(feats, pids)
-        if exclude is not None and exclude.numel():
-            keep = ~torch.isin(classes, exclude.to(classes.device))
-            classes, means = classes[keep], means[keep]
-        if classes.numel() == 0:
-            return classes
-        seen = self.initialized[classes]
-        old = self.centres[classes]
-        mixed = self.momentum * old + (1.0 - self.momentum) * means
-        new = torch.where(seen[:, None], mixed, means)
-        self.centres[classes] = F.normalize(new, dim=1)
-        self.initialized[classes] = True
-        return classes
+        present, means = self.class_means(feats, pids)
+        if exclude is not None:
+            present = present & ~exclude.to(present.device)
+        mixed = self.momentum * self.centres + (1.0 - self.momentum) * means
+        new = torch.where(self.initialized[:, None], mixed, means)
+        self.centres.copy_(torch.where(present[:, None], F.normalize(new, dim=1), self.centres))
+        self.initialized.logical_or_(present)
+        return present
 
     def _update_per_sample(
         self, feats: Tensor, pids: Tensor, exclude: Optional[Tensor]
     ) -> Tensor:
+        # One momentum step per sample in batch order: rounds of data-dependent count (host reads;
+        # the batch-mean rule of the default configs has none).
         self._check(feats, pids)
         pids = pids.to(device=self.centres.device, dtype=torch.long)
-        if pids.numel() and int(pids.max()) >= self.num_classes:
-            raise ValueError(f"identity {int(pids.max())} >= num_classes {self.num_classes}")
-        if exclude is not None and exclude.numel():
-            pids = torch.where(torch.isin(pids, exclude.to(pids.device)), -1, pids)
+        check_pids_below(pids, self.num_classes)
+        if exclude is not None:
+            pids = torch.where(exclude.to(pids.device)[pids.clamp(min=0)], -1, pids)
         # A class never seen starts from zeros, so its first sample sets it (as the OIM table).
         unseen = (pids >= 0) & ~self.initialized[pids.clamp(min=0)]
         self.centres[pids[unseen]] = 0.0
         classes = momentum_update_in_order(self.centres, feats, pids, self.momentum)
-        self.initialized[classes] = True
-        return classes
+        changed = torch.zeros_like(self.initialized)
+        changed[classes] = True
+        self.initialized.logical_or_(changed)
+        return changed
 
     def _check(self, feats: Tensor, pids: Tensor) -> None:
         _check_rows(feats, pids, self.dim)

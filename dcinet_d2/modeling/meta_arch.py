@@ -17,6 +17,8 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList, Instances
 
+from .losses.criterion import check_pid_range
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["PersonSearchRCNN"]
@@ -67,12 +69,26 @@ class PersonSearchRCNN(GeneralizedRCNN):
         Returns:
             Training: dict of losses (``loss_*``). Inference: see :meth:`inference`.
         """
-        if self.training and len(batched_inputs) % 2 != 0:
-            raise ValueError(
-                f"PersonSearchRCNN trains on image pairs (images 2k, 2k+1): got a batch of "
-                f"{len(batched_inputs)} images; the per-process batch size must be even"
-            )
+        if self.training:
+            if len(batched_inputs) % 2 != 0:
+                raise ValueError(
+                    f"PersonSearchRCNN trains on image pairs (images 2k, 2k+1): got a batch of "
+                    f"{len(batched_inputs)} images; the per-process batch size must be even"
+                )
+            self._check_identities(batched_inputs)
         return super().forward(batched_inputs)
+
+    def _check_identities(self, batched_inputs: List[Dict]) -> None:
+        """Range-check the batch's ``gt_pids`` against the re-id classes while they are still on
+        the host (the mapper's CPU tensors), collectively under ``torch.distributed``; the ROI
+        heads then skip the check that would read the identities back from the device."""
+        criterion = getattr(self.roi_heads, "criterion", None)
+        pids = [x["instances"].gt_pids for x in batched_inputs
+                if "instances" in x and x["instances"].has("gt_pids")]
+        if criterion is None or not pids:
+            return
+        check_pid_range(torch.cat([p.reshape(-1).long().cpu() for p in pids]),
+                        criterion.num_classes)
 
     def inference(
         self,

@@ -162,8 +162,8 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
         Args:
             embed_head: maps re-id ROI features ``[N, C, H, W]`` (or pooled ``[N, C]``) to
                 ``[N, D]`` unit embeddings (:class:`EmbeddingHead`).
-            criterion: re-id criterion called as ``criterion(embeds, pids, image_ids) ->
-                (loss_dict, metrics)`` (:class:`ReIDCriterion`).
+            criterion: re-id criterion called as ``criterion(embeds, pids, image_ids,
+                num_images=, check_pids=False) -> (loss_dict, metrics)`` (:class:`ReIDCriterion`).
             embed_gt_boxes: also embed the ground-truth boxes of training images.
             metrics_period: the criterion's metrics are averaged over this many training steps
                 on the device and written to the event storage at the steps ``i`` with
@@ -341,11 +341,20 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
             torch.cat(image_ids),
         )
 
-    def _reid_losses(self, embeds: Tensor, pids: Tensor, image_ids: Tensor) -> Dict[str, Tensor]:
+    def _reid_losses(
+        self, embeds: Tensor, pids: Tensor, image_ids: Tensor, num_images: int
+    ) -> Dict[str, Tensor]:
         """Run the criterion (always, also with no embedding: it is collective under DDP) and
         log its metrics: averaged on the device over ``metrics_period`` steps, then written to
-        the event storage (mean over the steps where each was defined) with one read."""
-        loss_dict, metrics = self.criterion(embeds, pids, image_ids)
+        the event storage (mean over the steps where each was defined) with one read.
+
+        The identities are not range-checked here (that would read them on the host every
+        step): :class:`~dcinet_d2.modeling.meta_arch.PersonSearchRCNN` checks the batch's
+        ``gt_pids`` on the host before the step, and the trainer checks the datasets before
+        training."""
+        loss_dict, metrics = self.criterion(
+            embeds, pids, image_ids, num_images=num_images, check_pids=False
+        )
         self._metric_means.add({**metrics, "reid/num_embeds": float(embeds.shape[0])})
         storage = get_event_storage()
         if (storage.iter + 1) % self.metrics_period == 0:
@@ -412,7 +421,7 @@ class INetROIHeads(PersonSearchRes5ROIHeads):
         predictions = self.box_predictor(pooled[det_rows])
         losses = self.box_predictor.losses(predictions, proposals)
         embeds = self.embed_head(pooled[reid_rows])
-        losses.update(self._reid_losses(embeds, pids, image_ids))
+        losses.update(self._reid_losses(embeds, pids, image_ids, len(proposals)))
         return losses
 
 
@@ -459,7 +468,7 @@ class DCINetROIHeads(PersonSearchRes5ROIHeads):
         predictions = self.box_predictor(self.res5(rois[det_rows]).mean(dim=(2, 3)))
         losses = self.box_predictor.losses(predictions, proposals)
         embeds = self.embed_head(self.reid_res5(rois[reid_rows]))
-        losses.update(self._reid_losses(embeds, pids, image_ids))
+        losses.update(self._reid_losses(embeds, pids, image_ids, len(proposals)))
         return losses
 
     def _load_from_state_dict(

@@ -24,10 +24,11 @@ def test_amp_trains_both_heads(name, tmp_path):
     assert reid in trainer.storage.histories()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13 item 1 (open): the re-id losses and memory updates "
-                                       "still synchronise with the host (int(), .item(), nonzero)")
 @pytest.mark.parametrize("losses", [["olp", "hep"], ["olp", "c2hep"]])
 def test_reid_training_path_does_not_synchronise(losses):
+    """Issue 13, item 1: the re-id losses and memory updates as the ROI heads call them (number of
+    images given, identities checked upstream on the host). The CPU counterpart, run in CI:
+    tests/utils/test_periodic_means_and_host_sync.py."""
     crit = ReIDCriterion(20, 8, losses=losses, dictionary_size=32, hep_pool_size=8, hep_num_hard=2,
                          c2hep_pool_size=8, c2hep_num_hard=2).cuda().train()
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -38,7 +39,7 @@ def test_reid_training_path_does_not_synchronise(losses):
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        loss_dict, _ = crit(embeds, pids, image_ids)
+        loss_dict, _ = crit(embeds, pids, image_ids, num_images=4, check_pids=False)
         sum(loss_dict.values()).backward()
     finally:
         torch.cuda.set_sync_debug_mode("default")

@@ -14,8 +14,9 @@ from dcinet_d2.modeling.losses import (
     HEPLoss,
     OLPLoss,
     ReIDCriterion,
-    build_label_pool,
-    hard_negative_identities,
+    build_label_pools,
+    class_hardness,
+    hard_negative_mask,
     olp_loss,
 )
 
@@ -173,57 +174,93 @@ class TestLabelPool:
     cand_feats = T([[0.8, 0.6], [0.6, -0.8], [1.0, 0.0], [0.0, 1.0], [-0.6, 0.8], [0.28, 0.96]])
     cand_pids = T([3, 4, 0, -1, 5, 2])
 
-    def pool(self, pool_size, num_hard, num_classes=10, **kw):
-        return build_label_pool(
-            self.anchor_feats, self.anchor_pids, self.cand_feats, self.cand_pids,
-            num_classes, pool_size, num_hard, **kw,
-        ).tolist()
+    def hard(self, num_hard, anchor_feats=None, anchor_pids=None, cand_pids=None, cand_feats=None,
+             num_classes=10):
+        """Per row, the sorted hard classes; and their union."""
+        a = self.anchor_feats if anchor_feats is None else anchor_feats
+        ya = self.anchor_pids if anchor_pids is None else anchor_pids
+        k = self.cand_feats if cand_feats is None else cand_feats
+        yk = self.cand_pids if cand_pids is None else cand_pids
+        mask = hard_negative_mask(class_hardness(a, k, yk, num_classes), ya, num_hard)
+        assert mask.shape == (len(ya), num_classes) and mask.dtype == torch.bool
+        rows = [row.nonzero().flatten().tolist() for row in mask]
+        return rows, mask.any(dim=0).nonzero().flatten().tolist()
+
+    def pool(self, pool_size, num_hard, num_classes=10, fill_allowed=None, generator=None):
+        hardness = class_hardness(self.anchor_feats, self.cand_feats, self.cand_pids, num_classes)
+        hard = hard_negative_mask(hardness, self.anchor_pids, num_hard)
+        pools = build_label_pools(self.anchor_pids, T([0, 0]), 1, hard, pool_size,
+                                  fill_allowed=fill_allowed, generator=generator)
+        assert pools.shape == (1, num_classes)
+        return pools[0].nonzero().flatten().tolist()
+
+    def test_class_hardness(self):
+        # best candidate per class; -inf for classes without a labelled candidate (1, 6..9; pid -1)
+        h = class_hardness(self.anchor_feats, self.cand_feats, self.cand_pids, 10)
+        inf = float("-inf")
+        assert h[0].tolist() == pytest.approx([1.0, inf, 0.28, 0.8, 0.6, -0.6, inf, inf, inf, inf])
+        assert h[1].tolist() == pytest.approx([0.0, inf, 0.96, 0.6, -0.8, 0.8, inf, inf, inf, inf])
 
     def test_hard_negatives(self):
-        args = (self.anchor_feats, self.anchor_pids, self.cand_feats, self.cand_pids)
-        assert hard_negative_identities(*args, 2).tolist() == [3, 4, 5]
-        assert hard_negative_identities(*args, 1).tolist() == [3, 5]
-        assert hard_negative_identities(*args, 0).tolist() == []
+        assert self.hard(2) == ([[3, 4], [3, 5]], [3, 4, 5])
+        assert self.hard(1) == ([[3], [5]], [3, 5])
+        assert self.hard(0) == ([[], []], [])
         # more than available: all labelled negatives of a (3, 4, 5, 2) and b (3, 4, 0, 5)
-        assert hard_negative_identities(*args, 50).tolist() == [0, 2, 3, 4, 5]
+        assert self.hard(50) == ([[2, 3, 4, 5], [0, 3, 4, 5]], [0, 2, 3, 4, 5])
+        # an unlabelled row has no hard class
+        assert self.hard(2, anchor_pids=T([0, -1])) == ([[3, 4], []], [3, 4])
 
     def test_pair_and_hard_never_truncated(self):
         assert self.pool(pool_size=0, num_hard=2) == [0, 2, 3, 4, 5]
         assert self.pool(pool_size=3, num_hard=1) == [0, 2, 3, 5]
         assert self.pool(pool_size=0, num_hard=0) == [0, 2]
 
+    def test_pools_per_pair(self):
+        # a (pid 0) in pair 0; b (pid 2) and an unlabelled row in pair 1; pair 2 holds nothing
+        feats = torch.cat([self.anchor_feats, T([[0.6, -0.8]])])
+        pids = T([0, 2, -1])
+        hardness = class_hardness(feats, self.cand_feats, self.cand_pids, 10)
+        hard = hard_negative_mask(hardness, pids, 1)
+        pools = build_label_pools(pids, T([0, 1, 1]), 3, hard, pool_size=0)
+        assert [p.nonzero().flatten().tolist() for p in pools] == [[0, 3], [2, 5], []]
+
     def test_random_filling(self):
         g = torch.Generator().manual_seed(0)
-        seen = set()
-        for _ in range(200):
+        drawn = {c: 0 for c in range(10)}
+        for _ in range(1000):
             pool = self.pool(pool_size=7, num_hard=2, generator=g)
-            assert len(pool) == 7 and pool == sorted(set(pool))
-            assert {0, 2, 3, 4, 5} <= set(pool) <= set(range(10))
-            seen |= set(pool) - {0, 2, 3, 4, 5}
-        # the 2 random identities are drawn among all 5 others
-        assert seen == {1, 6, 7, 8, 9}
+            assert len(pool) == 7 and {0, 2, 3, 4, 5} <= set(pool) <= set(range(10))
+            for c in set(pool) - {0, 2, 3, 4, 5}:
+                drawn[c] += 1
+        # the 2 random identities are drawn uniformly among the 5 others: each 2/5 of the time
+        # (400 of 1,000; binomial std 15.5)
+        assert {c for c, n in drawn.items() if n} == {1, 6, 7, 8, 9}
+        assert all(abs(drawn[c] - 400) < 80 for c in (1, 6, 7, 8, 9)), drawn
         assert self.pool(pool_size=10, num_hard=2) == list(range(10))
         assert self.pool(pool_size=50, num_hard=2) == list(range(10))
         # filling restricted to given identities (C2HEP: the initialised classes)
-        assert self.pool(pool_size=50, num_hard=1, fill_from=T([1, 7, 2])) == [0, 1, 2, 3, 5, 7]
+        allowed = torch.zeros(10, dtype=torch.bool)
+        allowed[[1, 7, 2]] = True
+        assert self.pool(pool_size=50, num_hard=1, fill_allowed=allowed) == [0, 1, 2, 3, 5, 7]
 
     def test_hard_classes_not_entries(self):
         # Entries of a=(1,0) pid 0, by similarity: k0 pid 3 (1.0), k1 pid 3 (0.8), k2 pid 7 (0.6),
         # k3 pid 9 (0.0), k4 pid 0 (own, 0.8 ignored). Classes by their best entry: 3 (1.0),
         # 7 (0.6), 9 (0.0). The top-2 *classes* are {3, 7}; the top-2 entries would give {3}.
-        cand_feats = T([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0], [0.8, -0.6]])
-        cand_pids = T([3, 3, 7, 9, 0])
-        a, ya = T([[1.0, 0.0]]), T([0])
-        assert hard_negative_identities(a, ya, cand_feats, cand_pids, 2).tolist() == [3, 7]
-        assert hard_negative_identities(a, ya, cand_feats, cand_pids, 1).tolist() == [3]
-        assert hard_negative_identities(a, ya, cand_feats, cand_pids, 3).tolist() == [3, 7, 9]
+        cand = dict(cand_feats=T([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0], [0.8, -0.6]]),
+                    cand_pids=T([3, 3, 7, 9, 0]))
+        a = dict(anchor_feats=T([[1.0, 0.0]]), anchor_pids=T([0]))
+        assert self.hard(2, **a, **cand)[1] == [3, 7]
+        assert self.hard(1, **a, **cand)[1] == [3]
+        assert self.hard(3, **a, **cand)[1] == [3, 7, 9]
         # a class is ranked by its best entry, not by its number of entries: b=(0,1) pid 5 sees
         # 9 (1.0), 7 (0.8), 3 (0.6; its other entry 0.0), 0 (-0.6)
-        b, yb = T([[0.0, 1.0]]), T([5])
-        assert hard_negative_identities(b, yb, cand_feats, cand_pids, 2).tolist() == [7, 9]
-        assert hard_negative_identities(b, yb, cand_feats, cand_pids, 3).tolist() == [3, 7, 9]
-        # only unlabelled candidates: no hard class
-        assert hard_negative_identities(a, ya, cand_feats, T([-1] * 5), 2).tolist() == []
+        b = dict(anchor_feats=T([[0.0, 1.0]]), anchor_pids=T([5]))
+        assert self.hard(2, **b, **cand)[1] == [7, 9]
+        assert self.hard(3, **b, **cand)[1] == [3, 7, 9]
+        # only unlabelled candidates (and empty dictionary slots, pid -2): no hard class
+        unlabelled = T([-1, -2, -1, -2, -1])
+        assert self.hard(2, **a, cand_feats=cand["cand_feats"], cand_pids=unlabelled)[1] == []
 
 
 # ----------------------------------------------------------------------------------- HEP

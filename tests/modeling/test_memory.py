@@ -34,6 +34,12 @@ class TestFeatureDictionary:
         assert d.fill_ratio() == pytest.approx(0.75)
         feats, pids = d.entries()
         assert torch.equal(feats, rows(1, 2, 3)) and pids.tolist() == [10, -1, 11]
+        # every slot, the empty one as pid -2 and a zero row: shapes that do not depend on the fill
+        feats, pids = d.slots()
+        assert torch.equal(feats[:3], rows(1, 2, 3)) and not feats[3].any()
+        assert pids.tolist() == [10, -1, 11, -2]
+        feats[0] += 1.0
+        assert torch.equal(d.feats[:3], rows(1, 2, 3))  # a copy
 
         # 2 more: slot 3, then wrap to slot 0 (the oldest entry, 1, is dropped)
         d.enqueue(rows(4, 5), T([12, 13]))
@@ -104,7 +110,7 @@ class TestClassCentres:
         # step 1: class 0 rows (1,0) and (0,1): m0 = (0.5, 0.5) -> centre (1,1)/sqrt(2);
         #         class 2 row (0,-3): m2 = (0,-3) -> (0,-1); the unlabelled row is ignored
         updated = c.update(T([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0], [0.0, -3.0]]), T([0, 0, -1, 2]))
-        assert updated.tolist() == [0, 2]
+        assert updated.tolist() == [True, False, True]  # a [C] mask of the changed classes
         s = 1 / math.sqrt(2)
         assert torch.allclose(c.centres, T([[s, s], [0.0, 0.0], [0.0, -1.0]]), atol=1e-7)
         assert c.initialized.tolist() == [True, False, True]
@@ -124,10 +130,10 @@ class TestClassCentres:
         feats, pids = T([[0.0, 2.0], [0.0, 1.0], [0.0, 1.0]]), T([0, 1, 1])
         fresh = c.initialize_unseen(feats, pids)
         # only class 1 is new (m1 = (0,1)); class 0 untouched by the initialisation
-        assert fresh.tolist() == [1]
+        assert fresh.tolist() == [False, True, False]
         assert torch.equal(c.centres[:2], T([[1.0, 0.0], [0.0, 1.0]]))
         updated = c.update(feats, pids, exclude=fresh)
-        assert updated.tolist() == [0]
+        assert updated.tolist() == [True, False, False]
         # class 0: normalize(0.5*(1,0) + 0.5*(0,2)) = (1,2)/sqrt(5)
         assert torch.allclose(c.centres[0], T([1.0, 2.0]) / math.sqrt(5), atol=1e-7)
         assert torch.equal(c.centres[1], T([0.0, 1.0]))
@@ -135,7 +141,7 @@ class TestClassCentres:
     def test_preview_does_not_change_buffers(self):
         c = ClassCentres(num_classes=2, dim=2, momentum=0.5)
         centres, initialized, fresh = c.preview_unseen(T([[3.0, 4.0]]), T([1]))
-        assert fresh.tolist() == [1] and initialized.tolist() == [False, True]
+        assert fresh.tolist() == [False, True] and initialized.tolist() == [False, True]
         assert torch.allclose(centres[1], T([0.6, 0.8]))
         assert not c.initialized.any() and not c.centres.any()
 
@@ -146,8 +152,10 @@ class TestClassCentres:
         fresh.load_state_dict(c.state_dict())
         assert torch.equal(fresh.centres, c.centres)
         assert torch.equal(fresh.initialized, c.initialized)
-        with pytest.raises(ValueError):
+        # an identity >= C: an assert that does not wait for the device (RuntimeError on the CPU)
+        with pytest.raises(RuntimeError, match="num_classes = 3"):
             c.update(T([[1.0, 0.0]]), T([3]))
+        assert torch.equal(fresh.centres, c.centres)  # nothing changed
         with pytest.raises(ValueError):
             ClassCentres(num_classes=3, dim=2, momentum=1.5)
 

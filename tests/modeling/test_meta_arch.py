@@ -50,6 +50,26 @@ def test_training_needs_an_even_batch():
         model(make_pair_batch()[:3])
 
 
+def test_training_checks_the_identities_on_the_host_before_the_step():
+    """The ROI heads do not range-check the identities (that would read them back from the
+    device every step): the meta-architecture does, on the mapper's CPU tensors, before the
+    backbone runs."""
+    model = build_test_model(reduce_for_cpu(load_cfg(SMALL_INET))).train()
+    num_ids = model.roi_heads.criterion.num_classes
+    batch = make_pair_batch()
+    batch[1]["instances"].gt_pids[0] = num_ids
+    calls = []
+    model.backbone.register_forward_hook(lambda *args: calls.append(1))
+    with EventStorage(), pytest.raises(ValueError, match=rf"must be in \[-1, {num_ids - 1}\], "
+                                                           rf"got \[-?\d+, {num_ids}\]"):
+        model(batch)
+    assert not calls  # failed before any computation
+    batch[1]["instances"].gt_pids[0] = num_ids - 1
+    with EventStorage():
+        losses = model(batch)
+    assert calls and all(torch.isfinite(v) for v in losses.values())
+
+
 def test_person_search_rcnn_needs_person_search_heads():
     cfg = reduce_for_cpu(load_cfg(SMALL_INET))
     cfg.MODEL.ROI_HEADS.NAME = "Res5ROIHeads"

@@ -74,8 +74,11 @@ class TestCentresPerSample:
 
     def test_exclude_and_bad_rule(self):
         c = ClassCentres(2, 2, 0.5, "per_sample")
-        changed = c.update(T([[1.0, 0.0], [0.0, 1.0]]), T([0, 1]), exclude=T([1]), sync=False)
-        assert changed.tolist() == [0] and c.initialized.tolist() == [True, False]
+        changed = c.update(T([[1.0, 0.0], [0.0, 1.0]]), T([0, 1]), exclude=T([False, True]),
+                           sync=False)
+        assert changed.tolist() == [True, False] and c.initialized.tolist() == [True, False]
+        with pytest.raises(ValueError, match="exclude must be a \\[2\\] bool mask"):
+            c.update(T([[1.0, 0.0]]), T([0]), exclude=T([1]), sync=False)
         with pytest.raises(ValueError, match="centre update"):
             ClassCentres(2, 2, 0.5, "sometimes")
 

@@ -5,7 +5,13 @@ Pure torch modules (no Detectron2 inside); the memories they use are in
 """
 from .c2hep import C2HEPLoss
 from .criterion import REID_LOSS_NAMES, ReIDCriterion
-from .hep import HEPLoss, build_label_pool, hard_negative_identities, pooled_cross_entropy
+from .hep import (
+    HEPLoss,
+    build_label_pools,
+    class_hardness,
+    hard_negative_mask,
+    pooled_cross_entropy,
+)
 from .oim import OIMLoss
 from .olp import OLPLoss, olp_loss
 
@@ -13,8 +19,9 @@ __all__ = [
     "OLPLoss",
     "olp_loss",
     "HEPLoss",
-    "build_label_pool",
-    "hard_negative_identities",
+    "build_label_pools",
+    "class_hardness",
+    "hard_negative_mask",
     "pooled_cross_entropy",
     "C2HEPLoss",
     "OIMLoss",

@@ -8,7 +8,7 @@ classes of an anchor are the centres most similar to it.
 Only torch is used (no Detectron2).
 """
 import logging
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -85,23 +85,24 @@ class C2HEPLoss(nn.Module):
         self.centres = ClassCentres(num_classes, dim, momentum, update)
 
     def forward(
-        self, embeds: Tensor, pids: Tensor, image_ids: Tensor
-    ) -> Tuple[Tensor, Dict[str, Union[float, Tensor]]]:
+        self, embeds: Tensor, pids: Tensor, image_ids: Tensor, num_pairs: Optional[int] = None
+    ) -> Tuple[Tensor, Dict[str, Tensor]]:
         """C2HEP loss of a batch of pairs, with the centre initialisation and update of the step.
 
         Args:
             embeds: ``[N, D]`` L2-normalised embeddings.
             pids: ``[N]`` long, 0..C-1 or -1 (unlabelled, ignored).
             image_ids: ``[N]`` long, image index in the batch (pairs ``2k``, ``2k+1``).
+            num_pairs: pairs in the batch (None: read from ``image_ids``, a host read).
 
         Returns:
             loss (0-dim float32) and stats (``acc``, ``pool_size``, ``num_labelled``, and
-            ``num_fresh``: classes initialised at this step), see
+            ``num_fresh``: classes initialised at this step), 0-dim tensors, see
             :func:`~.hep.pooled_cross_entropy`.
         """
         check_reid_inputs(embeds, pids, image_ids)
-        labelled = pids >= 0
-        feats_all, pids_all = all_gather_rows(embeds.detach().float()[labelled], pids[labelled])
+        # All rows are gathered (the unlabelled ones are ignored by the centres): a fixed shape.
+        feats_all, pids_all = all_gather_rows(embeds.detach().float(), pids)
 
         if self.training:
             fresh = self.centres.initialize_unseen(feats_all, pids_all, sync=False)
@@ -109,24 +110,26 @@ class C2HEPLoss(nn.Module):
         else:
             centres, initialized, fresh = self.centres.preview_unseen(feats_all, pids_all)
         # Copies: the buffers are updated in place below, before the backward pass.
-        known = initialized.nonzero(as_tuple=True)[0]
-        centres = centres.clone()
+        centres, initialized = centres.clone(), initialized.clone()
+        # Hard classes: the initialised centres most similar to each row.
+        hardness = (embeds.detach().float() @ centres.t()).masked_fill(
+            ~initialized[None, :], float("-inf"))
         loss, stats = pooled_cross_entropy(
             embeds,
             pids,
             image_ids,
             centres,
-            centres[known],
-            known,
+            hardness,
             self.pool_size,
             self.num_hard,
             self.scale,
-            fill_from=known,
+            fill_allowed=initialized,
             generator=self.generator,
+            num_pairs=num_pairs,
         )
         if self.training:
             self.centres.update(feats_all, pids_all, exclude=fresh, sync=False)
-        stats["num_fresh"] = float(fresh.numel())
+        stats["num_fresh"] = fresh.sum().float()
         return loss, stats
 
     def extra_repr(self) -> str:

@@ -32,6 +32,8 @@ def check_pid_range(pids: Tensor, num_classes: int, collective: bool = True) -> 
     with one all-reduce of two numbers, so a bad identity on one process makes every process raise
     here, instead of one raising and the others waiting in the memories' all-gather until the
     process group's timeout. Every process must then call it, as it calls the memories' updates.
+    ``pids`` may live on the CPU (PersonSearchRCNN checks a batch's ``gt_pids`` before moving
+    them to the device: no wait for the device without ``torch.distributed``).
     """
     if pids.numel():
         low_high = torch.stack([-pids.min(), pids.max()]).long()
@@ -39,6 +41,8 @@ def check_pid_range(pids: Tensor, num_classes: int, collective: bool = True) -> 
         low_high = torch.tensor([1, -1], dtype=torch.long, device=pids.device)
     distributed = collective and is_distributed()
     if distributed:
+        if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
+            low_high = low_high.to(torch.device("cuda", torch.cuda.current_device()))
         local = low_high.clone()
         dist.all_reduce(low_high, op=dist.ReduceOp.MAX)
     low, high = -int(low_high[0]), int(low_high[1])
@@ -169,24 +173,38 @@ class ReIDCriterion(nn.Module):
         )
 
     def forward(
-        self, embeds: Tensor, pids: Tensor, image_ids: Tensor
+        self,
+        embeds: Tensor,
+        pids: Tensor,
+        image_ids: Tensor,
+        num_images: Optional[int] = None,
+        check_pids: bool = True,
     ) -> Tuple[Dict[str, Tensor], Dict[str, Union[float, Tensor]]]:
         """Re-id losses of one batch.
+
+        Given ``num_images`` and ``check_pids=False`` (as the ROI heads call it), nothing here
+        waits for the device on a single GPU: every shape is fixed by N, the dictionary size and
+        C (dense masks), and the statistics stay on the device. Under ``torch.distributed`` the
+        all-gathers of rows of varying count first exchange their sizes.
 
         Args:
             embeds: ``[N, D]`` L2-normalised embeddings of the batch's foreground proposals.
             pids: ``[N]`` long, identity 0..C-1, or -1 for an unlabelled person.
             image_ids: ``[N]`` long, index in the batch of each embedding's image; images
                 ``2k`` and ``2k+1`` form a pair.
+            num_images: images in the batch (None: read from ``image_ids``, a host read).
+            check_pids: check the identities' range first (:func:`check_pid_range`, a host
+                read, collective under ``torch.distributed``). The ROI heads pass False:
+                :class:`~dcinet_d2.modeling.meta_arch.PersonSearchRCNN` checks the batch's
+                identities on the host before the step.
 
         Returns:
             loss_dict: ``loss_olp`` / ``loss_hep`` / ``loss_c2hep`` / ``loss_oim`` (the selected),
                 0-dim float32 tensors already multiplied by their weights; zero but connected
                 to the graph when undefined (e.g. no labelled person).
-            metrics: for logging, Python floats (the counts and sizes, known to the host) or
-                0-dim tensors left on the device (similarities, accuracies, fill ratios: reading
-                them every step would make the host wait for the device; see
-                :class:`~dcinet_d2.utils.periodic_means.PeriodicMeans`):
+            metrics: for logging, 0-dim tensors left on the device (reading them every step
+                would make the host wait for the device; see
+                :class:`~dcinet_d2.utils.periodic_means.PeriodicMeans`) or Python floats:
                 ``reid/num_labelled``, ``reid/num_unlabelled``,
                 ``reid/dict_fill`` (after this step's enqueue), ``reid/olp_num_pairs``,
                 ``reid/olp_pos_sim``, ``reid/olp_neg_sim``, ``reid/hep_acc``,
@@ -200,7 +218,11 @@ class ReIDCriterion(nn.Module):
             raise ValueError(f"embeds must be [N, {self.dim}], got {tuple(embeds.shape)}")
         pids = pids.long()
         image_ids = image_ids.long()
-        check_pid_range(pids, self.num_classes, collective=self.training)
+        if check_pids:
+            check_pid_range(pids, self.num_classes, collective=self.training)
+        if num_images is None:
+            num_images = int(image_ids.max()) + 1 if image_ids.numel() else 0
+        num_pairs = (num_images + 1) // 2
 
         loss_dict: Dict[str, Tensor] = {}
         labelled = (pids >= 0).sum()
@@ -212,7 +234,7 @@ class ReIDCriterion(nn.Module):
         with torch.autocast(device_type=embeds.device.type, enabled=False):
             x = embeds.float()
             if self.dictionary is not None:
-                dict_feats, dict_pids = self.dictionary.entries()
+                dict_feats, dict_pids = self.dictionary.slots()  # empty slots: pid -2
             if self.olp is not None:
                 loss, stats = self.olp(x, pids, image_ids, dict_feats, dict_pids)
                 loss_dict["loss_olp"] = self.weights["olp"] * loss
@@ -220,13 +242,13 @@ class ReIDCriterion(nn.Module):
                 metrics["reid/olp_pos_sim"] = stats["pos_sim"]
                 metrics["reid/olp_neg_sim"] = stats["neg_sim"]
             if self.hep is not None:
-                loss, stats = self.hep(x, pids, image_ids, dict_feats, dict_pids)
+                loss, stats = self.hep(x, pids, image_ids, dict_feats, dict_pids, num_pairs)
                 loss_dict["loss_hep"] = self.weights["hep"] * loss
                 metrics["reid/hep_acc"] = stats["acc"]
                 metrics["reid/hep_pool_size"] = stats["pool_size"]
                 pool_sizes.append(stats["pool_size"])
             if self.c2hep is not None:
-                loss, stats = self.c2hep(x, pids, image_ids)
+                loss, stats = self.c2hep(x, pids, image_ids, num_pairs)
                 loss_dict["loss_c2hep"] = self.weights["c2hep"] * loss
                 metrics["reid/c2hep_acc"] = stats["acc"]
                 metrics["reid/c2hep_pool_size"] = stats["pool_size"]

@@ -6,122 +6,135 @@ labelled embedding runs only over the *label pool* of its Siamese pair:
 1. the labelled identities present in the pair (both images);
 2. the ``num_hard`` hardest negative *classes* of each labelled anchor of the pair (paper: top
    20 hard categories): classes ranked by their most similar entry of the dynamic feature
-   dictionary (:func:`hard_negative_identities`);
+   dictionary (:func:`class_hardness`, :func:`hard_negative_mask`);
 3. random other identities, until the pool holds ``pool_size`` (paper: a preset size M; ours:
    a config key). Groups 1 and 2 are never truncated, so a pool may exceed ``pool_size``.
 
-The pool construction (:func:`build_label_pool`) and the pooled cross-entropy
-(:func:`pooled_cross_entropy`) are pure functions, shared with C2HEP.
+The pool construction (:func:`build_label_pools`) and the pooled cross-entropy
+(:func:`pooled_cross_entropy`) are pure functions, shared with C2HEP. Everything is dense over
+the C classes (masks, not index lists), so no shape depends on the data: on a GPU the host never
+waits for the device here.
 
 Only torch is used (no Detectron2).
 """
 import logging
-import math
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .olp import check_reid_inputs
+from ..memory import check_pids_below
+from .olp import check_reid_inputs, masked_logsumexp
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["build_label_pool", "hard_negative_identities", "pooled_cross_entropy", "HEPLoss"]
+__all__ = ["class_hardness", "hard_negative_mask", "build_label_pools", "pooled_cross_entropy",
+           "HEPLoss"]
 
 
-def hard_negative_identities(
-    anchor_feats: Tensor,
-    anchor_pids: Tensor,
-    cand_feats: Tensor,
-    cand_pids: Tensor,
-    num_hard: int,
+def class_hardness(
+    anchor_feats: Tensor, cand_feats: Tensor, cand_pids: Tensor, num_classes: int
 ) -> Tensor:
-    """The ``num_hard`` hardest negative *classes* of each anchor (paper: hard categories).
+    """How hard each class is for each anchor: the similarity of its *most similar* candidate.
 
-    A class is a labelled negative of an anchor when some candidate has that pid (>= 0) and the
-    pid differs from the anchor's. The hardness of a class for an anchor is the dot product of
-    its *most similar* candidate; per anchor the ``min(num_hard, #negative classes)`` classes of
-    highest hardness are taken. Ranking entries instead would let the many dictionary entries of
-    one person fill the top ``num_hard`` alone (they often span 1-3 identities).
+    Ranking classes by their best candidate (paper: hard *categories*), rather than taking the
+    top candidates, keeps the many dictionary entries of one person from filling the hard part
+    of a pool alone (they often span 1-3 identities).
 
     Args:
-        anchor_feats: ``[A, D]`` anchor embeddings.
-        anchor_pids: ``[A]`` long, their identities (>= 0).
+        anchor_feats: ``[N, D]`` anchor embeddings (detached here).
         cand_feats: ``[K, D]`` candidate embeddings (dictionary entries or class centres).
-        cand_pids: ``[K]`` long, their identities (-1 / -2 never count as negatives).
-        num_hard: number of hardest negative classes per anchor (>= 0).
+        cand_pids: ``[K]`` long, their identities in ``[-2, C-1]``; candidates with a pid < 0
+            (unlabelled, empty slot) belong to no class.
+        num_classes: C.
 
     Returns:
-        ``[H]`` long, the sorted distinct identities of the union over the anchors.
+        ``[N, C]`` float32, ``hardness[i, c] = max_k anchor_i . cand_k`` over the candidates of
+        class ``c``; ``-inf`` for a class without candidate.
     """
-    empty = anchor_pids.new_zeros(0)
-    if num_hard <= 0 or anchor_feats.shape[0] == 0 or cand_feats.shape[0] == 0:
-        return empty
-    cand_pids = cand_pids.to(anchor_pids.device)
-    labelled = cand_pids >= 0  # none labelled: no class, an empty top-0 below (no host read)
-    classes, cand_class = torch.unique(cand_pids[labelled], sorted=True, return_inverse=True)
-    cands = cand_feats.detach().float().to(anchor_feats.device)[labelled]
-    sims = anchor_feats.detach().float() @ cands.t()  # [A, K']
-    # Hardness of each class for each anchor: the similarity of its most similar candidate.
-    hardness = sims.new_full((sims.shape[0], classes.numel()), float("-inf"))
-    hardness = hardness.scatter_reduce(
-        1, cand_class[None, :].expand_as(sims), sims, reduce="amax", include_self=True
-    )  # [A, U]
-    hardness = hardness.masked_fill(classes[None, :] == anchor_pids[:, None], float("-inf"))
-    top, top_idx = hardness.topk(min(num_hard, classes.numel()), dim=1)  # [A, k]
-    return torch.unique(classes[top_idx][torch.isfinite(top)], sorted=True)
+    sims = anchor_feats.detach().float() @ cand_feats.detach().float().to(anchor_feats.device).t()
+    cand_pids = cand_pids.to(anchor_feats.device)
+    sims = sims.masked_fill(cand_pids[None, :] < 0, float("-inf"))  # [N, K]
+    hardness = sims.new_full((sims.shape[0], num_classes), float("-inf"))
+    index = cand_pids.clamp(min=0)[None, :].expand_as(sims)
+    return hardness.scatter_reduce(1, index, sims, reduce="amax", include_self=True)
 
 
-def build_label_pool(
-    anchor_feats: Tensor,
-    anchor_pids: Tensor,
-    cand_feats: Tensor,
-    cand_pids: Tensor,
-    num_classes: int,
+def hard_negative_mask(hardness: Tensor, pids: Tensor, num_hard: int) -> Tensor:
+    """The ``num_hard`` hardest negative classes of each labelled row, as a mask.
+
+    Per row with pid >= 0 the ``min(num_hard, #classes with a candidate)`` classes of highest
+    :func:`class_hardness`, its own class excluded; nothing for an unlabelled row.
+
+    Args:
+        hardness: ``[N, C]`` (``-inf``: the class has no candidate).
+        pids: ``[N]`` long, 0..C-1 or -1.
+        num_hard: hardest classes per row (>= 0).
+
+    Returns:
+        ``[N, C]`` bool.
+    """
+    n, num_classes = hardness.shape
+    mask = torch.zeros(n, num_classes, dtype=torch.bool, device=hardness.device)
+    k = min(int(num_hard), num_classes)
+    if k <= 0 or n == 0:
+        return mask
+    own = pids.clamp(min=0)[:, None] == torch.arange(num_classes, device=pids.device)[None, :]
+    top, top_idx = hardness.masked_fill(own, float("-inf")).topk(k, dim=1)  # [N, k]
+    valid = torch.isfinite(top) & (pids >= 0)[:, None]
+    return mask.scatter_(1, top_idx, valid)
+
+
+def build_label_pools(
+    pids: Tensor,
+    pair_ids: Tensor,
+    num_pairs: int,
+    hard_mask: Tensor,
     pool_size: int,
-    num_hard: int,
-    fill_from: Optional[Tensor] = None,
+    fill_allowed: Optional[Tensor] = None,
     generator: Optional[torch.Generator] = None,
 ) -> Tensor:
-    """Label pool of one Siamese pair.
+    """The label pool of every Siamese pair of the batch, as a ``[P, C]`` mask.
 
-    pool = (identities of the pair's labelled embeddings)
-    ∪ :func:`hard_negative_identities` of those embeddings among the candidates
-    ∪ identities drawn uniformly without replacement from ``fill_from`` (all classes
-    ``0..num_classes-1`` if None) minus the above, until the pool holds ``pool_size``
-    identities or the source is exhausted. The first two groups are never truncated.
+    pool of pair k = (identities of the pair's labelled rows)
+    ∪ (the hard negative classes of those rows, ``hard_mask``)
+    ∪ classes drawn uniformly without replacement among ``fill_allowed`` (all classes if None)
+    minus the above, until the pool holds ``pool_size`` classes or the allowed ones run out.
+    The first two groups are never truncated, so a pool may exceed ``pool_size``.
+
+    The random draw ranks i.i.d. uniform keys per (pair, class): fixed shapes, so nothing here
+    waits for the device.
 
     Args:
-        anchor_feats: ``[A, D]`` the labelled embeddings of the pair.
-        anchor_pids: ``[A]`` long, their identities (0..C-1).
-        cand_feats: ``[K, D]`` candidates for the hard negatives (HEP: the feature dictionary;
-            C2HEP: the initialised class centres).
-        cand_pids: ``[K]`` long, the candidates' identities.
-        num_classes: C.
+        pids: ``[N]`` long, 0..C-1 or -1 (unlabelled rows add nothing).
+        pair_ids: ``[N]`` long, the pair of each row (``image_id // 2``), in ``[0, num_pairs)``.
+        num_pairs: P.
+        hard_mask: ``[N, C]`` bool, :func:`hard_negative_mask`.
         pool_size: preset pool size M.
-        num_hard: hardest negatives per anchor.
-        fill_from: optional ``[F]`` long, the identities the random filling may draw.
-        generator: optional CPU ``torch.Generator`` for the random filling.
+        fill_allowed: optional ``[C]`` bool, the classes the random filling may draw (C2HEP:
+            the initialised classes).
+        generator: optional ``torch.Generator`` of the random keys (on the CPU or the device).
 
     Returns:
-        ``[P]`` long, the sorted distinct identities of the pool, on ``anchor_pids.device``.
+        ``[P, C]`` bool.
     """
-    device = anchor_pids.device
-    hard = hard_negative_identities(anchor_feats, anchor_pids, cand_feats, cand_pids, num_hard)
-    pool = torch.unique(torch.cat([anchor_pids.long(), hard.long()]), sorted=True)
-    num_fill = pool_size - pool.numel()
-    if num_fill > 0:
-        source = (
-            torch.arange(num_classes, device=device)
-            if fill_from is None
-            else torch.unique(fill_from.to(device=device, dtype=torch.long))
-        )
-        source = source[~torch.isin(source, pool)]
-        if source.numel() > 0:
-            pick = torch.randperm(source.numel(), generator=generator)[:num_fill].to(device)
-            pool = torch.unique(torch.cat([pool, source[pick]]), sorted=True)
-    return pool
+    device = pids.device
+    num_classes = hard_mask.shape[1]
+    labelled = pids >= 0
+    classes = torch.arange(num_classes, device=device)
+    own = labelled[:, None] & (pids[:, None] == classes[None, :])  # [N, C]
+    pairs = torch.arange(num_pairs, device=device)
+    rows_of_pair = labelled[None, :] & (pair_ids[None, :] == pairs[:, None])  # [P, N]
+    # [P, N] @ [N, C]: counts of small integers, exact in float32.
+    core = (rows_of_pair.float() @ (own | hard_mask).float()) > 0  # [P, C]
+    need = (pool_size - core.sum(dim=1)).clamp(min=0)  # [P]
+    eligible = ~core if fill_allowed is None else ~core & fill_allowed.to(device)[None, :]
+    key_device = generator.device if generator is not None else device
+    keys = torch.rand(num_pairs, num_classes, generator=generator, device=key_device).to(device)
+    order = keys.masked_fill(~eligible, -1.0).argsort(dim=1, descending=True)
+    rank = torch.empty_like(order).scatter_(1, order, classes.expand(num_pairs, -1).contiguous())
+    return core | (eligible & (rank < need[:, None]))
 
 
 def check_pool_loss_args(name: str, num_classes: int, dim: int, pool_size: int, num_hard: int,
@@ -139,76 +152,72 @@ def pooled_cross_entropy(
     pids: Tensor,
     image_ids: Tensor,
     class_vectors: Tensor,
-    cand_feats: Tensor,
-    cand_pids: Tensor,
+    hardness: Tensor,
     pool_size: int,
     num_hard: int,
     scale: float,
-    fill_from: Optional[Tensor] = None,
+    fill_allowed: Optional[Tensor] = None,
     generator: Optional[torch.Generator] = None,
-) -> Tuple[Tensor, Dict[str, Union[float, Tensor]]]:
+    num_pairs: Optional[int] = None,
+) -> Tuple[Tensor, Dict[str, Tensor]]:
     """Softmax cross-entropy of each labelled embedding over the label pool of its pair.
 
-    For pair ``k`` (images ``2k``, ``2k+1``) the pool P_k is :func:`build_label_pool` of the
-    pair's labelled embeddings; each labelled embedding x of identity y in the pair contributes
+    For pair ``k`` (images ``2k``, ``2k+1``) the pool P_k is :func:`build_label_pools` of the
+    pair's labelled rows, their hard classes taken from ``hardness``
+    (:func:`hard_negative_mask`); each labelled embedding x of identity y in the pair contributes
     ``-log softmax_{c in P_k}(scale * x.w_c)[y]`` with ``w_c = class_vectors[c]``. The loss is the
-    mean over the labelled embeddings of the batch; ``embeds.sum() * 0`` (plus
-    ``class_vectors.sum() * 0``) when there is none, so that the graph stays connected.
+    mean over the labelled embeddings of the batch; zero but connected to the graph (of the
+    embeddings and the class vectors) when there is none.
+
+    Dense: the logits of every row over all C classes, masked to its pair's pool, so no shape
+    depends on the data and nothing waits for the device (given ``num_pairs``).
 
     Args:
         embeds: ``[N, D]`` L2-normalised embeddings.
         pids: ``[N]`` long, 0..C-1 or -1 (unlabelled, ignored here).
         image_ids: ``[N]`` long, image index in the batch.
         class_vectors: ``[C, D]`` unit class vectors (normalised classifier weights or centres).
-        cand_feats: ``[K, D]`` hard-negative candidates, see :func:`build_label_pool`.
-        cand_pids: ``[K]`` long.
+        hardness: ``[N, C]`` :func:`class_hardness` of the rows (``-inf``: no candidate).
         pool_size: preset pool size M.
-        num_hard: hardest negatives per anchor.
+        num_hard: hardest negative classes per labelled row.
         scale: logit scale s > 0.
-        fill_from: identities the random filling may draw (None: all classes).
-        generator: optional CPU generator of the random filling.
+        fill_allowed: ``[C]`` bool, the classes the random filling may draw (None: all).
+        generator: optional generator of the random filling.
+        num_pairs: pairs in the batch (``ceil(images / 2)``); None reads it from ``image_ids``
+            (the host then waits for the device).
 
     Returns:
         loss: 0-dim float32 tensor.
-        stats: ``acc`` (fraction of labelled embeddings whose pool argmax is their identity; a
-            0-dim tensor left on the device), ``pool_size`` (mean pool size over the pairs with
-            a labelled embedding) and ``num_labelled`` (Python floats); the means are NaN when
+        stats: 0-dim float32 tensors left on the device: ``acc`` (fraction of labelled
+            embeddings whose pool argmax is their identity), ``pool_size`` (mean pool size over
+            the pairs with a labelled embedding) and ``num_labelled``; the means are NaN when
             there is no labelled embedding.
     """
     check_reid_inputs(embeds, pids, image_ids)
-    num_classes = class_vectors.shape[0]
-    labelled = pids >= 0
-    labelled_pids = pids[labelled]
-    num_labelled = labelled_pids.numel()  # a shape, known to the host after the indexing
-    if num_labelled == 0:
-        loss = embeds.sum() * 0.0 + class_vectors.sum() * 0.0
-        nan = embeds.new_full((), math.nan, dtype=torch.float32)
-        return loss, {"acc": nan, "pool_size": math.nan, "num_labelled": 0.0}
-    if int(labelled_pids.max()) >= num_classes:
-        raise ValueError(f"identity {int(labelled_pids.max())} >= num_classes {num_classes}")
-
+    check_pids_below(pids, class_vectors.shape[0])
     x = embeds.float()
+    labelled = pids >= 0
     pair_ids = image_ids // 2
-    total = x.new_zeros(())
-    correct = x.new_zeros((), dtype=torch.long)
-    pool_sizes = []
-    for pair in torch.unique(pair_ids[labelled]).tolist():
-        rows = labelled & (pair_ids == pair)
-        xa, ya = x[rows], pids[rows]
-        pool = build_label_pool(
-            xa, ya, cand_feats, cand_pids, num_classes, pool_size, num_hard, fill_from, generator
-        )
-        logits = scale * xa @ class_vectors[pool].float().t()  # [A, P]
-        target = torch.searchsorted(pool, ya)
-        total = total + F.cross_entropy(logits, target, reduction="sum")
-        correct = correct + (logits.detach().argmax(dim=1) == target).sum()
-        pool_sizes.append(pool.numel())
-    loss = total / num_labelled
-    stats = {
-        "acc": correct / num_labelled,  # a 0-dim tensor: no host synchronisation
-        "pool_size": float(sum(pool_sizes)) / len(pool_sizes),
-        "num_labelled": float(num_labelled),
-    }
+    if num_pairs is None:
+        num_pairs = int(pair_ids.max()) + 1 if pair_ids.numel() else 0
+    hard = hard_negative_mask(hardness, pids, num_hard)
+    pools = build_label_pools(pids, pair_ids, num_pairs, hard, pool_size, fill_allowed, generator)
+    row_pool = pools[pair_ids]  # [N, C]
+    logits = scale * x @ class_vectors.float().t()  # [N, C]
+    target = pids.clamp(min=0)
+    lse = masked_logsumexp(logits, row_pool)  # a labelled row's pool holds its own class
+    per_row = torch.where(labelled, lse - logits.gather(1, target[:, None])[:, 0], 0.0)
+    num_labelled = labelled.sum().float()
+    loss = per_row.sum() / num_labelled.clamp(min=1.0)
+    with torch.no_grad():
+        predicted = logits.masked_fill(~row_pool, float("-inf")).argmax(dim=1)
+        has_labelled = (labelled[None, :] & (pair_ids[None, :] == torch.arange(
+            num_pairs, device=pids.device)[:, None])).any(dim=1)  # [P]
+        stats = {
+            "acc": ((predicted == pids) & labelled).sum().float() / num_labelled,
+            "pool_size": (pools.sum(dim=1) * has_labelled).sum().float() / has_labelled.sum(),
+            "num_labelled": num_labelled,
+        }
     return loss, stats
 
 
@@ -256,15 +265,17 @@ class HEPLoss(nn.Module):
         image_ids: Tensor,
         dict_feats: Tensor,
         dict_pids: Tensor,
-    ) -> Tuple[Tensor, Dict[str, Union[float, Tensor]]]:
+        num_pairs: Optional[int] = None,
+    ) -> Tuple[Tensor, Dict[str, Tensor]]:
         """HEP loss of a batch of pairs.
 
         Args:
             embeds: ``[N, D]`` L2-normalised embeddings.
             pids: ``[N]`` long, 0..C-1 or -1 (unlabelled).
             image_ids: ``[N]`` long, image index in the batch (pairs ``2k``, ``2k+1``).
-            dict_feats: ``[K, D]`` feature dictionary entries.
-            dict_pids: ``[K]`` long, their identities.
+            dict_feats: ``[K, D]`` feature dictionary slots.
+            dict_pids: ``[K]`` long, their identities (-2: an empty slot, ignored).
+            num_pairs: pairs in the batch (None: read from ``image_ids``, a host read).
 
         Returns:
             loss (0-dim) and stats (``acc``, ``pool_size``, ``num_labelled``), see
@@ -276,13 +287,13 @@ class HEPLoss(nn.Module):
             pids,
             image_ids,
             weight,
-            dict_feats,
-            dict_pids,
+            class_hardness(embeds, dict_feats, dict_pids, self.num_classes),
             self.pool_size,
             self.num_hard,
             self.scale,
-            fill_from=None,
+            fill_allowed=None,
             generator=self.generator,
+            num_pairs=num_pairs,
         )
 
     def extra_repr(self) -> str:

@@ -13,7 +13,6 @@ no scale is written (s = 1). Ours: s is an argument (config key ``MODEL.REID.OLP
 Only torch is used (no Detectron2).
 """
 import logging
-import math
 from typing import Dict, Tuple, Union
 
 import torch
@@ -81,8 +80,11 @@ def olp_loss(
     anchors only. Embeddings are expected L2-normalised, so ``cos(a, b) = a.b``.
 
     Special cases: with an empty dictionary every term is ``-log(1) = 0``; with no anchor having
-    a positive the loss is ``embeds.sum() * 0`` (zero but connected to the graph, so that
-    DistributedDataParallel sees every parameter used).
+    a positive the loss is zero but connected to the graph (so that DistributedDataParallel sees
+    every parameter used).
+
+    Every shape is fixed by N and K (dense ``[N, N]`` and ``[N, K]`` masks; empty dictionary
+    slots, pid -2, are masked out), so on a GPU nothing here waits for the device.
 
     Computed in float32 whatever the input dtype.
 
@@ -97,9 +99,9 @@ def olp_loss(
 
     Returns:
         loss: 0-dim float32 tensor.
-        stats: ``num_terms`` (m) and ``num_anchors`` (Python floats), ``pos_sim`` (mean a.p over
-            the terms) and ``neg_sim`` (mean a.n over the anchors' negatives), 0-dim tensors left
-            on the device; the means are NaN when undefined.
+        stats: ``num_terms`` (m), ``num_anchors``, ``pos_sim`` (mean a.p over the terms) and
+            ``neg_sim`` (mean a.n over the anchors' negatives): 0-dim float32 tensors left on
+            the device; the means are NaN when undefined.
     """
     if scale <= 0:
         raise ValueError(f"scale must be > 0, got {scale}")
@@ -115,47 +117,47 @@ def olp_loss(
 
     x = embeds.float()
     labelled = pids >= 0
-    # pos_mask[i, j]: j is a positive of anchor i.
+    # Dense over the batch: an [N, N] mask of the (anchor, positive) terms and an [N, K] mask of
+    # the negatives, so that no shape depends on the data (nothing waits for the device).
     pos_mask = (
         labelled[:, None]
         & (pids[:, None] == pids[None, :])
         & (image_ids[None, :] == (image_ids[:, None] ^ 1))
-    )
-    anchor_idx, pos_idx = pos_mask.nonzero(as_tuple=True)
-    num_terms = int(anchor_idx.numel())
-    if num_terms == 0:
-        nan = x.new_full((), math.nan)
-        stats = {"num_terms": 0.0, "num_anchors": 0.0, "pos_sim": nan, "neg_sim": nan}
-        return embeds.sum() * 0.0, stats
-
-    # Distinct anchors, and for every term the row of its anchor.
-    anchors, term_anchor = torch.unique(anchor_idx, sorted=True, return_inverse=True)
-    a = x[anchors]  # [A, D]
-    pos_sim = (x[anchor_idx] * x[pos_idx].detach()).sum(dim=1)  # [T]
+    )  # [N, N]: j is a positive of anchor i
+    pos_count = pos_mask.sum(dim=1).to(x.dtype)  # [N] positives of each row
+    is_anchor = pos_count > 0
+    num_terms = pos_count.sum()
+    sim = x @ x.detach().t()  # [N, N]; the positives are detached
 
     d = dict_feats.detach().to(device=x.device, dtype=x.dtype)  # [K, D]
     dp = dict_pids.to(device=x.device)
-    neg_mask = (dp[None, :] != pids[anchors][:, None]) & (dp[None, :] >= -1)  # [A, K]
-    neg_sim = a @ d.t()  # [A, K]
-    lse_neg = masked_logsumexp(scale * neg_sim, neg_mask)  # [A]
-    terms = F.softplus(lse_neg[term_anchor] - scale * pos_sim)  # [T]
+    neg_mask = (dp[None, :] != pids[:, None]) & (dp[None, :] >= -1) & is_anchor[:, None]  # [N, K]
+    neg_sim = x @ d.t()  # [N, K]
+    lse_neg = masked_logsumexp(scale * neg_sim, neg_mask)  # [N], -inf without negatives
+    # softplus(-inf) = 0 with a zero gradient: a term without negatives is -log(1) = 0.
+    terms = F.softplus(lse_neg[:, None] - scale * sim)  # [N, N], used where pos_mask
     if term_weight == "pair":
-        loss = terms.mean()
-    else:
-        if term_weight == "anchor":
-            group = term_anchor
-        else:  # one group per (identity, pair of images)
-            keys = torch.stack([pids[anchor_idx], image_ids[anchor_idx] // 2], dim=1)
-            group = torch.unique(keys, dim=0, return_inverse=True)[1]
-        weight = 1.0 / torch.bincount(group).to(terms.dtype)[group]  # [T]
-        loss = (weight * terms).sum() / weight.sum()
+        weight = pos_mask.to(x.dtype)
+    elif term_weight == "anchor":  # an anchor's terms share its weight 1
+        weight = pos_mask / pos_count.clamp(min=1)[:, None]
+    else:  # one group per (identity, pair of images): its terms share the weight 1
+        same_group = (
+            labelled[:, None]
+            & (pids[:, None] == pids[None, :])
+            & ((image_ids[:, None] // 2) == (image_ids[None, :] // 2))
+        )
+        group_terms = same_group.to(x.dtype) @ pos_count  # [N] terms of each row's group
+        weight = pos_mask / group_terms.clamp(min=1)[:, None]
+    # No term: 0 / 1, zero but connected to the graph (DistributedDataParallel sees every
+    # parameter used).
+    loss = (weight * terms).sum() / torch.where(num_terms > 0, weight.sum(), 1.0)
 
     with torch.no_grad():  # statistics stay on the device (no host synchronisation)
         stats = {
-            "num_terms": float(num_terms),
-            "num_anchors": float(anchors.numel()),
-            "pos_sim": pos_sim.mean(),
-            # 0 / 0 = NaN without any negative
+            "num_terms": num_terms,
+            "num_anchors": is_anchor.sum().to(x.dtype),
+            # 0 / 0 = NaN without any term / negative
+            "pos_sim": (sim * pos_mask).sum() / num_terms,
             "neg_sim": (neg_sim * neg_mask).sum() / neg_mask.sum(),
         }
     return loss, stats
