@@ -83,11 +83,12 @@ class PersonSearchRCNN(GeneralizedRCNN):
         the host (the mapper's CPU tensors), collectively under ``torch.distributed``; the ROI
         heads then skip the check that would read the identities back from the device."""
         criterion = getattr(self.roi_heads, "criterion", None)
-        pids = [x["instances"].gt_pids for x in batched_inputs
-                if "instances" in x and x["instances"].has("gt_pids")]
-        if criterion is None or not pids:
+        if criterion is None:
             return
-        check_pid_range(torch.cat([p.reshape(-1).long().cpu() for p in pids]),
+        # Every process calls the (collective) check at every step, also without identities.
+        pids = [x["instances"].gt_pids.reshape(-1).long().cpu() for x in batched_inputs
+                if "instances" in x and x["instances"].has("gt_pids")]
+        check_pid_range(torch.cat(pids) if pids else torch.zeros(0, dtype=torch.long),
                         criterion.num_classes)
 
     def inference(
