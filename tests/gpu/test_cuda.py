@@ -45,6 +45,36 @@ def test_reid_training_path_does_not_synchronise(losses):
         torch.cuda.set_sync_debug_mode("default")
 
 
+@pytest.mark.parametrize("config_file", ["configs/synthetic/inet_small.yaml",
+                                         "configs/synthetic/dcinet_small.yaml"])
+def test_training_step_reid_path_does_not_synchronise(config_file):
+    """The same through a training step of each small model: its ``_reid_losses`` (criterion,
+    memory updates, metric averaging) under ``set_sync_debug_mode("error")``, second step."""
+    from detectron2.utils.events import EventStorage
+
+    from tests.modeling.common import build_test_model, load_cfg, make_pair_batch, reduce_for_cpu
+
+    cfg = reduce_for_cpu(load_cfg(config_file), rois_per_image=16)
+    cfg.MODEL.DEVICE = "cuda"
+    model = build_test_model(cfg).train()
+    heads = model.roi_heads
+    original = heads._reid_losses
+
+    def strict(*args, **kwargs):
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return original(*args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    with EventStorage() as storage:
+        sum(model(make_pair_batch()).values()).backward()  # warm-up
+        storage.iter += 1
+        heads._reid_losses = strict
+        sum(model(make_pair_batch()).values()).backward()
+
+
 def test_batched_inference_matches_single_on_cuda(tmp_path):
     from detectron2.modeling import build_model
 

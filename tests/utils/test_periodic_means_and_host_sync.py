@@ -121,3 +121,35 @@ def test_criterion_metrics_are_read_by_nobody_but_the_logger():
     assert math.isnan(metrics["reid/olp_neg_sim"])  # the dictionary was empty
     assert metrics["reid/olp_pos_sim"] == pytest.approx(0.8)
     assert metrics["reid/dict_fill"] == pytest.approx(3 / 8)
+
+
+@pytest.mark.parametrize("config_file", ["configs/synthetic/inet_small.yaml",
+                                         "configs/synthetic/dcinet_small.yaml"])
+def test_training_step_of_both_heads_has_no_sync_in_the_reid_path(config_file):
+    """Issue 13, item 1, through the model: a training step of each small config, with the heads'
+    re-id part (``_reid_losses``: criterion, memory updates, metric averaging) counted; the
+    second step, once the dictionary holds entries and the centres exist. Neither step writes
+    the metrics: their means are read once per ``MODEL.REID.METRICS_PERIOD`` steps, by design."""
+    from detectron2.utils.events import EventStorage
+
+    from tests.modeling.common import build_test_model, load_cfg, make_pair_batch, reduce_for_cpu
+
+    model = build_test_model(reduce_for_cpu(load_cfg(config_file), rois_per_image=16)).train()
+    heads, counts = model.roi_heads, []
+    original = heads._reid_losses
+
+    def counted(*args, **kwargs):
+        with HostSyncCounter() as counter:
+            out = original(*args, **kwargs)
+        counts.append(counter.total)
+        return out
+
+    heads._reid_losses = counted
+    assert heads.metrics_period > 2
+    with EventStorage() as storage:
+        for _ in range(2):
+            sum(model(make_pair_batch()).values()).backward()
+            storage.iter += 1
+    assert counts == [0, 0]
+    assert heads.criterion.dictionary is None or heads.criterion.dictionary.num_filled.item() > 0
+
