@@ -223,6 +223,10 @@ class TestLabelPool:
         hard = hard_negative_mask(hardness, pids, 1)
         pools = build_label_pools(pids, T([0, 1, 1]), 3, hard, pool_size=0)
         assert [p.nonzero().flatten().tolist() for p in pools] == [[0, 3], [2, 5], []]
+        # with random filling up to 4: the two pairs get 2 random classes each, the empty one none
+        pools = build_label_pools(pids, T([0, 1, 1]), 3, hard, pool_size=4)
+        assert pools.sum(dim=1).tolist() == [4, 4, 0]
+        assert pools[0, [0, 3]].all() and pools[1, [2, 5]].all()
 
     def test_random_filling(self):
         g = torch.Generator().manual_seed(0)

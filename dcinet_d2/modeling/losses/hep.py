@@ -80,7 +80,7 @@ def hard_negative_mask(hardness: Tensor, pids: Tensor, num_hard: int) -> Tensor:
     k = min(int(num_hard), num_classes)
     if k <= 0 or n == 0:
         return mask
-    own = pids.clamp(min=0)[:, None] == torch.arange(num_classes, device=pids.device)[None, :]
+    own = pids[:, None] == torch.arange(num_classes, device=pids.device)[None, :]
     top, top_idx = hardness.masked_fill(own, float("-inf")).topk(k, dim=1)  # [N, k]
     valid = torch.isfinite(top) & (pids >= 0)[:, None]
     return mask.scatter_(1, top_idx, valid)
@@ -101,7 +101,8 @@ def build_label_pools(
     ∪ (the hard negative classes of those rows, ``hard_mask``)
     ∪ classes drawn uniformly without replacement among ``fill_allowed`` (all classes if None)
     minus the above, until the pool holds ``pool_size`` classes or the allowed ones run out.
-    The first two groups are never truncated, so a pool may exceed ``pool_size``.
+    The first two groups are never truncated, so a pool may exceed ``pool_size``. A pair
+    without labelled rows has an empty pool.
 
     The random draw ranks i.i.d. uniform keys per (pair, class): fixed shapes, so nothing here
     waits for the device.
@@ -121,14 +122,14 @@ def build_label_pools(
     """
     device = pids.device
     num_classes = hard_mask.shape[1]
-    labelled = pids >= 0
     classes = torch.arange(num_classes, device=device)
-    own = labelled[:, None] & (pids[:, None] == classes[None, :])  # [N, C]
+    own = pids[:, None] == classes[None, :]  # [N, C]; nothing for an unlabelled row
     pairs = torch.arange(num_pairs, device=device)
-    rows_of_pair = labelled[None, :] & (pair_ids[None, :] == pairs[:, None])  # [P, N]
+    rows_of_pair = (pids >= 0)[None, :] & (pair_ids[None, :] == pairs[:, None])  # [P, N]
     # [P, N] @ [N, C]: counts of small integers, exact in float32.
     core = (rows_of_pair.float() @ (own | hard_mask).float()) > 0  # [P, C]
-    need = (pool_size - core.sum(dim=1)).clamp(min=0)  # [P]
+    # A pair with a labelled row holds at least that row's class; an empty pair gets no filling.
+    need = torch.where(core.any(dim=1), (pool_size - core.sum(dim=1)).clamp(min=0), 0)  # [P]
     eligible = ~core if fill_allowed is None else ~core & fill_allowed.to(device)[None, :]
     key_device = generator.device if generator is not None else device
     keys = torch.rand(num_pairs, num_classes, generator=generator, device=key_device).to(device)
@@ -211,11 +212,10 @@ def pooled_cross_entropy(
     loss = per_row.sum() / num_labelled.clamp(min=1.0)
     with torch.no_grad():
         predicted = logits.masked_fill(~row_pool, float("-inf")).argmax(dim=1)
-        has_labelled = (labelled[None, :] & (pair_ids[None, :] == torch.arange(
-            num_pairs, device=pids.device)[:, None])).any(dim=1)  # [P]
         stats = {
             "acc": ((predicted == pids) & labelled).sum().float() / num_labelled,
-            "pool_size": (pools.sum(dim=1) * has_labelled).sum().float() / has_labelled.sum(),
+            # the pairs with a labelled row are those with a pool
+            "pool_size": pools.sum().float() / pools.any(dim=1).sum(),
             "num_labelled": num_labelled,
         }
     return loss, stats

@@ -119,11 +119,8 @@ def olp_loss(
     labelled = pids >= 0
     # Dense over the batch: an [N, N] mask of the (anchor, positive) terms and an [N, K] mask of
     # the negatives, so that no shape depends on the data (nothing waits for the device).
-    pos_mask = (
-        labelled[:, None]
-        & (pids[:, None] == pids[None, :])
-        & (image_ids[None, :] == (image_ids[:, None] ^ 1))
-    )  # [N, N]: j is a positive of anchor i
+    same_pid = labelled[:, None] & (pids[:, None] == pids[None, :])  # [N, N]
+    pos_mask = same_pid & (image_ids[None, :] == (image_ids[:, None] ^ 1))  # j: a positive of i
     pos_count = pos_mask.sum(dim=1).to(x.dtype)  # [N] positives of each row
     is_anchor = pos_count > 0
     num_terms = pos_count.sum()
@@ -141,16 +138,12 @@ def olp_loss(
     elif term_weight == "anchor":  # an anchor's terms share its weight 1
         weight = pos_mask / pos_count.clamp(min=1)[:, None]
     else:  # one group per (identity, pair of images): its terms share the weight 1
-        same_group = (
-            labelled[:, None]
-            & (pids[:, None] == pids[None, :])
-            & ((image_ids[:, None] // 2) == (image_ids[None, :] // 2))
-        )
+        same_group = same_pid & ((image_ids[:, None] // 2) == (image_ids[None, :] // 2))
         group_terms = same_group.to(x.dtype) @ pos_count  # [N] terms of each row's group
         weight = pos_mask / group_terms.clamp(min=1)[:, None]
-    # No term: 0 / 1, zero but connected to the graph (DistributedDataParallel sees every
-    # parameter used).
-    loss = (weight * terms).sum() / torch.where(num_terms > 0, weight.sum(), 1.0)
+    # The weights sum to the number of terms, anchors or groups: >= 1 when there is a term. No
+    # term: 0 / 1, zero but connected to the graph (DistributedDataParallel sees every parameter).
+    loss = (weight * terms).sum() / weight.sum().clamp(min=1.0)
 
     with torch.no_grad():  # statistics stay on the device (no host synchronisation)
         stats = {
