@@ -5,9 +5,10 @@
 
 The model config keys (``cfg.MODEL.REID``) are added by :func:`add_model_config`.
 """
+from .build import build_reid_criterion
 from .config import add_model_config
 from .meta_arch import PersonSearchRCNN
-from .roi_heads import DCINetROIHeads, EmbeddingHead, INetROIHeads, build_reid_criterion
+from .roi_heads import DCINetROIHeads, EmbeddingHead, INetROIHeads
 
 __all__ = [
     "add_model_config",

@@ -17,7 +17,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList, Instances
 
-from .losses.criterion import check_pid_range
+from .losses.checks import check_pid_range
 
 logger = logging.getLogger(__name__)
 

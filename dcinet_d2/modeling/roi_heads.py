@@ -29,10 +29,9 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 
-from ..data.identities import num_train_identities
 from ..utils.periodic_means import PeriodicMeans
 from .box_predictor import IoUAwareOutputLayers
-from .losses.criterion import ReIDCriterion
+from .build import build_reid_criterion
 
 logger = logging.getLogger(__name__)
 
@@ -41,53 +40,7 @@ __all__ = [
     "PersonSearchRes5ROIHeads",
     "INetROIHeads",
     "DCINetROIHeads",
-    "build_reid_criterion",
-    "num_train_identities",
-    "reid_dictionary_size",
 ]
-
-
-# --------------------------------------------------------------------------------- config glue
-def reid_dictionary_size(cfg: CfgNode) -> int:
-    """Length of the OLP feature dictionary: ``MODEL.REID.DICTIONARY_SIZE``, or the default rule.
-
-    Paper: 4 x batch size. Ours (``DICTIONARY_SIZE`` = 0): 4 x the most foreground proposals one
-    training step samples, ``4 * IMS_PER_BATCH * BATCH_SIZE_PER_IMAGE * POSITIVE_FRACTION``.
-    """
-    size = int(cfg.MODEL.REID.DICTIONARY_SIZE)
-    if size > 0:
-        return size
-    if size < 0:
-        raise ValueError(f"MODEL.REID.DICTIONARY_SIZE must be >= 0, got {size}")
-    roi_heads = cfg.MODEL.ROI_HEADS
-    fg_per_image = int(roi_heads.BATCH_SIZE_PER_IMAGE * roi_heads.POSITIVE_FRACTION)
-    return 4 * int(cfg.SOLVER.IMS_PER_BATCH) * max(fg_per_image, 1)
-
-
-def build_reid_criterion(cfg: CfgNode) -> ReIDCriterion:
-    """Build the :class:`ReIDCriterion` described by ``cfg.MODEL.REID``."""
-    reid = cfg.MODEL.REID
-    weights = {k.lower(): float(v) for k, v in reid.LOSS_WEIGHTS.items()}
-    return ReIDCriterion(
-        num_classes=num_train_identities(cfg),
-        dim=reid.EMBED_DIM,
-        losses=list(reid.LOSSES),
-        weights=weights,
-        dictionary_size=reid_dictionary_size(cfg),
-        olp_scale=reid.OLP_SCALE,
-        hep_pool_size=reid.HEP_POOL_SIZE,
-        hep_num_hard=reid.HEP_NUM_HARD,
-        hep_scale=reid.HEP_SCALE,
-        c2hep_pool_size=reid.C2HEP_POOL_SIZE,
-        c2hep_num_hard=reid.C2HEP_NUM_HARD,
-        c2hep_scale=reid.C2HEP_SCALE,
-        c2hep_momentum=reid.C2HEP_MOMENTUM,
-        olp_term_weight=reid.OLP_TERM_WEIGHT,
-        c2hep_update=reid.C2HEP_UPDATE,
-        oim_queue_size=reid.OIM_QUEUE_SIZE,
-        oim_scale=reid.OIM_SCALE,
-        oim_momentum=reid.OIM_MOMENTUM,
-    )
 
 
 # --------------------------------------------------------------------------------- modules

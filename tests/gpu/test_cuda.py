@@ -29,8 +29,7 @@ def test_reid_training_path_does_not_synchronise(losses):
     """Issue 13, item 1: the re-id losses and memory updates as the ROI heads call them (number of
     images given, identities checked upstream on the host). The CPU counterpart, run in CI:
     tests/utils/test_periodic_means_and_host_sync.py."""
-    crit = ReIDCriterion(20, 8, losses=losses, dictionary_size=32, hep_pool_size=8, hep_num_hard=2,
-                         c2hep_pool_size=8, c2hep_num_hard=2).cuda().train()
+    crit = ReIDCriterion(20, 8, losses=losses, dictionary_size=32, options={"hep": {"pool_size": 8, "num_hard": 2}, "c2hep": {"pool_size": 8, "num_hard": 2}}).cuda().train()
     g = torch.Generator(device="cuda").manual_seed(0)
     embeds = F.normalize(torch.randn(12, 8, device="cuda", generator=g), dim=1).requires_grad_()
     pids = torch.randint(-1, 20, (12,), device="cuda", generator=g)

@@ -12,14 +12,9 @@ from detectron2.data import MetadataCatalog
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from dcinet_d2.modeling.roi_heads import (
-    DCINetROIHeads,
-    EmbeddingHead,
-    INetROIHeads,
-    build_reid_criterion,
-    num_train_identities,
-    reid_dictionary_size,
-)
+from dcinet_d2.data.identities import num_train_identities
+from dcinet_d2.modeling.build import build_reid_criterion, reid_dictionary_size
+from dcinet_d2.modeling.roi_heads import DCINetROIHeads, EmbeddingHead, INetROIHeads
 from tests.modeling.common import (
     PAIR_BATCH_GT,
     build_test_model,

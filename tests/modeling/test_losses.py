@@ -430,9 +430,7 @@ class TestC2HEP:
 class TestCriterion:
     def test_first_step_sees_empty_dictionary_then_enqueues_all(self):
         crit = ReIDCriterion(
-            num_classes=3, dim=2, losses=["olp"], weights={"olp": 0.5}, dictionary_size=8,
-            olp_scale=1.0,
-        )
+            num_classes=3, dim=2, losses=["olp"], weights={"olp": 0.5}, dictionary_size=8, options={"olp": {"scale": 1.0}})
         # image 0: (1,0) pid 0, (0,1) unlabelled;  image 1: (0.8,0.6) pid 0
         embeds = T([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]], requires_grad=True)
         pids, image_ids = T([0, -1, 0]), T([0, 0, 1])
@@ -455,8 +453,7 @@ class TestCriterion:
         torch.manual_seed(0)
         crit = ReIDCriterion(
             num_classes=4, dim=2, losses=["c2hep", "hep"], weights={"hep": 2.0, "c2hep": 3.0},
-            dictionary_size=8, hep_pool_size=4, c2hep_pool_size=4,
-        )
+            dictionary_size=8, options={"hep": {"pool_size": 4}, "c2hep": {"pool_size": 4}})
         assert crit.olp is None and crit.dictionary is not None
         embeds = F.normalize(torch.randn(4, 2), dim=1)
         pids, image_ids = T([0, 1, 1, 2]), T([0, 0, 1, 1])
@@ -477,11 +474,29 @@ class TestCriterion:
         with pytest.raises(ValueError):
             crit(embeds, T([0, 1, 4, 2]), image_ids)
 
+    def test_options_reach_the_loss_modules_and_bad_ones_are_named(self):
+        crit = ReIDCriterion(
+            num_classes=4, dim=2, losses=["olp", "c2hep"],
+            options={"olp": {"scale": 3.0, "term_weight": "identity"},
+                     "c2hep": {"pool_size": 2, "num_hard": 1, "momentum": 0.25,
+                               "update": "per_sample"},
+                     "oim": {"queue_size": 7}},  # not selected: ignored
+        )
+        assert (crit.olp.scale, crit.olp.term_weight) == (3.0, "identity")
+        c2hep = crit.c2hep
+        assert (c2hep.num_classes, c2hep.dim, c2hep.pool_size, c2hep.num_hard) == (4, 2, 2, 1)
+        assert (c2hep.centres.momentum, c2hep.centres.update_rule) == (0.25, "per_sample")
+        assert crit.oim is None
+        with pytest.raises(ValueError, match="c2hep options.*pool"):
+            ReIDCriterion(num_classes=4, dim=2, losses=["c2hep"], options={"c2hep": {"pool": 2}})
+        with pytest.raises(ValueError, match="dim"):
+            ReIDCriterion(num_classes=4, dim=2, losses=["hep"], options={"hep": {"dim": 3}})
+        with pytest.raises(ValueError, match="triplet"):
+            ReIDCriterion(num_classes=4, dim=2, losses=["olp"], options={"triplet": {}})
+
     def test_no_labelled_person_all_zero_and_connected(self):
         crit = ReIDCriterion(
-            num_classes=3, dim=2, losses=["olp", "hep", "c2hep"], dictionary_size=4,
-            hep_pool_size=3, c2hep_pool_size=3,
-        )
+            num_classes=3, dim=2, losses=["olp", "hep", "c2hep"], dictionary_size=4, options={"hep": {"pool_size": 3}, "c2hep": {"pool_size": 3}})
         crit.dictionary.enqueue(T([[1.0, 0.0]]), T([1]))
         embeds = T([[0.6, 0.8], [0.8, 0.6]], requires_grad=True)
         losses, metrics = crit(embeds, T([-1, -1]), T([0, 1]))
@@ -516,15 +531,11 @@ class TestCriterion:
     def test_state_dict_round_trip(self):
         torch.manual_seed(1)
         crit = ReIDCriterion(
-            num_classes=5, dim=3, losses=["olp", "hep", "c2hep"], dictionary_size=6,
-            hep_pool_size=3, c2hep_pool_size=3,
-        )
+            num_classes=5, dim=3, losses=["olp", "hep", "c2hep"], dictionary_size=6, options={"hep": {"pool_size": 3}, "c2hep": {"pool_size": 3}})
         for _ in range(3):
             crit(F.normalize(torch.randn(4, 3), dim=1), T([0, 3, -1, 0]), T([0, 0, 1, 1]))
         fresh = ReIDCriterion(
-            num_classes=5, dim=3, losses=["olp", "hep", "c2hep"], dictionary_size=6,
-            hep_pool_size=3, c2hep_pool_size=3,
-        )
+            num_classes=5, dim=3, losses=["olp", "hep", "c2hep"], dictionary_size=6, options={"hep": {"pool_size": 3}, "c2hep": {"pool_size": 3}})
         fresh.load_state_dict(crit.state_dict())
         keys = {
             "dictionary.feats", "dictionary.pids", "dictionary.ptr", "dictionary.num_filled",

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from dcinet_d2.modeling.memory import EMPTY_PID, ClassCentres, FeatureDictionary
+from dcinet_d2.modeling.losses.memory import EMPTY_PID, ClassCentres, FeatureDictionary
 from dcinet_d2.utils import all_gather_rows, get_rank, get_world_size, is_distributed
 
 T = torch.tensor

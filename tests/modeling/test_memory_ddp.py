@@ -30,14 +30,7 @@ def make_criterion() -> ReIDCriterion:
         num_classes=NUM_CLASSES,
         dim=DIM,
         losses=["olp", "hep", "c2hep"],
-        dictionary_size=8,
-        olp_scale=10.0,
-        hep_pool_size=4,
-        hep_num_hard=2,
-        c2hep_pool_size=4,
-        c2hep_num_hard=2,
-        c2hep_momentum=0.5,
-    )
+        dictionary_size=8, options={"olp": {"scale": 10.0}, "hep": {"pool_size": 4, "num_hard": 2}, "c2hep": {"pool_size": 4, "num_hard": 2, "momentum": 0.5}})
 
 
 def make_batch(rank: int, step: int):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dcinet_d2.modeling.losses import OIMLoss, ReIDCriterion
-from dcinet_d2.modeling.memory import ClassCentres, momentum_update_in_order
+from dcinet_d2.modeling.losses.memory import ClassCentres, momentum_update_in_order
 
 T = torch.tensor
 R5 = math.sqrt(5.0)
@@ -130,7 +130,7 @@ class TestOIM:
             oim(T([[1.0, 0.0]]), T([2]), T([0]))
 
     def test_criterion_selects_oim(self):
-        crit = ReIDCriterion(num_classes=2, dim=2, losses=["oim"], oim_queue_size=2, oim_scale=2.0)
+        crit = ReIDCriterion(num_classes=2, dim=2, losses=["oim"], options={"oim": {"queue_size": 2, "scale": 2.0}})
         assert crit.dictionary is None and crit.olp is None and crit.oim is not None
         losses, metrics = crit(T([[1.0, 0.0], [0.0, 1.0]]), T([0, -1]), T([0, 1]))
         assert set(losses) == {"loss_oim"}

@@ -28,8 +28,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                             world_size=WORLD_SIZE, timeout=datetime.timedelta(seconds=TIMEOUT_S))
     outcome = "no error"
     try:
-        crit = ReIDCriterion(NUM_CLASSES, DIM, losses=["olp", "c2hep"], dictionary_size=16,
-                             c2hep_pool_size=4, c2hep_num_hard=2)
+        crit = ReIDCriterion(NUM_CLASSES, DIM, losses=["olp", "c2hep"], dictionary_size=16, options={"c2hep": {"pool_size": 4, "num_hard": 2}})
         embeds = F.normalize(torch.randn(4, DIM), dim=1)
         pids = torch.tensor([0, 1, 2, NUM_CLASSES if rank == 1 else 3])
         crit(embeds, pids, torch.tensor([0, 0, 1, 1]))

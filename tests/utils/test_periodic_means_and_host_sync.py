@@ -91,8 +91,7 @@ def test_criterion_of_both_heads_never_synchronises(losses):
     host-synchronising call; three training steps, so the dictionary holds entries, the centres
     are initialised and updated, and the random pool filling runs. Backward included."""
     torch.manual_seed(0)
-    crit = ReIDCriterion(6, 4, losses=losses, dictionary_size=16, hep_pool_size=4, hep_num_hard=2,
-                         c2hep_pool_size=4, c2hep_num_hard=2)
+    crit = ReIDCriterion(6, 4, losses=losses, dictionary_size=16, options={"hep": {"pool_size": 4, "num_hard": 2}, "c2hep": {"pool_size": 4, "num_hard": 2}})
     pids, image_ids = T([0, 1, -1, 0, 2, 3, -1, 3]), T([0, 0, 0, 1, 2, 2, 3, 3])
     for _ in range(3):
         embeds = F.normalize(torch.randn(8, 4), dim=1).requires_grad_()
@@ -111,8 +110,7 @@ def test_criterion_of_both_heads_never_synchronises(losses):
 def test_criterion_metrics_are_read_by_nobody_but_the_logger():
     """Reading the criterion's metrics is left to the logger: the tensors among them are 0-dim,
     on the embeddings' device, and undefined ones are NaN rather than left out."""
-    crit = ReIDCriterion(4, 2, losses=["olp", "c2hep"], dictionary_size=8, c2hep_pool_size=4,
-                         c2hep_num_hard=1)
+    crit = ReIDCriterion(4, 2, losses=["olp", "c2hep"], dictionary_size=8, options={"c2hep": {"pool_size": 4, "num_hard": 1}})
     embeds = F.normalize(T([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]]), dim=1)
     _, metrics = crit(embeds, T([0, -1, 0]), T([0, 0, 1]))
     tensors = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor)}

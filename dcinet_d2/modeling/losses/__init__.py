@@ -1,19 +1,15 @@
 """Re-id losses of I-Net / DC-I-Net (OLP, HEP, C2HEP), the OIM baseline, and the criterion.
 
-Pure torch modules (no Detectron2 inside); the memories they use are in
-:mod:`dcinet_d2.modeling.memory`.
+Pure torch modules (no Detectron2 inside): the losses, their memories (:mod:`.memory`), the label
+pools HEP and C2HEP share (:mod:`.pools`) and the shared input checks (:mod:`.checks`).
 """
 from .c2hep import C2HEPLoss
 from .criterion import REID_LOSS_NAMES, ReIDCriterion
-from .hep import (
-    HEPLoss,
-    build_label_pools,
-    class_hardness,
-    hard_negative_mask,
-    pooled_cross_entropy,
-)
+from .hep import HEPLoss
+from .memory import ClassCentres, FeatureDictionary
 from .oim import OIMLoss
 from .olp import OLPLoss, olp_loss
+from .pools import build_label_pools, class_hardness, hard_negative_mask, pooled_cross_entropy
 
 __all__ = [
     "OLPLoss",
@@ -27,4 +23,6 @@ __all__ = [
     "OIMLoss",
     "ReIDCriterion",
     "REID_LOSS_NAMES",
+    "FeatureDictionary",
+    "ClassCentres",
 ]

@@ -1,29 +1,25 @@
 """Class-centre guided HEP (C2HEP) loss of DC-I-Net (Zhang et al., TPAMI 2020).
 
 Like HEP (:mod:`.hep`), but stored class centres (a
-:class:`~dcinet_d2.modeling.memory.ClassCentres` buffer, updated with a momentum from the
+:class:`~dcinet_d2.modeling.losses.memory.ClassCentres` buffer, updated with a momentum from the
 labelled embeddings of each step) replace the learned classifier weights, and the hardest
 classes of an anchor are the centres most similar to it.
 
 Only torch is used (no Detectron2).
 """
-import logging
 from typing import Dict, Optional, Tuple
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ...utils.distributed import all_gather_rows
-from ..memory import ClassCentres
-from .hep import check_pool_loss_args, pooled_cross_entropy
-from .olp import check_reid_inputs
-
-logger = logging.getLogger(__name__)
+from .checks import check_reid_inputs
+from .memory import ClassCentres
+from .pools import PooledSoftmaxLoss, pooled_cross_entropy
 
 __all__ = ["C2HEPLoss"]
 
 
-class C2HEPLoss(nn.Module):
+class C2HEPLoss(PooledSoftmaxLoss):
     """C2HEP loss; owns the class centres (``self.centres``, a :class:`ClassCentres`).
 
     One training step (``self.training``), with ``(F, Y)`` the detached labelled embeddings and
@@ -50,39 +46,18 @@ class C2HEPLoss(nn.Module):
     process must call ``forward`` at every step, even with no labelled embedding.
 
     Args:
-        num_classes: number of labelled training identities C.
-        dim: embedding dimension D.
-        pool_size: preset pool size M (ours: config key).
-        num_hard: hardest classes per anchor (ours: config key; 20 as HEP).
-        scale: logit scale s (ours: config key, default 10).
+        num_classes, dim, pool_size, num_hard, scale, generator: see
+            :class:`~.pools.PooledSoftmaxLoss` (``num_hard``: ours, 20 as HEP).
         momentum: weight of the old centre in the update (ours: config key, default 0.5 as the
             OIM lookup table).
         update: the centre update rule of step 3, ``"batch_mean"`` (as written above) or
             ``"per_sample"`` (one momentum step per sample in batch order, as the OIM table);
             see :class:`ClassCentres` (ours: config key).
-        generator: optional CPU generator of the random pool filling (default: global RNG).
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        dim: int,
-        pool_size: int,
-        num_hard: int = 20,
-        scale: float = 10.0,
-        momentum: float = 0.5,
-        generator: Optional[torch.Generator] = None,
-        update: str = "batch_mean",
-    ):
-        super().__init__()
-        check_pool_loss_args("C2HEPLoss", num_classes, dim, pool_size, num_hard, scale)
-        self.num_classes = int(num_classes)
-        self.dim = int(dim)
-        self.pool_size = int(pool_size)
-        self.num_hard = int(num_hard)
-        self.scale = float(scale)
-        self.generator = generator
-        self.centres = ClassCentres(num_classes, dim, momentum, update)
+    def __init__(self, *args, momentum: float = 0.5, update: str = "batch_mean", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.centres = ClassCentres(self.num_classes, self.dim, momentum, update)
 
     def forward(
         self, embeds: Tensor, pids: Tensor, image_ids: Tensor, num_pairs: Optional[int] = None
@@ -98,7 +73,7 @@ class C2HEPLoss(nn.Module):
         Returns:
             loss (0-dim float32) and stats (``acc``, ``pool_size``, ``num_labelled``, and
             ``num_fresh``: classes initialised at this step), 0-dim tensors, see
-            :func:`~.hep.pooled_cross_entropy`.
+            :func:`~.pools.pooled_cross_entropy`.
         """
         check_reid_inputs(embeds, pids, image_ids)
         # All rows are gathered (the unlabelled ones are ignored by the centres): a fixed shape.
@@ -131,9 +106,3 @@ class C2HEPLoss(nn.Module):
             self.centres.update(feats_all, pids_all, exclude=fresh, sync=False)
         stats["num_fresh"] = fresh.sum().float()
         return loss, stats
-
-    def extra_repr(self) -> str:
-        return (
-            f"num_classes={self.num_classes}, dim={self.dim}, pool_size={self.pool_size}, "
-            f"num_hard={self.num_hard}, scale={self.scale}"
-        )

@@ -5,57 +5,25 @@ for ablations, and OIM (the field's baseline, :mod:`.oim`) can replace them for 
 Only torch is used (no Detectron2): the ROI heads call it and report its metrics.
 """
 import logging
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
-from ...utils.distributed import get_rank, is_distributed
-from ..memory import FeatureDictionary
 from .c2hep import C2HEPLoss
+from .checks import check_pid_range, check_reid_inputs
 from .hep import HEPLoss
+from .memory import FeatureDictionary
 from .oim import OIMLoss
-from .olp import OLPLoss, check_reid_inputs
+from .olp import OLPLoss
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReIDCriterion", "REID_LOSS_NAMES", "check_pid_range"]
+__all__ = ["ReIDCriterion", "REID_LOSS_NAMES", "REID_LOSS_CLASSES"]
 
 REID_LOSS_NAMES = ("olp", "hep", "c2hep", "oim")
-
-
-def check_pid_range(pids: Tensor, num_classes: int, collective: bool = True) -> None:
-    """Raise when an identity lies outside ``[-1, num_classes - 1]``, on every process at once.
-
-    Under ``torch.distributed`` (and ``collective``) the processes first agree on the global range
-    with one all-reduce of two numbers, so a bad identity on one process makes every process raise
-    here, instead of one raising and the others waiting in the memories' all-gather until the
-    process group's timeout. Every process must then call it, as it calls the memories' updates.
-    ``pids`` may live on the CPU (PersonSearchRCNN checks a batch's ``gt_pids`` before moving
-    them to the device: no wait for the device without ``torch.distributed``).
-    """
-    if pids.numel():
-        low_high = torch.stack([-pids.min(), pids.max()]).long()
-    else:
-        low_high = torch.tensor([1, -1], dtype=torch.long, device=pids.device)
-    distributed = collective and is_distributed()
-    if distributed:
-        if dist.get_backend() == "nccl":  # NCCL reduces CUDA tensors only
-            low_high = low_high.to(torch.device("cuda", torch.cuda.current_device()))
-        local = low_high.clone()
-        dist.all_reduce(low_high, op=dist.ReduceOp.MAX)
-    low, high = -int(low_high[0]), int(low_high[1])
-    if low < -1 or high >= num_classes:
-        where = ""
-        if distributed:
-            here = (-int(local[0]) < -1) or int(local[1]) >= num_classes
-            where = f" (on {'this' if here else 'another'} process; rank {get_rank()})"
-        raise ValueError(
-            f"identities (pids) must be in [-1, {num_classes - 1}], got [{low}, {high}]{where}; "
-            f"C = {num_classes} is MODEL.REID.NUM_IDS, or the training sets' num_train_ids when "
-            "NUM_IDS is 0"
-        )
+#: The module class of each loss; ``ReIDCriterion``'s ``options[name]`` are its keyword arguments.
+REID_LOSS_CLASSES = {"olp": OLPLoss, "hep": HEPLoss, "c2hep": C2HEPLoss, "oim": OIMLoss}
 
 
 class ReIDCriterion(nn.Module):
@@ -84,23 +52,12 @@ class ReIDCriterion(nn.Module):
         weights: loss name -> weight; a missing name weighs 1.0.
         dictionary_size: entries of the feature dictionary (paper: 4 x batch size; ours: a
             config key).
-        olp_scale: OLP scale s (paper: 1, none written; ours: config key).
-        hep_pool_size: HEP label pool size M (ours: config key).
-        hep_num_hard: hardest labelled negatives per anchor in HEP (paper: 20).
-        hep_scale: HEP logit scale (ours: config key).
-        c2hep_pool_size: C2HEP pool size (ours: config key).
-        c2hep_num_hard: hardest classes per anchor in C2HEP (ours: config key).
-        c2hep_scale: C2HEP logit scale (ours: config key).
-        c2hep_momentum: momentum of the class centres (ours: config key).
-        olp_term_weight: weighting of the OLP terms (``"pair"``, ``"anchor"``, ``"identity"``;
-            ours: config key, see :func:`~.olp.olp_loss`).
-        c2hep_update: class-centre update rule (``"batch_mean"`` or ``"per_sample"``; ours).
-        oim_queue_size: OIM's queue of unlabelled features.
-        oim_scale: OIM's logit scale.
-        oim_momentum: OIM's look-up table momentum.
-
-    The defaults of the "ours" values are placeholders for direct use of this module; the
-    Detectron2 heads pass the values of the config.
+        options: loss name -> keyword arguments of its module (``REID_LOSS_CLASSES``), e.g.
+            ``{"hep": {"pool_size": 500, "num_hard": 20}, "olp": {"scale": 10.0}}``; C and D
+            come from ``num_classes`` and ``dim``. Options of a loss that is not selected are
+            ignored; a missing option takes the module's default, a placeholder for direct use
+            (the Detectron2 heads pass every value of the config:
+            :func:`~dcinet_d2.modeling.build.build_reid_criterion`).
     """
 
     def __init__(
@@ -110,19 +67,7 @@ class ReIDCriterion(nn.Module):
         losses: Sequence[str] = ("olp", "hep"),
         weights: Optional[Dict[str, float]] = None,
         dictionary_size: int = 2048,
-        olp_scale: float = 10.0,
-        hep_pool_size: int = 500,
-        hep_num_hard: int = 20,
-        hep_scale: float = 10.0,
-        c2hep_pool_size: int = 500,
-        c2hep_num_hard: int = 20,
-        c2hep_scale: float = 10.0,
-        c2hep_momentum: float = 0.5,
-        olp_term_weight: str = "pair",
-        c2hep_update: str = "batch_mean",
-        oim_queue_size: int = 5000,
-        oim_scale: float = 30.0,
-        oim_momentum: float = 0.5,
+        options: Optional[Mapping[str, Mapping[str, Any]]] = None,
     ):
         super().__init__()
         losses = tuple(str(name).lower() for name in losses)
@@ -133,6 +78,10 @@ class ReIDCriterion(nn.Module):
         unknown = set(weights) - set(REID_LOSS_NAMES)
         if unknown:
             raise ValueError(f"weights for unknown re-id losses {sorted(unknown)}")
+        options = {str(k).lower(): dict(v) for k, v in (options or {}).items()}
+        unknown = set(options) - set(REID_LOSS_NAMES)
+        if unknown:
+            raise ValueError(f"options for unknown re-id losses {sorted(unknown)}")
         self.num_classes = int(num_classes)
         self.dim = int(dim)
         self.loss_names = tuple(name for name in REID_LOSS_NAMES if name in losses)
@@ -140,30 +89,9 @@ class ReIDCriterion(nn.Module):
 
         uses_dict = "olp" in self.loss_names or "hep" in self.loss_names
         self.dictionary = FeatureDictionary(dictionary_size, dim) if uses_dict else None
-        self.olp = OLPLoss(olp_scale, olp_term_weight) if "olp" in self.loss_names else None
-        self.hep = (
-            HEPLoss(num_classes, dim, hep_pool_size, hep_num_hard, hep_scale)
-            if "hep" in self.loss_names
-            else None
-        )
-        self.c2hep = (
-            C2HEPLoss(
-                num_classes,
-                dim,
-                c2hep_pool_size,
-                c2hep_num_hard,
-                c2hep_scale,
-                c2hep_momentum,
-                update=c2hep_update,
-            )
-            if "c2hep" in self.loss_names
-            else None
-        )
-        self.oim = (
-            OIMLoss(num_classes, dim, oim_queue_size, oim_scale, oim_momentum)
-            if "oim" in self.loss_names
-            else None
-        )
+        for name in REID_LOSS_NAMES:
+            selected = name in self.loss_names
+            setattr(self, name, self._build_loss(name, options.get(name, {})) if selected else None)
         logger.info(
             "ReIDCriterion: losses %s, weights %s, %d classes, dim %d",
             self.loss_names,
@@ -171,6 +99,18 @@ class ReIDCriterion(nn.Module):
             self.num_classes,
             self.dim,
         )
+
+    def _build_loss(self, name: str, options: Dict[str, Any]) -> nn.Module:
+        """The module of loss ``name`` built with ``options`` (and C, D except for OLP)."""
+        cls = REID_LOSS_CLASSES[name]
+        shared = {} if name == "olp" else {"num_classes": self.num_classes, "dim": self.dim}
+        clash = sorted(set(options) & {"num_classes", "dim"})
+        if clash:
+            raise ValueError(f"{name} options {clash}: set by the criterion's own arguments")
+        try:
+            return cls(**shared, **options)
+        except TypeError as e:  # an option that is not an argument of the module
+            raise ValueError(f"bad {name} options {sorted(options)} for {cls.__name__}: {e}") from e
 
     def forward(
         self,

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...utils.distributed import all_gather_rows
-from ..memory import FeatureDictionary, WholeStateMemory, momentum_update_in_order
-from .olp import check_reid_inputs
+from .checks import check_reid_inputs
+from .memory import FeatureDictionary, WholeStateMemory, momentum_update_in_order
 
 logger = logging.getLogger(__name__)
 

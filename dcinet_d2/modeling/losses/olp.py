@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checks import check_reid_inputs
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["olp_loss", "OLPLoss", "masked_logsumexp", "check_reid_inputs", "OLP_TERM_WEIGHTS"]
+__all__ = ["olp_loss", "OLPLoss", "masked_logsumexp", "OLP_TERM_WEIGHTS"]
 
 #: How the (anchor, positive) terms of a batch are weighted in the mean, see :func:`olp_loss`.
 OLP_TERM_WEIGHTS = ("pair", "anchor", "identity")
@@ -189,14 +191,3 @@ class OLPLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, term_weight={self.term_weight}"
-
-
-def check_reid_inputs(embeds: Tensor, pids: Tensor, image_ids: Tensor) -> None:
-    """Shape checks shared by the re-id losses."""
-    if embeds.dim() != 2:
-        raise ValueError(f"embeds must be [N, D], got {tuple(embeds.shape)}")
-    n = embeds.shape[0]
-    if pids.shape != (n,) or image_ids.shape != (n,):
-        raise ValueError(
-            f"pids and image_ids must be [{n}], got {tuple(pids.shape)}, {tuple(image_ids.shape)}"
-        )

@@ -16,12 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..utils.distributed import all_gather_rows
+from ...utils.distributed import all_gather_rows
+from .checks import check_pids_below, check_rows
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["FeatureDictionary", "ClassCentres", "EMPTY_PID", "momentum_update_in_order",
-           "CENTRE_UPDATES", "WholeStateMemory", "check_pids_below"]
+           "CENTRE_UPDATES", "WholeStateMemory"]
 
 #: Update rules of :class:`ClassCentres`: one momentum step per class towards the batch mean of
 #: the class, or one step per sample in batch order (as the OIM look-up table).
@@ -29,28 +30,6 @@ CENTRE_UPDATES = ("batch_mean", "per_sample")
 
 # Identity stored in a slot of the feature dictionary that was never written.
 EMPTY_PID = -2
-
-
-def _check_rows(feats: Tensor, pids: Tensor, dim: int) -> None:
-    """Raise ValueError unless ``feats`` is ``[N, dim]`` and ``pids`` is ``[N]``."""
-    if feats.dim() != 2 or feats.shape[1] != dim:
-        raise ValueError(f"feats must be [N, {dim}], got {tuple(feats.shape)}")
-    if pids.dim() != 1 or pids.shape[0] != feats.shape[0]:
-        raise ValueError(f"pids must be [N] with N = {feats.shape[0]}, got {tuple(pids.shape)}")
-
-
-def check_pids_below(pids: Tensor, num_classes: int) -> None:
-    """Fail when an identity is ``>= num_classes``, without the host waiting for the device.
-
-    ``torch._assert_async``: on the CPU a RuntimeError at once; on a GPU a device-side assert
-    (the process stops at its next synchronisation), since reading the identities on the host
-    at every step would stall it. The clear, named error comes earlier on the training path:
-    :class:`~dcinet_d2.modeling.meta_arch.PersonSearchRCNN` checks a batch's identities on the
-    host before the step (``check_pid_range``), as ``ReIDCriterion`` does when called directly.
-    """
-    if pids.numel():
-        torch._assert_async(pids.max() < num_classes,
-                            f"an identity (pid) is >= num_classes = {num_classes}")
 
 
 @torch.no_grad()
@@ -239,7 +218,7 @@ class FeatureDictionary(WholeStateMemory):
         return self.num_filled.float() / self.size
 
     def _check(self, feats: Tensor, pids: Tensor) -> None:
-        _check_rows(feats, pids, self.dim)
+        check_rows(feats, pids, self.dim)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}"
@@ -404,7 +383,7 @@ class ClassCentres(WholeStateMemory):
         return changed
 
     def _check(self, feats: Tensor, pids: Tensor) -> None:
-        _check_rows(feats, pids, self.dim)
+        check_rows(feats, pids, self.dim)
 
     def extra_repr(self) -> str:
         return (
