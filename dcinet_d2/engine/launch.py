@@ -14,8 +14,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
-from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
+
+from ..compat import find_free_port, set_local_process_group
 
 __all__ = ["launch"]
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def launch(main_func, num_processes_per_machine: int, num_machines: int = 1, mac
     if dist_url is None or dist_url == "auto":
         if num_machines > 1:
             raise ValueError("dist_url must name the first machine (tcp://host:port) in multi-machine jobs")
-        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+        dist_url = f"tcp://127.0.0.1:{find_free_port()}"
     logger.info("Launching %d CPU processes (gloo) at %s", world_size, dist_url)
     mp.spawn(_cpu_worker, nprocs=num_processes_per_machine,
              args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout),
@@ -55,7 +56,7 @@ def _cpu_worker(local_rank, main_func, world_size, per_machine, machine_rank, di
     for i in range(world_size // per_machine):
         group = dist.new_group(list(range(i * per_machine, (i + 1) * per_machine)))
         if i == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = group
+            set_local_process_group(group)
     comm.synchronize()
     try:
         main_func(*args)

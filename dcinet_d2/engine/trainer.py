@@ -1,7 +1,6 @@
 """The Detectron2 trainer of dcinet_d2: paired train loader, person-search mapper and evaluator."""
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -9,10 +8,11 @@ import weakref
 
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import trivial_batch_collator
-from detectron2.engine import DefaultTrainer
-from detectron2.engine import defaults as d2_defaults
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..data import (
@@ -26,28 +26,6 @@ from .checkpoint import PersonSearchCheckpointer
 
 __all__ = ["PersonSearchTrainer"]
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _cpu_ddp_support():
-    """Let ``DefaultTrainer.__init__`` wrap a CPU model in DDP.
-
-    Detectron2's ``create_ddp_model`` passes ``device_ids=[local_rank]``, which torch refuses for a
-    CPU module; for CPU models (gloo processes, see ``launch.py``) it must be ``None``. Patched only
-    for the duration of ``__init__``; GPU models are wrapped exactly as Detectron2 does.
-    """
-    original = d2_defaults.create_ddp_model
-
-    def create_ddp_model(model, **kwargs):
-        if next(model.parameters()).device.type == "cpu":
-            kwargs.setdefault("device_ids", None)
-        return original(model, **kwargs)
-
-    d2_defaults.create_ddp_model = create_ddp_model
-    try:
-        yield
-    finally:
-        d2_defaults.create_ddp_model = original
 
 
 class PersonSearchTrainer(DefaultTrainer):
@@ -66,16 +44,38 @@ class PersonSearchTrainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
+        """``DefaultTrainer.__init__`` (Detectron2 v0.6) with two hooks of ours: the model is
+        wrapped by :meth:`build_ddp_model`, and the checkpointer is a
+        :class:`~.checkpoint.PersonSearchCheckpointer` from the start."""
         check_test_images(cfg.DATASETS.TEST)
-        with _cpu_ddp_support():
-            super().__init__(cfg)
-
-    def build_hooks(self):
-        # DefaultTrainer.__init__ builds a DetectionCheckpointer just before calling build_hooks;
-        # the periodic checkpointer hook must be given ours.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        # Built in this order, as Detectron2 does.
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = self.build_ddp_model(model)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = PersonSearchCheckpointer(
-            self.checkpointer.model, self.cfg.OUTPUT_DIR, cfg=self.cfg, trainer=weakref.proxy(self))
-        return super().build_hooks()
+            model, cfg.OUTPUT_DIR, cfg=cfg, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_ddp_model(cls, model):
+        """Wrap the model in DDP when there are several processes (Detectron2's
+        ``create_ddp_model``, ``broadcast_buffers=False``). A CPU model (gloo processes, see
+        ``launch.py``) is wrapped with ``device_ids=None``: torch refuses device ids for a CPU
+        module, which Detectron2's function always passes."""
+        if comm.get_world_size() > 1 and next(model.parameters()).device.type == "cpu":
+            return DistributedDataParallel(model, device_ids=None, broadcast_buffers=False)
+        return create_ddp_model(model, broadcast_buffers=False)
 
     def resume_or_load(self, resume: bool = True):
         """As Detectron2's; the iteration continues only when a checkpoint was actually resumed."""

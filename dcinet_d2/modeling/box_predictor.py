@@ -21,11 +21,49 @@ from torch import Tensor, nn
 
 from detectron2.config import configurable
 from detectron2.layers import cat
-from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
+from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, fast_rcnn_inference
 from detectron2.structures import Boxes, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
 
-__all__ = ["IoUAwareOutputLayers", "regressed_box_iou_targets"]
+__all__ = ["IoUAwareOutputLayers", "regressed_box_iou_targets", "inference_with_proposal_indices"]
+
+
+def inference_with_proposal_indices(
+    predictor: FastRCNNOutputLayers, predictions, proposals: List[Instances]
+) -> Tuple[List[Instances], List[Tensor]]:
+    """``predictor.inference``, whose second output always indexes each image's proposals.
+
+    ``FastRCNNOutputLayers.inference`` returns, per image, the index of the prediction each kept
+    detection comes from; but ``fast_rcnn_inference`` drops predictions with a non-finite box or
+    score *before* numbering, so past such a row its indices no longer point at the proposals.
+    Here such a row gets a zero box and zero scores before the same public
+    ``fast_rcnn_inference`` runs: every row is finite, the indices are the proposals', and the
+    row cannot be kept (its scores are not above the score threshold, which must be >= 0).
+
+    Returns:
+        The detections of each image and ``[K_i]`` long indices into its proposals.
+    """
+    boxes = predictor.predict_boxes(predictions, proposals)
+    scores = predictor.predict_probs(predictions, proposals)
+    finite_boxes, finite_scores = [], []
+    for b, s in zip(boxes, scores):
+        valid = torch.isfinite(b).all(dim=1) & torch.isfinite(s).all(dim=1)
+        if not bool(valid.all()):
+            if predictor.test_score_thresh < 0:
+                raise ValueError("MODEL.ROI_HEADS.SCORE_THRESH_TEST must be >= 0, got "
+                                 f"{predictor.test_score_thresh}")
+            b = torch.where(valid[:, None], b, torch.zeros_like(b))
+            s = torch.where(valid[:, None], s, torch.zeros_like(s))
+        finite_boxes.append(b)
+        finite_scores.append(s)
+    return fast_rcnn_inference(
+        finite_boxes,
+        finite_scores,
+        [x.image_size for x in proposals],
+        predictor.test_score_thresh,
+        predictor.test_nms_thresh,
+        predictor.test_topk_per_image,
+    )
 
 
 def regressed_box_iou_targets(pred_boxes: Tensor, proposals: List[Instances]) -> Tensor:

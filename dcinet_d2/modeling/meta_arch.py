@@ -17,6 +17,7 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList, Instances
 
+from ..compat import postprocess_detections
 from .losses.checks import check_pid_range
 
 logger = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class PersonSearchRCNN(GeneralizedRCNN):
         if not do_postprocess:
             return results
 
-        processed = GeneralizedRCNN._postprocess(results, batched_inputs, images.image_sizes)
+        processed = postprocess_detections(results, batched_inputs, images.image_sizes)
         with_queries = [i for i, x in enumerate(batched_inputs) if "queries" in x]
         if with_queries:
             boxes = [

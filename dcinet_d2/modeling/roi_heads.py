@@ -30,7 +30,7 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 
 from ..utils.periodic_means import PeriodicMeans
-from .box_predictor import IoUAwareOutputLayers
+from .box_predictor import IoUAwareOutputLayers, inference_with_proposal_indices
 from .build import build_reid_criterion
 
 logger = logging.getLogger(__name__)
@@ -348,19 +348,17 @@ class INetROIHeads(PersonSearchRes5ROIHeads):
     def forward(self, images, features, proposals, targets=None):
         if self.training or self.embed_detections_from == "boxes":
             return super().forward(images, features, proposals, targets)
+        # One pass of the shared res5 scores every proposal (as Res5ROIHeads does) and gives the
+        # features each detection is embedded from: those of the proposal it was regressed from.
         pooled = self._shared_roi_transform(
             [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
         ).mean(dim=(2, 3))  # [R, C]
         predictions = self.box_predictor(pooled)
-        instances, kept = self.box_predictor.inference(predictions, proposals)
-        # Detectron2 drops non-finite predictions before indexing: map kept indices back to proposals.
-        boxes = self.box_predictor.predict_boxes(predictions, proposals)
-        scores = self.box_predictor.predict_probs(predictions, proposals)
-        offset = 0
-        for inst, keep, b, s in zip(instances, kept, boxes, scores):
-            valid = (torch.isfinite(b).all(dim=1) & torch.isfinite(s).all(dim=1)).nonzero()[:, 0]
-            inst.pred_embeds = self.embed_head(pooled[offset + valid[keep]])
-            offset += len(b)
+        instances, kept = inference_with_proposal_indices(self.box_predictor, predictions, proposals)
+        start = 0
+        for inst, keep, props in zip(instances, kept, proposals):
+            inst.pred_embeds = self.embed_head(pooled[start + keep])
+            start += len(props)
         return instances, {}
 
     def _reid_transform(self, features: List[Tensor], boxes: List[Boxes]) -> Tensor:

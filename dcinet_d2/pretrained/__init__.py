@@ -19,6 +19,8 @@ import os
 
 from detectron2.utils.file_io import PathHandler, PathManager
 
+from ..compat import path_prefix_registered
+
 __all__ = ["PRETRAINED_DIR", "PREFIX", "PretrainedPathHandler"]
 
 PRETRAINED_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -46,5 +48,5 @@ class PretrainedPathHandler(PathHandler):
         return PathManager.open(self._get_local_path(path), mode, **kwargs)
 
 
-if PREFIX not in PathManager._path_handlers:  # importing twice must not register twice
+if not path_prefix_registered(PathManager, PREFIX):  # importing twice must not register twice
     PathManager.register_handler(PretrainedPathHandler())

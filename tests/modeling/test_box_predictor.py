@@ -11,7 +11,11 @@ from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from dcinet_d2.modeling.box_predictor import IoUAwareOutputLayers, regressed_box_iou_targets
+from dcinet_d2.modeling.box_predictor import (
+    IoUAwareOutputLayers,
+    inference_with_proposal_indices,
+    regressed_box_iou_targets,
+)
 from tests.modeling.common import (
     build_test_model,
     load_cfg,
@@ -129,3 +133,30 @@ def test_heads_train_and_infer_with_the_iou_aware_score(config_file):
         inst = out["instances"]
         assert len(inst.pred_embeds) == len(inst)
         assert ((inst.scores >= 0) & (inst.scores <= 1)).all()
+
+
+def test_inference_indices_point_at_the_proposals_past_a_non_finite_prediction():
+    # Three disjoint proposals; the first one's prediction is NaN. Person probabilities of the
+    # others: softmax([2, 0])[0] = e^2 / (e^2 + 1) = 0.8808 and softmax([0, 0])[0] = 0.5. Zero
+    # deltas: every detection's box is its proposal's box. Detectron2 numbers the kept rows after
+    # dropping the NaN row (0, 1); the indices must be the proposals' (1, 2).
+    predictor = FastRCNNOutputLayers(
+        ShapeSpec(channels=4), box2box_transform=Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0)),
+        num_classes=1, test_score_thresh=0.0)
+    props = Instances((100, 100))
+    props.proposal_boxes = Boxes(torch.tensor([[0.0, 0, 10, 10], [20.0, 20, 30, 30],
+                                               [50.0, 50, 60, 70]]))
+    logits = torch.tensor([[float("nan"), 0.0], [2.0, 0.0], [0.0, 0.0]])
+    predictions = (logits, torch.zeros(3, 4))
+    (inst,), (kept,) = inference_with_proposal_indices(predictor, predictions, [props])
+    assert kept.tolist() == [1, 2]
+    torch.testing.assert_close(inst.pred_boxes.tensor, props.proposal_boxes.tensor[[1, 2]])
+    torch.testing.assert_close(inst.scores, torch.tensor([math.exp(2) / (math.exp(2) + 1), 0.5]))
+    # the same inputs, all finite: the indices are those of Detectron2's own inference
+    finite = (torch.tensor([[-1.0, 0.0], [2.0, 0.0], [0.0, 0.0]]), torch.zeros(3, 4))
+    _, (ours,) = inference_with_proposal_indices(predictor, finite, [props])
+    _, (theirs,) = predictor.inference(finite, [props])
+    assert ours.tolist() == theirs.tolist() == [1, 2, 0]
+    predictor.test_score_thresh = -0.1
+    with pytest.raises(ValueError, match="SCORE_THRESH_TEST"):
+        inference_with_proposal_indices(predictor, predictions, [props])
