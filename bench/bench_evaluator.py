@@ -4,7 +4,7 @@
 Builds a synthetic problem at CUHK-SYSU scale in memory (6,978 gallery images with about 6
 detections each, 2,900 queries, D = 256; each query's identity appears in 1-5 other images;
 TestG-like galleries of 100 images holding all its targets, and the full set), then times
-``dcinet_d2.evaluation.protocol`` (vectorised) and ``dcinet_d2.evaluation.reference`` (loops) on
+``dcinet_d2.evaluation.protocol`` (vectorised) and ``tests/evaluation/reference.py`` (loops) on
 the same inputs, checks that they agree, and prints times and speed-ups. The loop implementation
 on the full set takes minutes: by default it runs on a subset of queries and its time is
 extrapolated linearly to all queries (printed as such).
@@ -23,8 +23,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from dcinet_d2.evaluation import protocol, reference  # noqa: E402
+from dcinet_d2.evaluation import protocol  # noqa: E402
 from dcinet_d2.evaluation.galleries import SearchQuery  # noqa: E402
+from tests.evaluation import reference  # noqa: E402  (the loop oracle lives with the tests)
 
 N_IMAGES, N_QUERIES, DIM, GALLERY = 6978, 2900, 256, 100
 REPEAT = 3  # vectorised runs timed after the first call; the best is reported (the loop runs once)

@@ -2,7 +2,8 @@
 evaluator (:class:`PersonSearchEvaluator`) and as a command (``python -m dcinet_d2.evaluation``).
 
 - :mod:`.protocol`: the protocol as pure numpy functions (vectorised).
-- :mod:`.reference`: the same protocol as plain loops (independent baseline for tests and benchmark).
+- ``tests/evaluation/reference.py`` (outside the package): the same protocol as plain loops
+  (independent baseline for tests and benchmark).
 - :mod:`.galleries`: what each query searches and where its targets are.
 - :mod:`.cbgm`: optional CBGM re-scoring (SeqNet).
 - :mod:`.predictions`: the predictions file format, validation, save and load.

@@ -2,7 +2,7 @@
 
 A :class:`SearchQuery` names the query's own image (never searched), its box, the gallery images it
 searches and the target box in every image that holds its identity. Both implementations of the
-protocol (:mod:`.protocol`, vectorised, and :mod:`.reference`, a plain loop) consume the same
+protocol (:mod:`.protocol`, vectorised, and `tests/evaluation/reference.py`, a plain loop) consume the same
 queries, so the rules below are written once:
 
 - A gallery is either an explicit list of image ids (CUHK-SYSU ``TestG{N}``) or ``None``, meaning

@@ -2,7 +2,7 @@
 
 This is the community protocol (OIM's ``psdb.py``, SeqNet's ``eval_func.py``; DESIGN.md section 4)
 computed with matrix products and array operations instead of per-detection Python loops.
-:mod:`.reference` computes the same numbers with plain loops; the tests hold the two equal.
+`tests/evaluation/reference.py` computes the same numbers with plain loops; the tests hold the two equal.
 
 Search, per query (``SearchQuery``, see :mod:`.galleries`):
 

@@ -1,7 +1,8 @@
-"""The alternative synthetic CUHK-SYSU (``dcinet_d2.data.synthetic_alt``).
+"""The alternative synthetic CUHK-SYSU (``dcinet_d2.data.synthetic.alt``).
 
 It must be a valid CUHK-SYSU for the official reader (splits, identities, queries, boxes), be
-deterministic by seed, and be rendered by code of its own (none of ``synthetic.py``'s drawing).
+deterministic by seed, and be rendered by code of its own (none of the drawing of
+``dcinet_d2.data.synthetic.looks`` / ``.painting``).
 """
 import ast
 import dataclasses
@@ -13,13 +14,13 @@ import pytest
 from PIL import Image
 from scipy.io import loadmat
 
-from dcinet_d2.data import synthetic_alt as A
 from dcinet_d2.data.datasets.cuhk_sysu import (
     load_cuhk_sysu,
     load_test_galleries,
     num_train_identities,
 )
 from dcinet_d2.data.synthetic import STATS_FILE
+from dcinet_d2.data.synthetic import alt as A
 
 W, H = 320, 240  # the default image size of the alternative dataset
 SMALL = dict(num_images=80, pool_size=52, num_train_ids=10, num_test_ids=6, gallery_sizes=[50],
@@ -165,15 +166,21 @@ def test_rendering_shares_no_code_with_synthetic():
     path = A.__file__
     with open(path) as f:
         tree = ast.parse(f.read())
-    from_synthetic = set()
+    from_synthetic = {}  # sibling module -> names imported from it
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("synthetic"):
-            from_synthetic |= {a.name for a in node.names}
+        if isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:  # relative: a module of the synthetic package
+                from_synthetic.setdefault(module, set()).update(a.name for a in node.names)
+            else:
+                assert not module.startswith("dcinet_d2.data.synthetic"), module
         if isinstance(node, ast.Import):
-            assert not any(a.name.endswith(".synthetic") for a in node.names)
+            assert not any(a.name.startswith("dcinet_d2.data.synthetic") for a in node.names)
     # only the layout, file writing and job running helpers, nothing that draws
-    assert from_synthetic and from_synthetic <= {
-        "_AtomicDir", "_check_range", "_plan_cuhk_sysu", "_rng", "_run_jobs", "_write_cuhk_sysu"}
+    assert set(from_synthetic) == {"cuhk_sysu", "jobs"}
+    assert from_synthetic["cuhk_sysu"] <= {"_plan_cuhk_sysu", "_render_cuhk_sysu"}
+    assert from_synthetic["jobs"] <= {
+        "_check_range", "_draw_identities", "_Job", "_rng", "_scene_people"}
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     drawing = {"render_person", "_render_scene", "_render_background", "random_appearance",

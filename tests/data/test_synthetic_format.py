@@ -14,6 +14,7 @@ import scipy.io
 from PIL import Image
 
 from dcinet_d2.data import synthetic as S
+from dcinet_d2.data.synthetic import cuhk_sysu
 
 W, H = 96, 72  # CUHK image size used here
 PW, PH = 96, 64  # PRW frame size used here
@@ -244,7 +245,8 @@ def test_cuhk_bad_arguments_and_atomic_write(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(S, "_write_testg", boom)  # fail after images and Images.mat are written
+    # fail after images and Images.mat are written
+    monkeypatch.setattr(cuhk_sysu, "_write_testg", boom)
     with pytest.raises(RuntimeError, match="interrupted"):
         S.generate_cuhk_sysu(str(tmp_path / "b"), **CUHK_KW)
     assert os.listdir(tmp_path) == []  # neither a dataset folder nor a leftover temporary one

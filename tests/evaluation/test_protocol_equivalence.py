@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from dcinet_d2.evaluation import protocol, reference
+from dcinet_d2.evaluation import protocol
 from dcinet_d2.evaluation.cbgm import CBGMParams
 from dcinet_d2.evaluation.galleries import SearchQuery
 
+from . import reference
 from .random_problems import random_problem
 
 KINDS = {

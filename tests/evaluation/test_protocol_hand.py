@@ -5,9 +5,11 @@ import math
 import numpy as np
 import pytest
 
-from dcinet_d2.evaluation import protocol, reference
+from dcinet_d2.evaluation import protocol
 from dcinet_d2.evaluation.cbgm import CBGMParams, context_indices, rescore, top_k1_images
 from dcinet_d2.evaluation.galleries import SearchQuery
+
+from . import reference
 
 IMPLS = [protocol, reference]
 

@@ -1,5 +1,8 @@
 """A second, differently rendered synthetic CUHK-SYSU: a stand-in for "a user's own data".
 
+Its identities, people, scenes and :func:`generate_cuhk_sysu_alt` (command line: :func:`main`);
+the layout and the files are those of :mod:`.cuhk_sysu`.
+
 The training recipe of this project is developed on :mod:`dcinet_d2.data.synthetic`, whose persons
 are sprites assembled from categorical attributes (hair style, upper pattern, lower style, bag,
 facing) on flat backgrounds with a horizon. To show that the recipe is not tied to how that
@@ -28,15 +31,16 @@ What differs from :mod:`dcinet_d2.data.synthetic`:
       image border; foreground occluders (bushes, bollards, parked cars).
 
 Shared with :mod:`dcinet_d2.data.synthetic` (imported, not copied): the argument checks and the
-layout of who appears in which image (:func:`~dcinet_d2.data.synthetic._plan_cuhk_sysu`), the
-annotation writers and the query protocol (:func:`~dcinet_d2.data.synthetic._write_cuhk_sysu`,
-incl. the ``ishard`` rule), the atomic output folder and the job runner. Boxes are amodal as there
-(the whole silhouette, also where an occluder hides it), but clipped to the image where a person
-is cut by the image border.
+layout of who appears in which image (:func:`~.cuhk_sysu._plan_cuhk_sysu`), the annotation writers
+and the query protocol (:func:`~.cuhk_sysu._write_cuhk_sysu`, incl. the ``ishard`` rule), the
+atomic output folder and the job runner (:func:`~.cuhk_sysu._render_cuhk_sysu`), random streams and
+the mixing of passers-by into a scene (:mod:`.jobs`). Boxes are amodal as there (the whole
+silhouette, also where an occluder hides it), but clipped to the image where a person is cut by
+the image border.
 
 Generate (from the repository root)::
 
-    python -m dcinet_d2.data.synthetic_alt --out datasets/synthetic_alt [--seed 0] [--force]
+    python -m dcinet_d2.data.synthetic.alt --out datasets/synthetic_alt [--seed 0] [--force]
 
 which writes ``datasets/synthetic_alt/CUHK-SYSU``, registered in Detectron2 as
 ``synthetic_alt_cuhk_sysu_{train,test}``.
@@ -54,9 +58,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageFilter
 
-from .synthetic import _AtomicDir, _check_range, _plan_cuhk_sysu, _rng, _run_jobs, _write_cuhk_sysu
-
-logger = logging.getLogger(__name__)
+from .cuhk_sysu import _plan_cuhk_sysu, _render_cuhk_sysu
+from .jobs import _check_range, _draw_identities, _Job, _rng, _scene_people
 
 __all__ = [
     "lch_to_rgb",
@@ -73,7 +76,7 @@ __all__ = [
 ]
 
 RGB = Tuple[float, float, float]
-_ALT_STREAM = 7  # ours: random-stream tag, apart from synthetic.py's CUHK-SYSU (1) and PRW (2)
+_ALT_STREAM = 7  # ours: random-stream tag, apart from CUHK-SYSU's (1) and PRW's (2)
 _NOISE_GRID = 12  # ours: cells per side of a garment's periodic value-noise grid
 
 
@@ -230,13 +233,8 @@ def make_alt_identities(
 ) -> List[AltIdentity]:
     """``num`` identities; each one with probability ``confusable_fraction`` a look-alike
     (:func:`confusable_alt_identity`) of a random earlier identity."""
-    out: List[AltIdentity] = []
-    for i in range(num):
-        if i > 0 and rng.random() < confusable_fraction:
-            out.append(confusable_alt_identity(out[int(rng.integers(i))], rng))
-        else:
-            out.append(random_alt_identity(rng))
-    return out
+    return _draw_identities(num, rng, confusable_fraction, random_alt_identity,
+                            confusable_alt_identity)
 
 
 def random_alt_pose(rng: np.random.Generator) -> AltPose:
@@ -618,12 +616,7 @@ def _occluder(rng: np.random.Generator, box: Tuple[float, float, float, float], 
 
 
 @dataclass
-class _AltJob:
-    path: str
-    width: int
-    height: int
-    seed_keys: Tuple[int, ...]
-    people: List[Tuple[AltIdentity, int]]
+class _AltJob(_Job):
     height_range: Tuple[float, float]
     small_fraction: float
     border_fraction: float
@@ -803,34 +796,25 @@ def generate_cuhk_sysu_alt(
         gallery_sizes=gallery_sizes, persons_per_image=persons_per_image,
         appearances_per_id=appearances_per_id, degenerate_fraction=degenerate_fraction,
         make_identities=lambda n, r: make_alt_identities(n, r, confusable_fraction))
-    img_dir = os.path.join("Image", "SSM")
-    with _AtomicDir(root, overwrite) as tmp:
-        os.makedirs(os.path.join(tmp, img_dir))
-        logger.info("CUHK-SYSU (alt): rendering %d images (%dx%d) into %s",
-                    num_images, layout.width, layout.height, root)
-        jobs = []
-        for j, name in enumerate(layout.names):
-            jrng = _rng(seed, _ALT_STREAM, 1, j)
-            people = [(layout.identities[i], i) for i in layout.image_labels[j]]
-            people += [(random_alt_identity(jrng), -1)
-                       for _ in range(int(layout.n_persons[j]) - len(people))]
-            jobs.append(_AltJob(
-                path=os.path.join(tmp, img_dir, name), width=layout.width, height=layout.height,
-                seed_keys=(seed, _ALT_STREAM, 2, j),
-                people=[people[o] for o in jrng.permutation(len(people))],
-                height_range=(lo, hi), small_fraction=small_fraction,
-                border_fraction=border_fraction, occluder_prob=occluder_prob,
-                jpeg_quality=(q_lo, q_hi)))
-        results = _run_jobs(jobs, num_workers, progress, "CUHK-SYSU (alt) images",
-                            worker=_render_alt_job)
-        stats = _write_cuhk_sysu(tmp, root, layout, results, seed, _ALT_STREAM,
-                                 "CUHK-SYSU (synthetic, alternative renderer)", t_start)
-    logger.info("CUHK-SYSU (alt) written to %s in %.1f s", root, stats["seconds"])
-    return stats
+
+    def make_job(j: int, path: str) -> _AltJob:
+        jrng = _rng(seed, _ALT_STREAM, 1, j)
+        people = _scene_people(layout.identities, layout.image_labels[j], layout.n_persons[j],
+                               jrng, random_alt_identity)
+        return _AltJob(
+            path=path, width=layout.width, height=layout.height,
+            seed_keys=(seed, _ALT_STREAM, 2, j), people=people, height_range=(lo, hi),
+            small_fraction=small_fraction, border_fraction=border_fraction,
+            occluder_prob=occluder_prob, jpeg_quality=(q_lo, q_hi))
+
+    return _render_cuhk_sysu(
+        root, layout, make_job, _render_alt_job, seed=seed, stream=_ALT_STREAM,
+        name="CUHK-SYSU (alt)", dataset="CUHK-SYSU (synthetic, alternative renderer)",
+        t_start=t_start, num_workers=num_workers, overwrite=overwrite, progress=progress)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """Command line: ``python -m dcinet_d2.data.synthetic_alt --out DIR [--seed S] [--force]``."""
+    """Command line: ``python -m dcinet_d2.data.synthetic.alt --out DIR [--seed S] [--force]``."""
     p = argparse.ArgumentParser(description="Generate the alternative synthetic CUHK-SYSU "
                                             "(written to <out>/CUHK-SYSU).")
     p.add_argument("--out", default=os.path.join("datasets", "synthetic_alt"),

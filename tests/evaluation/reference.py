@@ -2,11 +2,12 @@
 
 Written the way the community reference scripts (OIM's ``psdb.py``, SeqNet's ``eval_func.py``) are
 written: one query at a time, one gallery image at a time, labels assigned detection by detection,
-average precision by walking the sorted scores. It shares no arithmetic with :mod:`.protocol`
-(IoU, thresholds, AP, CBGM matching and context selection are all re-implemented here), so the
-tests can hold the two equal, and ``bench/bench_evaluator.py`` measures the speed-up. The rules
-(including our choices for ties and corner cases) are those documented in :mod:`.protocol` and
-:mod:`.cbgm`; the inputs and outputs are the same.
+average precision by walking the sorted scores. It shares no arithmetic with
+:mod:`dcinet_d2.evaluation.protocol` (IoU, thresholds, AP, CBGM matching and context selection are
+all re-implemented here), so the tests can hold the two equal, and ``bench/bench_evaluator.py``
+measures the speed-up. The rules (including our choices for ties and corner cases) are those
+documented in :mod:`dcinet_d2.evaluation.protocol` and :mod:`dcinet_d2.evaluation.cbgm`; the
+inputs and outputs are the same. It lives with the tests (a test oracle), not in the package.
 
 CBGM here finds the maximum-weight matching by enumerating all injective assignments, which is
 exponential: fine for tests (a few context persons and detections), not for real data.
@@ -20,9 +21,9 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from .cbgm import CBGMParams
-from .galleries import GroundTruth, SearchQuery
-from .protocol import DEFAULT_TOPK, DetectionResult, SearchResult
+from dcinet_d2.evaluation.cbgm import CBGMParams
+from dcinet_d2.evaluation.galleries import GroundTruth, SearchQuery
+from dcinet_d2.evaluation.protocol import DEFAULT_TOPK, DetectionResult, SearchResult
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def evaluate_search(
 
 
 def _cbgm_loop(q: SearchQuery, feat_q, name2sim: dict, kept: dict, image_rank: dict, cbgm: CBGMParams) -> None:
-    """CBGM as SeqNet's loop does it (rules in :mod:`.cbgm`), modifying ``name2sim`` in place."""
+    """CBGM as SeqNet's loop does it (rules in ``evaluation.cbgm``), modifying ``name2sim`` in place."""
     # images of the k1 most similar detections (ties: dataset image order, then detection order)
     cands = []
     for name, sims in name2sim.items():

@@ -1,0 +1,82 @@
+"""Both synthetic datasets on demand.
+
+:func:`ensure_synthetic_datasets` generates ``<base>/CUHK-SYSU`` and ``<base>/PRW`` unless they
+exist; :func:`default_synthetic_root` is the default ``<base>``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Dict, Optional
+
+from .cuhk_sysu import generate_cuhk_sysu
+from .jobs import STATS_FILE
+from .prw import generate_prw
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["default_synthetic_root", "ensure_synthetic_datasets"]
+
+
+def default_synthetic_root() -> str:
+    """``$DETECTRON2_DATASETS/synthetic`` (``DETECTRON2_DATASETS`` defaults to ``datasets``)."""
+    return os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "synthetic")
+
+
+def ensure_synthetic_datasets(
+    base: Optional[str] = None,
+    *,
+    seed: int = 0,
+    which: str = "both",
+    cuhk_sysu: Optional[Dict[str, Any]] = None,
+    prw: Optional[Dict[str, Any]] = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> Dict[str, Dict[str, Any]]:
+    """Generate ``<base>/CUHK-SYSU`` and ``<base>/PRW`` unless they already exist.
+
+    A dataset folder that exists is left untouched (the generator only creates it by an atomic
+    rename at the very end, so an existing folder is complete); its statistics are read from its
+    ``synthetic_stats.json`` (with ``"generated": False``).
+
+    Args:
+        base: parent folder; None = :func:`default_synthetic_root`.
+        seed: random seed for both datasets.
+        which: "cuhk_sysu", "prw" or "both".
+        cuhk_sysu: extra keyword arguments for :func:`generate_cuhk_sysu`.
+        prw: extra keyword arguments for :func:`generate_prw`.
+        num_workers: rendering processes.
+        progress: show progress bars.
+
+    Returns:
+        ``{"cuhk_sysu": stats, "prw": stats}`` for the datasets selected by ``which``.
+    """
+    if which not in ("cuhk_sysu", "prw", "both"):
+        raise ValueError(f"which must be 'cuhk_sysu', 'prw' or 'both', got {which!r}")
+    base = default_synthetic_root() if base is None else base
+    out: Dict[str, Dict[str, Any]] = {}
+    todo = [("cuhk_sysu", "CUHK-SYSU", generate_cuhk_sysu, cuhk_sysu or {}),
+            ("prw", "PRW", generate_prw, prw or {})]
+    for key, folder, fn, kw in todo:
+        if which not in (key, "both"):
+            continue
+        root = os.path.join(base, folder)
+        if os.path.isdir(root):
+            stats_path = os.path.join(root, STATS_FILE)
+            if os.path.isfile(stats_path):
+                with open(stats_path) as f:
+                    stats = json.load(f)
+            else:
+                logger.warning("%s exists but has no %s (not made by this generator?); left as is",
+                               root, STATS_FILE)
+                stats = {"root": os.path.abspath(root)}
+            stats["generated"] = False
+            out[key] = stats
+            continue
+        args = {"seed": seed, "num_workers": num_workers, "progress": progress}
+        args.update(kw)
+        stats = fn(root, **args)
+        stats["generated"] = True
+        out[key] = stats
+    return out
