@@ -7,6 +7,9 @@
 
 All logic lives in dcinet_d2.engine (PersonSearchTrainer, a DefaultTrainer subclass).
 """
+
+from __future__ import annotations
+
 from dcinet_d2.engine.cli import run
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ beyond the averaging.
 Runs whose results already exist in --out are not repeated; with --existing nothing is run and
 the table holds the runs found in --out (each row names its seeds).
 """
+
+from __future__ import annotations
+
 import argparse
 import json
 import os
@@ -61,9 +64,27 @@ def run_variant(config, losses, seed, iters, out_dir, opts):
     result_dir = os.path.join(out_dir, "inference", TEST_SET)
     predictions = os.path.join(result_dir, "person_search_predictions.pth")
     if not os.path.isfile(predictions):
-        _run([sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", cfg_file, *loss_opt,
-              "SEED", str(seed), "SOLVER.MAX_ITER", str(iters), "SOLVER.STEPS", f"({int(iters * 0.8)},)",
-              "SOLVER.CHECKPOINT_PERIOD", str(iters), "OUTPUT_DIR", out_dir, *opts], out_dir + ".log")
+        _run(
+            [
+                sys.executable,
+                os.path.join(REPO, "train_net.py"),
+                "--config-file",
+                cfg_file,
+                *loss_opt,
+                "SEED",
+                str(seed),
+                "SOLVER.MAX_ITER",
+                str(iters),
+                "SOLVER.STEPS",
+                f"({int(iters * 0.8)},)",
+                "SOLVER.CHECKPOINT_PERIOD",
+                str(iters),
+                "OUTPUT_DIR",
+                out_dir,
+                *opts,
+            ],
+            out_dir + ".log",
+        )
     baselines = os.path.join(out_dir, "baselines.json")  # what the demo writes too
     if not os.path.isfile(baselines):
         from dcinet_d2.evaluation.colour_baseline import compare_with_histograms
@@ -75,10 +96,24 @@ def run_variant(config, losses, seed, iters, out_dir, opts):
     # Re-id alone, without detection: retrieval among the test set's ground-truth boxes.
     probe_path = os.path.join(out_dir, "reid_probe_test.json")
     if not os.path.isfile(probe_path):
-        out = subprocess.run([sys.executable, os.path.join(REPO, "tools", "reid_probe.py"), "--config-file",
-                              cfg_file, "--weights", os.path.join(out_dir, "model_final.pth"),
-                              "--dataset", TEST_SET, *loss_opt, *opts],
-                             cwd=REPO, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(REPO, "tools", "reid_probe.py"),
+                "--config-file",
+                cfg_file,
+                "--weights",
+                os.path.join(out_dir, "model_final.pth"),
+                "--dataset",
+                TEST_SET,
+                *loss_opt,
+                *opts,
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         with open(probe_path, "w") as f:
             f.write(out.strip().splitlines()[-1])
     with open(probe_path) as f:
@@ -88,9 +123,14 @@ def run_variant(config, losses, seed, iters, out_dir, opts):
 
 def finished(out_dir):
     """Whether a run's three result files (predictions, baselines, probe) exist."""
-    return all(os.path.isfile(os.path.join(out_dir, *parts)) for parts in (
-        ("inference", TEST_SET, "person_search_predictions.pth"), ("baselines.json",),
-        ("reid_probe_test.json",)))
+    return all(
+        os.path.isfile(os.path.join(out_dir, *parts))
+        for parts in (
+            ("inference", TEST_SET, "person_search_predictions.pth"),
+            ("baselines.json",),
+            ("reid_probe_test.json",),
+        )
+    )
 
 
 def trained_iterations(out_dir):
@@ -105,9 +145,13 @@ def seed_mean_query_ap(runs, seeds):
     """Per-query search AP of the runs with the given seeds, averaged over them: (ids, [Q])."""
     from dcinet_d2.evaluation.diagnostics import per_query_ap
 
-    per_run = [per_query_ap(TEST_SET, os.path.join(m["dir"], "inference", TEST_SET,
-                                                   "person_search_predictions.pth"))
-               for m in runs if m["seed"] in seeds]
+    per_run = [
+        per_query_ap(
+            TEST_SET, os.path.join(m["dir"], "inference", TEST_SET, "person_search_predictions.pth")
+        )
+        for m in runs
+        if m["seed"] in seeds
+    ]
     ids = per_run[0][0]
     if any(not np.array_equal(other, ids) for other, _ in per_run[1:]):
         raise ValueError("runs were not evaluated on the same queries")
@@ -129,25 +173,41 @@ def difference_cell(runs, reference_runs, samples=10000):
     boot = 100.0 * bootstrap_query_means(np.stack([ap, ref_ap]), samples)
     low, high = np.percentile(boot[0] - boot[1], [2.5, 97.5])
     seeds_text = ", ".join(str(s) for s in sorted(seeds))
-    return f"{100.0 * (ap.mean() - ref_ap.mean()):+.1f} [{low:+.1f}, {high:+.1f}] (seeds {seeds_text})"
+    return (
+        f"{100.0 * (ap.mean() - ref_ap.mean()):+.1f} [{low:+.1f}, {high:+.1f}] (seeds {seeds_text})"
+    )
 
 
 def cell(values):
     """Mean, then every seed's value (with a few seeds a standard deviation says little)."""
     mean = sum(values) / len(values)
-    return f"{mean:.1f}" + (f" ({', '.join(f'{v:.1f}' for v in values)})" if len(values) > 1 else "")
+    return f"{mean:.1f}" + (
+        f" ({', '.join(f'{v:.1f}' for v in values)})" if len(values) > 1 else ""
+    )
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--iters", type=int, default=600)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--variants", nargs="+", default=[v[0] for v in VARIANTS],
-                   choices=[v[0] for v in VARIANTS], help="subset to run (default: all)")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=[v[0] for v in VARIANTS],
+        choices=[v[0] for v in VARIANTS],
+        help="subset to run (default: all)",
+    )
     p.add_argument("--out", default=os.path.join("output", "ablation"))
-    p.add_argument("--existing", action="store_true",
-                   help="run nothing: tabulate the finished runs found in --out")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every run")
+    p.add_argument(
+        "--existing",
+        action="store_true",
+        help="run nothing: tabulate the finished runs found in --out",
+    )
+    p.add_argument(
+        "opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every run"
+    )
     args = p.parse_args()
     from dcinet_d2.data.synthetic import ensure_synthetic_datasets
 
@@ -169,31 +229,46 @@ def main():
             iterations.add(trained_iterations(out_dir))
             gt_hist = m["histogram_gt_boxes"]["search"]
             per_seed.append(m)
-            print(f"{name} seed {seed}: mAP {m['learned']['search']['mAP']:.2f} "
-                  f"(histogram, same detections {m['histogram_same_detections']['search']['mAP']:.2f}) "
-                  f"top-1 {m['learned']['search']['top1']:.2f} ({time.time() - t:.0f} s)", flush=True)
+            print(
+                f"{name} seed {seed}: mAP {m['learned']['search']['mAP']:.2f} "
+                f"(histogram, same detections {m['histogram_same_detections']['search']['mAP']:.2f}) "
+                f"top-1 {m['learned']['search']['top1']:.2f} ({time.time() - t:.0f} s)",
+                flush=True,
+            )
         if per_seed:
-            rows.append((key, f"{name}, seeds {', '.join(str(m['seed']) for m in per_seed)}", per_seed))
+            rows.append(
+                (key, f"{name}, seeds {', '.join(str(m['seed']) for m in per_seed)}", per_seed)
+            )
 
-    print(f"\n{' / '.join(map(str, sorted(iterations)))} iterations (SOLVER.MAX_ITER of the runs); "
-          "CUHK-SYSU protocol, gallery 100; each cell: mean (then each seed)\n")
-    print("| variant | search mAP | top-1 | colour histogram, same detections: mAP | top-1 | detection AP | "
-          "kept detections on no person (%) | probe mAP | probe rank-1 | search mAP minus DC-I-Net, "
-          "paired 95 % over queries |")
+    print(
+        f"\n{' / '.join(map(str, sorted(iterations)))} iterations (SOLVER.MAX_ITER of the runs); "
+        "CUHK-SYSU protocol, gallery 100; each cell: mean (then each seed)\n"
+    )
+    print(
+        "| variant | search mAP | top-1 | colour histogram, same detections: mAP | top-1 | detection AP | "
+        "kept detections on no person (%) | probe mAP | probe rank-1 | search mAP minus DC-I-Net, "
+        "paired 95 % over queries |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     reference = next((ms for key, _, ms in rows if key == REFERENCE), None)
     for key, name, ms in rows:
+
         def col(row, task, key):
             return cell([m[row][task][key] for m in ms])
-        print(f"| {name} | {col('learned', 'search', 'mAP')} | {col('learned', 'search', 'top1')} | "
-              f"{col('histogram_same_detections', 'search', 'mAP')} | "
-              f"{col('histogram_same_detections', 'search', 'top1')} | {col('learned', 'detection', 'AP')} | "
-              f"{cell([100 * m['learned']['false_detections']['false_fraction'] for m in ms])} | "
-              f"{cell([m['probe']['mAP'] for m in ms])} | {cell([m['probe']['rank1'] for m in ms])} | "
-              f"{difference_cell(ms, reference) if key != REFERENCE else ''} |")
+
+        print(
+            f"| {name} | {col('learned', 'search', 'mAP')} | {col('learned', 'search', 'top1')} | "
+            f"{col('histogram_same_detections', 'search', 'mAP')} | "
+            f"{col('histogram_same_detections', 'search', 'top1')} | {col('learned', 'detection', 'AP')} | "
+            f"{cell([100 * m['learned']['false_detections']['false_fraction'] for m in ms])} | "
+            f"{cell([m['probe']['mAP'] for m in ms])} | {cell([m['probe']['rank1'] for m in ms])} | "
+            f"{difference_cell(ms, reference) if key != REFERENCE else ''} |"
+        )
     if gt_hist is not None:
-        print(f"\nColour histogram on the ground-truth boxes (no model): mAP {gt_hist['mAP']:.1f}, "
-              f"top-1 {gt_hist['top1']:.1f}")
+        print(
+            f"\nColour histogram on the ground-truth boxes (no model): mAP {gt_hist['mAP']:.1f}, "
+            f"top-1 {gt_hist['top1']:.1f}"
+        )
 
 
 if __name__ == "__main__":

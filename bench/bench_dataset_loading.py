@@ -7,6 +7,9 @@ loads (parse cache), measured in the same run.
 Generates the synthetic CUHK-SYSU at the real size (18,184 images, 8,432 identities, 6,978 test
 images, 2,900 queries; 64x48 images) into --root first if it is absent (about 2 minutes).
 """
+
+from __future__ import annotations
+
 import argparse
 import os
 import shutil
@@ -24,7 +27,9 @@ def load_both(root):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--root", default="/tmp/full_cuhk/CUHK-SYSU")
     parser.add_argument("--repeats", type=int, default=3, help="cached loads to time")
     args = parser.parse_args()
@@ -39,8 +44,10 @@ def main():
     finally:
         shutil.rmtree(cache)
     n_queries = sum(len(d.get("queries", [])) for d in test)
-    print(f"images: {len(train)} train + {len(test)} test, identities: {num_train_identities(args.root)} train "
-          f"+ {n_queries} queries")
+    print(
+        f"images: {len(train)} train + {len(test)} test, identities: {num_train_identities(args.root)} train "
+        f"+ {n_queries} queries"
+    )
     print(f"first load (parse): {first:6.2f} s   (target < 60 s)")
     print(f"later load (cache): {later:6.2f} s   (target < 5 s)")
     print(f"ratio first / later: {first / later:.1f}x")

@@ -11,6 +11,7 @@ extrapolated linearly to all queries (printed as such).
 
 Usage: ``python bench/bench_evaluator.py [--loop-queries-full 100] [--loop-queries-g100 2900]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,9 @@ def build_problem(seed: int = 0):
     id_vecs = unit_rows(rng.standard_normal((N_QUERIES, DIM)))
     # appearances of every identity: the query image + 1..5 gallery images (distinct)
     n_app = rng.integers(2, 7, size=N_QUERIES)
-    persons: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(N_IMAGES)]  # (pid, box) per image
+    persons: list[list[tuple[int, np.ndarray]]] = [
+        [] for _ in range(N_IMAGES)
+    ]  # (pid, box) per image
     appear: list[list[int]] = []
     for pid in range(N_QUERIES):
         imgs = rng.choice(N_IMAGES, size=n_app[pid], replace=False)
@@ -72,7 +75,9 @@ def build_problem(seed: int = 0):
             embeds.append(rng.standard_normal(DIM))
         dets = np.asarray(dets, dtype=np.float32).reshape(-1, 4)
         dets[:, 2:] = np.maximum(dets[:, 2:], dets[:, :2] + 1)
-        scores = np.r_[rng.uniform(0.5, 1.0, size=n_true), rng.uniform(0.2, 1.0, size=len(dets) - n_true)]
+        scores = np.r_[
+            rng.uniform(0.5, 1.0, size=n_true), rng.uniform(0.2, 1.0, size=len(dets) - n_true)
+        ]
         gallery[name] = {
             "boxes": dets,
             "scores": scores.astype(np.float32),
@@ -113,42 +118,76 @@ def agree(a, b, idx) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--loop-queries-full", type=int, default=100, help="queries timed with the loop on the full set")
-    ap.add_argument("--loop-queries-g100", type=int, default=N_QUERIES, help="queries timed with the loop, gallery 100")
+    ap.add_argument(
+        "--loop-queries-full",
+        type=int,
+        default=100,
+        help="queries timed with the loop on the full set",
+    )
+    ap.add_argument(
+        "--loop-queries-g100",
+        type=int,
+        default=N_QUERIES,
+        help="queries timed with the loop, gallery 100",
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}"
+    )
     (gallery, qemb, q100, qfull, image_ids, gt), t_build = timed(build_problem, args.seed)
     n_det = sum(len(v["scores"]) for v in gallery.values())
     n_kept = sum(int((v["scores"] >= 0.5).sum()) for v in gallery.values())
-    print(f"problem: {len(image_ids)} images, {n_det} detections ({n_kept} with score >= 0.5, "
-          f"{n_det / len(image_ids):.1f} per image), {len(q100)} queries, D={DIM} (built in {t_build:.1f} s)")
+    print(
+        f"problem: {len(image_ids)} images, {n_det} detections ({n_kept} with score >= 0.5, "
+        f"{n_det / len(image_ids):.1f} per image), {len(q100)} queries, D={DIM} (built in {t_build:.1f} s)"
+    )
     rows = []
 
-    for label, queries, n_loop in (("gallery 100", q100, args.loop_queries_g100),
-                                   ("full set", qfull, args.loop_queries_full)):
+    for label, queries, n_loop in (
+        ("gallery 100", q100, args.loop_queries_g100),
+        ("full set", qfull, args.loop_queries_full),
+    ):
         vec, t_first = timed(protocol.evaluate_search, gallery, qemb, queries, image_ids)
-        t_vec = min(timed(protocol.evaluate_search, gallery, qemb, queries, image_ids)[1] for _ in range(REPEAT))
+        t_vec = min(
+            timed(protocol.evaluate_search, gallery, qemb, queries, image_ids)[1]
+            for _ in range(REPEAT)
+        )
         n_loop = min(n_loop, len(queries))
-        sub = np.random.default_rng(1).choice(len(queries), size=n_loop, replace=False) if n_loop < len(queries) \
+        sub = (
+            np.random.default_rng(1).choice(len(queries), size=n_loop, replace=False)
+            if n_loop < len(queries)
             else np.arange(len(queries))
-        loop, t_loop = timed(reference.evaluate_search, gallery, qemb, [queries[i] for i in sub], image_ids)
+        )
+        loop, t_loop = timed(
+            reference.evaluate_search, gallery, qemb, [queries[i] for i in sub], image_ids
+        )
         t_loop_all = t_loop * len(queries) / n_loop
-        note = "" if n_loop == len(queries) else f" (measured on {n_loop} queries: {t_loop:.1f} s, extrapolated)"
+        note = (
+            ""
+            if n_loop == len(queries)
+            else f" (measured on {n_loop} queries: {t_loop:.1f} s, extrapolated)"
+        )
         m = vec.metrics()
-        print(f"search, {label}: mAP {m['mAP']:.2f}, top-1 {m['top1']:.2f}; vectorised {t_vec:.2f} s "
-              f"(first call {t_first:.2f} s), "
-              f"loop {t_loop_all:.1f} s{note}; speed-up {t_loop_all / t_vec:.0f}x; {agree(vec, loop, sub)}")
+        print(
+            f"search, {label}: mAP {m['mAP']:.2f}, top-1 {m['top1']:.2f}; vectorised {t_vec:.2f} s "
+            f"(first call {t_first:.2f} s), "
+            f"loop {t_loop_all:.1f} s{note}; speed-up {t_loop_all / t_vec:.0f}x; {agree(vec, loop, sub)}"
+        )
         rows.append((f"search, {label}", t_vec, t_loop_all, n_loop))
 
     vec, t_first = timed(protocol.evaluate_detection, gallery, gt, image_ids)
-    t_vec = min(timed(protocol.evaluate_detection, gallery, gt, image_ids)[1] for _ in range(REPEAT))
+    t_vec = min(
+        timed(protocol.evaluate_detection, gallery, gt, image_ids)[1] for _ in range(REPEAT)
+    )
     loop, t_loop = timed(reference.evaluate_detection, gallery, gt, image_ids)
-    print(f"detection: recall {100 * vec.recall:.2f}, AP {100 * vec.ap:.2f}; vectorised {t_vec:.2f} s "
-          f"(first call {t_first:.2f} s), "
-          f"loop {t_loop:.1f} s; speed-up {t_loop / t_vec:.0f}x; "
-          f"identical: {vec.count_tp == loop.count_tp and abs(vec.ap - loop.ap) < 1e-12}")
+    print(
+        f"detection: recall {100 * vec.recall:.2f}, AP {100 * vec.ap:.2f}; vectorised {t_vec:.2f} s "
+        f"(first call {t_first:.2f} s), "
+        f"loop {t_loop:.1f} s; speed-up {t_loop / t_vec:.0f}x; "
+        f"identical: {vec.count_tp == loop.count_tp and abs(vec.ap - loop.ap) < 1e-12}"
+    )
     rows.append(("detection", t_vec, t_loop, len(image_ids)))
 
     print("\n| task | vectorised (s) | loop (s) | speed-up |")

@@ -33,6 +33,7 @@ needs about 2.5 GB of memory and minutes (IVF k-means on 256k points into 4000 l
 Usage: ``python bench/bench_index.py [--sizes 10000 100000 1000000] [--data random clustered]
 [--within-cos 0.7] [--no-gallery]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,8 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -68,12 +70,13 @@ def random_unit(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
     for a in range(0, n, CHUNK):
         block = rng.standard_normal((min(CHUNK, n - a), dim), dtype=np.float32)
         block /= np.linalg.norm(block, axis=1, keepdims=True)
-        out[a:a + len(block)] = block
+        out[a : a + len(block)] = block
     return out
 
 
-def clustered_unit(n: int, n_queries: int, dim: int, within_cos: float,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def clustered_unit(
+    n: int, n_queries: int, dim: int, within_cos: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """n detections and n_queries queries of n / DETS_PER_IDENTITY identities, unit float32.
 
     A detection is its identity's random unit centre plus noise N(0, sigma^2 / D) per
@@ -93,7 +96,7 @@ def clustered_unit(n: int, n_queries: int, dim: int, within_cos: float,
             block = centres[rng.integers(0, len(centres), m)]
             block += sigma * rng.standard_normal((m, dim), dtype=np.float32)
             block /= np.linalg.norm(block, axis=1, keepdims=True)
-            out[a:a + m] = block
+            out[a : a + m] = block
         return out
 
     return draw(n), draw(n_queries)
@@ -127,8 +130,8 @@ def write_gallery(root: str, x: np.ndarray) -> tuple[GalleryIndex, float, int]:
     t0 = time.perf_counter()
     g = GalleryIndex.create(root, x.shape[1], {"model": "bench"})
     for u in range(n_units):
-        e = x[u * DETS_PER_FRAME:(u + 1) * DETS_PER_FRAME]
-        g.add((f"video{u % N_VIDEOS:03d}.mp4", u // N_VIDEOS), boxes[:len(e)], scores[:len(e)], e)
+        e = x[u * DETS_PER_FRAME : (u + 1) * DETS_PER_FRAME]
+        g.add((f"video{u % N_VIDEOS:03d}.mp4", u // N_VIDEOS), boxes[: len(e)], scores[: len(e)], e)
     g.close()
     return GalleryIndex.open(root), time.perf_counter() - t0, n_units
 
@@ -164,10 +167,12 @@ def bench_one(data: str, n: int, args, rows: list, notes: list) -> None:
     for kind in ("flat", "ivf", "ivfpq"):
         (index, params), t_build = timed(lambda: build_faiss_index(x, kind, seed=args.seed))
         (_, ids), t_q = best_of(lambda: index.search(q, TOPK))
-        rows.append((data, n, f"faiss {kind}", describe(params), t_build, t_q, t_np,
-                     recall(ids, ids_ex)))
-        print(f"{data} N={n}: {kind} built in {t_build:.2f} s, query {1e3 * t_q:.1f} ms",
-              flush=True)
+        rows.append(
+            (data, n, f"faiss {kind}", describe(params), t_build, t_q, t_np, recall(ids, ids_ex))
+        )
+        print(
+            f"{data} N={n}: {kind} built in {t_build:.2f} s, query {1e3 * t_q:.1f} ms", flush=True
+        )
         if kind == "flat":
             single["faiss flat"] = best_of(lambda: index.search(q[:1], TOPK))[1]
         if kind == "flat":  # the same index, searched by BLAS matrix products
@@ -177,27 +182,44 @@ def bench_one(data: str, n: int, args, rows: list, notes: list) -> None:
                 (_, ids), t_q = best_of(lambda: index.search(q, TOPK))
             finally:
                 faiss.cvar.distance_compute_blas_threshold = default
-            rows.append((data, n, "faiss flat", "exact, BLAS path *", None, t_q, t_np,
-                         recall(ids, ids_ex)))
+            rows.append(
+                (data, n, "faiss flat", "exact, BLAS path *", None, t_q, t_np, recall(ids, ids_ex))
+            )
         if kind == "ivf":
             sweep = nprobe_sweep(index, q, ids_ex, params["nlist"])
             for nprobe, t_q, rec in sweep:
-                rows.append((data, n, "faiss IVF, nprobe sweep", f"nlist={params['nlist']}, "
-                             f"nprobe={nprobe}", None, t_q, t_np, rec))
+                rows.append(
+                    (
+                        data,
+                        n,
+                        "faiss IVF, nprobe sweep",
+                        f"nlist={params['nlist']}, nprobe={nprobe}",
+                        None,
+                        t_q,
+                        t_np,
+                        rec,
+                    )
+                )
             good = [(p_, t_q) for p_, t_q, rec in sweep if rec >= TARGET_RECALL]
             if good:
                 p_, t_q = good[0]
                 index.nprobe = p_
                 single[f"faiss ivf nprobe {p_}"] = best_of(lambda: index.search(q[:1], TOPK))[1]
-                notes.append(f"{data} N={n}: IVF reaches recall@{TOPK} >= {TARGET_RECALL} at "
-                             f"nprobe {p_} of {params['nlist']} lists: {t_np / t_q:.1f}x faster "
-                             f"than numpy brute force ({1e3 * t_q / N_QUERIES:.2f} ms per query)")
+                notes.append(
+                    f"{data} N={n}: IVF reaches recall@{TOPK} >= {TARGET_RECALL} at "
+                    f"nprobe {p_} of {params['nlist']} lists: {t_np / t_q:.1f}x faster "
+                    f"than numpy brute force ({1e3 * t_q / N_QUERIES:.2f} ms per query)"
+                )
             else:
-                notes.append(f"{data} N={n}: IVF does not reach recall@{TOPK} >= "
-                             f"{TARGET_RECALL}, even scanning every list")
-        del index
-    notes.append(f"{data} N={n}: one query per call (an interactive search), best of {REPEAT}: "
-                 + ", ".join(f"{k} {1e3 * t:.2f} ms" for k, t in single.items()))
+                notes.append(
+                    f"{data} N={n}: IVF does not reach recall@{TOPK} >= "
+                    f"{TARGET_RECALL}, even scanning every list"
+                )
+        index = None  # frees the index before the next one is built
+    notes.append(
+        f"{data} N={n}: one query per call (an interactive search), best of {REPEAT}: "
+        + ", ".join(f"{k} {1e3 * t:.2f} ms" for k, t in single.items())
+    )
     if data == "random" and not args.no_gallery:
         root = tempfile.mkdtemp(prefix="bench_index_", dir=args.tmp)
         try:
@@ -205,15 +227,29 @@ def bench_one(data: str, n: int, args, rows: list, notes: list) -> None:
             _, t_build = timed(lambda: g.build_search_index("flat"))
             hits, t_q = best_of(lambda: g.search(q, TOPK, best_per_image=False))
             ids = np.array([[h["id"] for h in hq] for hq in hits])
-            rows.append((data, n, "GalleryIndex.search", "flat, per detection", t_build, t_q,
-                         t_np, recall(ids, ids_ex)))
+            rows.append(
+                (
+                    data,
+                    n,
+                    "GalleryIndex.search",
+                    "flat, per detection",
+                    t_build,
+                    t_q,
+                    t_np,
+                    recall(ids, ids_ex),
+                )
+            )
             _, t_q = best_of(lambda: g.search(q, TOPK, best_per_image=True))
-            rows.append((data, n, "GalleryIndex.search", "flat, best per frame", None, t_q,
-                         t_np, None))
-            size = sum(os.path.getsize(os.path.join(d, f))
-                       for d, _, fs in os.walk(root) for f in fs)
-            notes.append(f"N={n}: GalleryIndex.add + flush of {units} units: {t_write:.1f} s "
-                         f"({n / t_write:,.0f} detections/s), {size / 2**20:,.0f} MiB on disk")
+            rows.append(
+                (data, n, "GalleryIndex.search", "flat, best per frame", None, t_q, t_np, None)
+            )
+            size = sum(
+                os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs
+            )
+            notes.append(
+                f"N={n}: GalleryIndex.add + flush of {units} units: {t_write:.1f} s "
+                f"({n / t_write:,.0f} detections/s), {size / 2**20:,.0f} MiB on disk"
+            )
             del g, hits
         finally:
             shutil.rmtree(root, ignore_errors=True)
@@ -222,12 +258,21 @@ def bench_one(data: str, n: int, args, rows: list, notes: list) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--data", nargs="+", choices=["random", "clustered"],
-                    default=["random", "clustered"])
-    ap.add_argument("--within-cos", type=float, default=0.7,  # our DC-I-Net measures 0.71
-                    help="clustered data: cosine between two detections of one identity")
-    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                    help="faiss OpenMP threads (default: all cores)")
+    ap.add_argument(
+        "--data", nargs="+", choices=["random", "clustered"], default=["random", "clustered"]
+    )
+    ap.add_argument(
+        "--within-cos",
+        type=float,
+        default=0.7,  # our DC-I-Net measures 0.71
+        help="clustered data: cosine between two detections of one identity",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="faiss OpenMP threads (default: all cores)",
+    )
     ap.add_argument("--no-gallery", action="store_true", help="skip the GalleryIndex rows")
     ap.add_argument("--tmp", default=None, help="folder for the gallery rows (default: $TMPDIR)")
     ap.add_argument("--seed", type=int, default=0)
@@ -235,32 +280,46 @@ def main() -> None:
 
     faiss.omp_set_num_threads(args.threads)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
-          f"(load average {load}), numpy {np.__version__}, faiss {faiss.__version__}")
-    print(f"faiss threads: {args.threads} (faiss.omp_set_num_threads; the machine's cores: "
-          f"{os.cpu_count()}); numpy BLAS: its default threads")
-    print(f"gallery: {DIM}-d unit vectors ({', '.join(args.data)}; clustered: "
-          f"{DETS_PER_IDENTITY} detections per identity, cosine {args.within_cos} within one); "
-          f"{N_QUERIES} queries; top-{TOPK}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
+        f"(load average {load}), numpy {np.__version__}, faiss {faiss.__version__}"
+    )
+    print(
+        f"faiss threads: {args.threads} (faiss.omp_set_num_threads; the machine's cores: "
+        f"{os.cpu_count()}); numpy BLAS: its default threads"
+    )
+    print(
+        f"gallery: {DIM}-d unit vectors ({', '.join(args.data)}; clustered: "
+        f"{DETS_PER_IDENTITY} detections per identity, cosine {args.within_cos} within one); "
+        f"{N_QUERIES} queries; top-{TOPK}"
+    )
     rows: list[tuple] = []
     notes: list[str] = []
     for data in args.data:
         for n in args.sizes:
             bench_one(data, n, args, rows, notes)
 
-    print(f"\n| data | N | method | parameters | build (s) | query, {N_QUERIES} queries (ms) "
-          f"| per query (ms) | query time / numpy | speed-up vs numpy | recall@{TOPK} |")
+    print(
+        f"\n| data | N | method | parameters | build (s) | query, {N_QUERIES} queries (ms) "
+        f"| per query (ms) | query time / numpy | speed-up vs numpy | recall@{TOPK} |"
+    )
     print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|")
     for data, n, name, params, t_build, t_q, t_np, rec in rows:
         build = "-" if t_build is None else f"{t_build:.2f}"
         r = "-" if rec is None else f"{rec:.3f}"
-        print(f"| {data} | {n:,} | {name} | {params} | {build} | {1e3 * t_q:.1f} | "
-              f"{1e3 * t_q / N_QUERIES:.2f} | {t_q / t_np:.3f} | {t_np / t_q:.1f}x | {r} |")
-    print(f"query: one call with all {N_QUERIES} queries, best of {REPEAT} after a warm-up; "
-          "build: train + add (GalleryIndex.search rows: from the shards on disk)")
-    print("* faiss.cvar.distance_compute_blas_threshold = 0 for this row: this faiss uses "
-          f"BLAS only when n_queries * D >= {faiss.cvar.distance_compute_blas_threshold} "
-          f"(here {N_QUERIES * DIM}), a default tuned for many threads; GalleryIndex keeps it")
+        print(
+            f"| {data} | {n:,} | {name} | {params} | {build} | {1e3 * t_q:.1f} | "
+            f"{1e3 * t_q / N_QUERIES:.2f} | {t_q / t_np:.3f} | {t_np / t_q:.1f}x | {r} |"
+        )
+    print(
+        f"query: one call with all {N_QUERIES} queries, best of {REPEAT} after a warm-up; "
+        "build: train + add (GalleryIndex.search rows: from the shards on disk)"
+    )
+    print(
+        "* faiss.cvar.distance_compute_blas_threshold = 0 for this row: this faiss uses "
+        f"BLAS only when n_queries * D >= {faiss.cvar.distance_compute_blas_threshold} "
+        f"(here {N_QUERIES * DIM}), a default tuned for many threads; GalleryIndex keeps it"
+    )
     for line in notes:
         print(line)
 

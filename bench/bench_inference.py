@@ -12,6 +12,9 @@ autocast) are both timed and peak GPU memory is reported.
     .venv/bin/python bench/bench_inference.py --config-file configs/cuhk_sysu/dcinet_R50_C4.yaml \\
         --image-size 600 --batches 1 8 32 --json out.jsonl                    # paper config, GPU
 """
+
+from __future__ import annotations
+
 import argparse
 import json
 import os
@@ -35,7 +38,9 @@ def _sync(device: str) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config-file", default=os.path.join(REPO, "configs", "synthetic", "dcinet_small.yaml"))
+    p.add_argument(
+        "--config-file", default=os.path.join(REPO, "configs", "synthetic", "dcinet_small.yaml")
+    )
     p.add_argument("--image-size", type=int, default=384, help="shorter side")
     p.add_argument("--aspect", type=float, default=4 / 3, help="width / height")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
@@ -75,8 +80,10 @@ def main(argv=None) -> None:
             _sync(device)
             if it >= args.warmup:
                 times[(batch, prec)].append(time.perf_counter() - start)
-    print(f"{os.path.basename(args.config_file)}, {w}x{h} inputs, K = {args.topk}, device {device}, "
-          f"{torch.get_num_threads()} threads, {args.iters} calls each (best / median)\n")
+    print(
+        f"{os.path.basename(args.config_file)}, {w}x{h} inputs, K = {args.topk}, device {device}, "
+        f"{torch.get_num_threads()} threads, {args.iters} calls each (best / median)\n"
+    )
     print("| images per forward | precision | images/s (best) | images/s (median) | vs batch 1 |")
     print("|---|---|---|---|---|")
     for prec in precisions:
@@ -87,9 +94,20 @@ def main(argv=None) -> None:
             print(f"| {batch} | {prec} | {best:.2f} | {median:.2f} | {best / base:.2f}x |")
             if args.json:
                 with open(args.json, "a") as f:
-                    f.write(json.dumps({"bench": "inference_batch", "config": os.path.basename(args.config_file),
-                                        "device": device, "batch": batch, "precision": prec,
-                                        "images_per_s": best, "ratio_to_batch1": best / base}) + "\n")
+                    f.write(
+                        json.dumps(
+                            {
+                                "bench": "inference_batch",
+                                "config": os.path.basename(args.config_file),
+                                "device": device,
+                                "batch": batch,
+                                "precision": prec,
+                                "images_per_s": best,
+                                "ratio_to_batch1": best / base,
+                            }
+                        )
+                        + "\n"
+                    )
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ Usage::
     .venv/bin/python bench/bench_model.py --config-file configs/cuhk_sysu/inet_R50_C4.yaml \\
         --image-size 192 --batch 2 --iters 2 --warmup 1       # ResNet-50: about 10 minutes
 """
+
+from __future__ import annotations
+
 import argparse
 import copy
 import json
@@ -35,7 +38,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Tuple
+from collections.abc import Callable
 
 import torch
 
@@ -78,8 +81,9 @@ def load_cfg(config_file: str, image_size: int, num_ids: int, device: str = "cpu
     return cfg
 
 
-def make_batch(num_images: int, height: int, width: int, persons: int, num_ids: int,
-               seed: int) -> List[Dict]:
+def make_batch(
+    num_images: int, height: int, width: int, persons: int, num_ids: int, seed: int
+) -> list[dict]:
     """Random images with ``persons`` boxes each; pairs (2k, 2k+1) share their identities."""
     g = torch.Generator().manual_seed(seed)
     batch = []
@@ -117,8 +121,8 @@ def peak_memory_mb(fn: Callable[[], None]) -> float:
 
 
 def time_interleaved(
-    fns: Dict[str, Callable[[], None]], iters: int, warmup: int
-) -> Dict[str, Dict[str, float]]:
+    fns: dict[str, Callable[[], None]], iters: int, warmup: int
+) -> dict[str, dict[str, float]]:
     """Best and median wall and CPU times of each function over ``iters`` interleaved calls.
 
     The calls alternate between the functions, so that a busy period of a shared machine hits
@@ -129,8 +133,8 @@ def time_interleaved(
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    wall: Dict[str, List[float]] = {k: [] for k in fns}
-    cpu: Dict[str, List[float]] = {k: [] for k in fns}
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(iters):
         for name, fn in fns.items():
             _sync()
@@ -150,7 +154,7 @@ def time_interleaved(
     }
 
 
-def build_models(cfg: CfgNode) -> Dict[str, torch.nn.Module]:
+def build_models(cfg: CfgNode) -> dict[str, torch.nn.Module]:
     """Faster R-CNN and PersonSearchRCNN with INetROIHeads and DCINetROIHeads, shared weights."""
     models = {}
     for heads in ("INetROIHeads", "DCINetROIHeads"):
@@ -189,6 +193,7 @@ def bench_inference(models, inputs, iters, warmup, topk=None, amp=False, memory=
             with torch.no_grad(), torch.autocast(m.device.type, enabled=amp):
                 out = m(inputs)
             counts[name] = sum(len(o["instances"]) for o in out) / len(out)
+
         return fn
 
     fns = {k: run(k, m) for k, m in models.items()}
@@ -216,6 +221,7 @@ def bench_training(models, batch, iters, warmup, lr=0.0, amp=False, memory=None)
             scaler.scale(sum(losses.values())).backward()
             scaler.step(opt)
             scaler.update()
+
         fns[name] = fn
     with EventStorage():
         times = time_interleaved(fns, iters, warmup)
@@ -230,10 +236,17 @@ def report(title, times, counts=None):
     base = times["FasterRCNN"]
     print(f"\n{title}")
     cols = ("cpu", "cpu_median", "wall", "wall_median")
-    names = {"cpu": "best cpu", "cpu_median": "med cpu",
-             "wall": "best wall", "wall_median": "med wall"}
-    print(f"  {'model':<16}" + "".join(f" {names[c]:>10} {'ratio':>6}" for c in cols)
-          + ("  dets/img" if counts else ""))
+    names = {
+        "cpu": "best cpu",
+        "cpu_median": "med cpu",
+        "wall": "best wall",
+        "wall_median": "med wall",
+    }
+    print(
+        f"  {'model':<16}"
+        + "".join(f" {names[c]:>10} {'ratio':>6}" for c in cols)
+        + ("  dets/img" if counts else "")
+    )
     for name, t in times.items():
         line = f"  {name:<16}" + "".join(f" {t[c]:10.4f} {t[c] / base[c]:6.3f}" for c in cols)
         if counts:
@@ -255,9 +268,14 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--amp", action="store_true",
-                        help="also time fp16 autocast (inference) and AMP training (GradScaler)")
-    parser.add_argument("--json", default=None, help="append one JSON line per model and measurement")
+    parser.add_argument(
+        "--amp",
+        action="store_true",
+        help="also time fp16 autocast (inference) and AMP training (GradScaler)",
+    )
+    parser.add_argument(
+        "--json", default=None, help="append one JSON line per model and measurement"
+    )
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -268,10 +286,12 @@ def main(argv=None):
     models = build_models(cfg)
     batch = make_batch(args.batch, height, width, args.persons, num_ids, seed=0)
     inputs = [{k: x[k] for k in ("image", "height", "width")} for x in batch]
-    print(f"config {os.path.relpath(args.config_file, REPO_ROOT)}, "
-          f"{args.batch} images {height}x{width}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{args.iters} interleaved runs after {args.warmup} warm-up")
+    print(
+        f"config {os.path.relpath(args.config_file, REPO_ROOT)}, "
+        f"{args.batch} images {height}x{width}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{args.iters} interleaved runs after {args.warmup} warm-up"
+    )
 
     ratios = {}
 
@@ -280,33 +300,51 @@ def main(argv=None):
             return
         with open(args.json, "a") as f:
             for name, t in times.items():
-                f.write(json.dumps({"bench": "model", "measure": key, "model": name,
-                                    "precision": precision, "device": args.device,
-                                    "config": os.path.basename(args.config_file),
-                                    "images": args.batch, "best_ms": 1000 * t["wall"],
-                                    "median_ms": 1000 * t["wall_median"],
-                                    "ratio_to_faster_rcnn": t["wall"] / times["FasterRCNN"]["wall"],
-                                    "peak_mb": memory.get(name, 0.0)}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "bench": "model",
+                            "measure": key,
+                            "model": name,
+                            "precision": precision,
+                            "device": args.device,
+                            "config": os.path.basename(args.config_file),
+                            "images": args.batch,
+                            "best_ms": 1000 * t["wall"],
+                            "median_ms": 1000 * t["wall_median"],
+                            "ratio_to_faster_rcnn": t["wall"] / times["FasterRCNN"]["wall"],
+                            "peak_mb": memory.get(name, 0.0),
+                        }
+                    )
+                    + "\n"
+                )
 
     t, c = bench_inference(models, inputs, args.iters, args.warmup)
-    report(f"inference, {args.batch} images, score threshold "
-           f"{cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST} (random weights)", t, c)
+    report(
+        f"inference, {args.batch} images, score threshold "
+        f"{cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST} (random weights)",
+        t,
+        c,
+    )
     max_k = cfg.TEST.DETECTIONS_PER_IMAGE
-    for precision in (["fp32", "amp"] if args.amp else ["fp32"]):
+    for precision in ["fp32", "amp"] if args.amp else ["fp32"]:
         amp = precision == "amp"
         for k in sorted({10, 25, max_k}):
             memory = {}
-            t, c = bench_inference(models, inputs, args.iters, args.warmup, topk=k, amp=amp,
-                                   memory=memory)
+            t, c = bench_inference(
+                models, inputs, args.iters, args.warmup, topk=k, amp=amp, memory=memory
+            )
             key = f"infer_K{k}" + ("_amp" if amp else "")
-            ratios[key] = report(f"inference ({precision}), {args.batch} images, K = {k} "
-                                 "detections per image", t, c)
+            ratios[key] = report(
+                f"inference ({precision}), {args.batch} images, K = {k} detections per image", t, c
+            )
             record(key, t, memory, precision)
         memory = {}
         t = bench_training(models, batch, args.iters, args.warmup, amp=amp, memory=memory)
         key = "train" + ("_amp" if amp else "")
-        ratios[key] = report(f"training step ({precision}; forward + backward + SGD), "
-                             f"{args.batch} images", t)
+        ratios[key] = report(
+            f"training step ({precision}; forward + backward + SGD), {args.batch} images", t
+        )
         record(key, t, memory, precision)
 
     # On a GPU the process's CPU time does not measure the work: use the wall time there.

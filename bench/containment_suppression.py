@@ -11,14 +11,23 @@ equals doing it inside the model. Prints search / detection metrics and the kind
 detections (dcinet_d2.evaluation.diagnostics) for each (T, C); T = 1.0 row: the input unchanged.
 Used for docs/reid_recipe.md ("Detection remedies"); not part of the model.
 """
+
 from __future__ import annotations
 
 import numpy as np
 from offline_eval import SavedPredictions
 
-
-SETTINGS = [(1.0, 0.0), (0.9, 0.0), (0.8, 0.0), (0.7, 0.0), (0.9, 0.9), (0.8, 0.9), (0.9, 0.95),
-            (0.8, 0.95), (0.7, 0.95)]  # (T, C) as measured in docs/reid_recipe.md
+SETTINGS = [
+    (1.0, 0.0),
+    (0.9, 0.0),
+    (0.8, 0.0),
+    (0.7, 0.0),
+    (0.9, 0.9),
+    (0.8, 0.9),
+    (0.9, 0.95),
+    (0.8, 0.95),
+    (0.7, 0.95),
+]  # (T, C) as measured in docs/reid_recipe.md
 
 
 def suppress(entry: dict, inside: float, container_min: float) -> dict:
@@ -30,8 +39,11 @@ def suppress(entry: dict, inside: float, container_min: float) -> dict:
     w = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
     h = np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1])
     area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    iom = np.clip(w, 0, None) * np.clip(h, 0, None) / np.maximum(
-        np.minimum(area[:, None], area[None, :]), 1e-9)
+    iom = (
+        np.clip(w, 0, None)
+        * np.clip(h, 0, None)
+        / np.maximum(np.minimum(area[:, None], area[None, :]), 1e-9)
+    )
     keep = np.ones(len(b), dtype=bool)
     for i in range(len(b)):
         if keep[i] and scores[order[i]] >= container_min:
@@ -43,8 +55,10 @@ def suppress(entry: dict, inside: float, container_min: float) -> dict:
 def main() -> None:
     saved = SavedPredictions(__doc__)
     for inside, cmin in SETTINGS:
-        saved.report(f"inside >= {inside}, container >= {cmin}",
-                     saved.gallery_with(lambda e: suppress(e, inside, cmin)))
+        saved.report(
+            f"inside >= {inside}, container >= {cmin}",
+            saved.gallery_with(lambda e: suppress(e, inside, cmin)),
+        )
 
 
 if __name__ == "__main__":

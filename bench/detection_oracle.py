@@ -14,6 +14,7 @@ protocol's detection AP for these detections: all false ones gone, the true ones
 scores (CUHK-SYSU's AP is the precision-recall area times the recall at the 0.5 threshold). Used for
 docs/reid_recipe.md; not part of the model.
 """
+
 from __future__ import annotations
 
 import numpy as np

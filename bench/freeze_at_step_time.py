@@ -9,6 +9,9 @@ demo's 15 minutes (docs/reid_recipe.md). The settings are built in one process f
 weights and timed interleaved on the same random Siamese batch (bench/bench_model.py's
 helpers, one torch thread); the best CPU time of each, and its ratio to the first setting.
 """
+
+from __future__ import annotations
+
 import argparse
 import os
 import sys
@@ -20,18 +23,20 @@ for path in (REPO_ROOT, os.path.join(REPO_ROOT, "bench")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+from bench_model import load_cfg, make_batch, time_interleaved  # noqa: E402
 from detectron2.config import get_cfg  # noqa: E402
 from detectron2.modeling import build_model  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
 import dcinet_d2  # noqa: E402
-from bench_model import load_cfg, make_batch, time_interleaved  # noqa: E402
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config-file", default=os.path.join(REPO_ROOT, "configs", "synthetic",
-                                                          "dcinet_small.yaml"))
+    p.add_argument(
+        "--config-file",
+        default=os.path.join(REPO_ROOT, "configs", "synthetic", "dcinet_small.yaml"),
+    )
     p.add_argument("--freeze-at", type=int, nargs="+", default=[0, 2, 3])
     p.add_argument("--image-size", type=int, default=384, help="the demo's input height")
     p.add_argument("--iters", type=int, default=4)
@@ -55,6 +60,7 @@ def main(argv=None):
             opt.zero_grad()
             sum(losses.values()).backward()
             opt.step()
+
         steps[f"FREEZE_AT {k}"] = step
     with EventStorage():
         times = time_interleaved(steps, iters=args.iters, warmup=1)

@@ -16,6 +16,9 @@ heads' forward (``_reid_losses``: the criterion and its logging).
 Counts, not times: they do not depend on the machine's load. The third step is counted (after
 two warm-up steps: lazy initialisation and a filling dictionary may add calls to the first).
 """
+
+from __future__ import annotations
+
 import argparse
 import copy
 import json
@@ -29,9 +32,9 @@ for path in (REPO_ROOT, os.path.join(REPO_ROOT, "bench")):
     if path not in sys.path:
         sys.path.insert(0, path)
 
+from bench_model import build_models, load_cfg, make_batch  # noqa: E402
 from detectron2.utils.events import EventStorage  # noqa: E402
 
-from bench_model import build_models, load_cfg, make_batch  # noqa: E402
 from dcinet_d2.utils.host_sync import SYNC_KINDS, HostSyncCounter  # noqa: E402
 
 
@@ -71,8 +74,10 @@ def count_training_step(model, batch, warmup: int = 2):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config-file", default=os.path.join(REPO_ROOT, "configs", "synthetic",
-                                                          "dcinet_small.yaml"))
+    p.add_argument(
+        "--config-file",
+        default=os.path.join(REPO_ROOT, "configs", "synthetic", "dcinet_small.yaml"),
+    )
     p.add_argument("--image-size", type=int, default=192)
     p.add_argument("--batch", type=int, default=4, help="images per step (even)")
     p.add_argument("--persons", type=int, default=5)
@@ -82,21 +87,37 @@ def main(argv=None):
     cfg = load_cfg(args.config_file, args.image_size, num_ids=64)
     width = int(args.image_size * 4 / 3)
     batch = make_batch(args.batch, args.image_size, width, args.persons, 64, seed=0)
-    print(f"{os.path.relpath(args.config_file, REPO_ROOT)}, {args.batch} images of "
-          f"{args.image_size}x{width}: host-synchronising calls in one training step")
-    print("| model | whole step | of which the re-id part (`_reid_losses`) | "
-          + " | ".join(SYNC_KINDS) + " (whole step) |")
+    print(
+        f"{os.path.relpath(args.config_file, REPO_ROOT)}, {args.batch} images of "
+        f"{args.image_size}x{width}: host-synchronising calls in one training step"
+    )
+    print(
+        "| model | whole step | of which the re-id part (`_reid_losses`) | "
+        + " | ".join(SYNC_KINDS)
+        + " (whole step) |"
+    )
     print("|---|---|---|" + "---|" * len(SYNC_KINDS))
     for name, model in build_models(cfg).items():
         torch.manual_seed(0)
         whole, reid = count_training_step(model, batch)
         kinds = whole.as_dict()
-        print(f"| {name} | {whole.total} | {reid.total if reid is not None else '-'} | "
-              + " | ".join(str(kinds[k]) for k in SYNC_KINDS) + " |")
+        print(
+            f"| {name} | {whole.total} | {reid.total if reid is not None else '-'} | "
+            + " | ".join(str(kinds[k]) for k in SYNC_KINDS)
+            + " |"
+        )
         if args.json:
             with open(args.json, "a") as f:
-                f.write(json.dumps({"model": name, "whole_step": kinds,
-                                    "reid": reid.as_dict() if reid is not None else None}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "model": name,
+                            "whole_step": kinds,
+                            "reid": reid.as_dict() if reid is not None else None,
+                        }
+                    )
+                    + "\n"
+                )
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 (``containment_suppression.py``, ``detection_oracle.py``, ``soft_nms.py``,
 ``score_weighted_similarity.py``): their command line,
 and the protocol on a modified gallery."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,9 @@ class SavedPredictions:
     ``--dataset NAME --predictions FILE [--gallery-size N]``."""
 
     def __init__(self, description: str):
-        p = argparse.ArgumentParser(description=description,
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = argparse.ArgumentParser(
+            description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         p.add_argument("--dataset", required=True)
         p.add_argument("--predictions", required=True)
         p.add_argument("--gallery-size", type=int, default=100)
@@ -38,9 +40,12 @@ class SavedPredictions:
         """The protocol's search and detection metrics with ``gallery`` (and ``queries``, when
         given) in place of the file's."""
         return evaluate_person_search(
-            self.dicts, {"gallery": gallery, "queries": queries or self.predictions["queries"]},
-            protocol=self.meta.protocol, root=getattr(self.meta, "root", None),
-            gallery_size=self.gallery_size)
+            self.dicts,
+            {"gallery": gallery, "queries": queries or self.predictions["queries"]},
+            protocol=self.meta.protocol,
+            root=getattr(self.meta, "root", None),
+            gallery_size=self.gallery_size,
+        )
 
     def report(self, label: str, gallery: dict) -> None:
         """Print one line: search and detection metrics of ``gallery`` and the kinds of its kept
@@ -48,7 +53,10 @@ class SavedPredictions:
         r = self.evaluate(gallery)
         st = false_detection_stats(gallery, self.dicts)
         n = max(st["num_detections"], 1)
-        print(f"{label}: search {r['search']['mAP']:.1f} top-1 {r['search']['top1']:.1f} | "
-              f"AP {r['detection']['AP']:.1f} recall {r['detection']['recall']:.1f} | "
-              f"{st['detections_per_image']:.1f} per image, "
-              + ", ".join(f"{k} {100 * v / n:.0f} %" for k, v in st["kinds"].items()), flush=True)
+        print(
+            f"{label}: search {r['search']['mAP']:.1f} top-1 {r['search']['top1']:.1f} | "
+            f"AP {r['detection']['AP']:.1f} recall {r['detection']['recall']:.1f} | "
+            f"{st['detections_per_image']:.1f} per image, "
+            + ", ".join(f"{k} {100 * v / n:.0f} %" for k, v in st["kinds"].items()),
+            flush=True,
+        )

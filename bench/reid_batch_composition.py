@@ -17,6 +17,9 @@ Prints the training-set accuracy (eval mode) every 50 steps. Same seed for every
 
     python bench/reid_batch_composition.py [--steps 250] [--variants diverse bn4 gn4]
 """
+
+from __future__ import annotations
+
 import argparse
 import os
 import sys
@@ -44,7 +47,9 @@ def load_crops(dataset, pixel_mean, pixel_std, size=(64, 128)):
             if a.get("person_id", -1) < 0 or x2 - x1 < 2 or y2 - y1 < 2:
                 continue
             image = image or Image.open(d["file_name"]).convert("RGB")
-            crop = np.asarray(image.crop((int(x1), int(y1), int(x2), int(y2))).resize(size))[:, :, ::-1]
+            crop = np.asarray(image.crop((int(x1), int(y1), int(x2), int(y2))).resize(size))[
+                :, :, ::-1
+            ]
             crops.append(torch.from_numpy(crop.copy()).permute(2, 0, 1).float())
             pids.append(int(a["person_id"]))
     return (torch.stack(crops) - pixel_mean) / pixel_std, torch.tensor(pids)
@@ -68,18 +73,31 @@ def run(variant, crops, pids, steps, seed):
     backbone, heads = model.backbone, model.roi_heads
     num_classes = int(pids.max()) + 1
     weight = torch.nn.Parameter(torch.randn(num_classes, heads.embed_dim) * 0.01)
-    params = [*backbone.parameters(), *heads.reid_res5.parameters(), *heads.embed_head.parameters(), weight]
-    opt = torch.optim.SGD(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM,
-                          weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    params = [
+        *backbone.parameters(),
+        *heads.reid_res5.parameters(),
+        *heads.embed_head.parameters(),
+        weight,
+    ]
+    opt = torch.optim.SGD(
+        params,
+        lr=cfg.SOLVER.BASE_LR,
+        momentum=cfg.SOLVER.MOMENTUM,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+    )
 
     def embed(res4):
-        return heads.embed_head(heads.reid_res5(F.adaptive_avg_pool2d(res4, cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION)))
+        return heads.embed_head(
+            heads.reid_res5(F.adaptive_avg_pool2d(res4, cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION))
+        )
 
     def accuracy():
         backbone.eval()
         heads.eval()
         with torch.no_grad():
-            e = torch.cat([embed(backbone(crops[i:i + 64])["res4"]) for i in range(0, len(crops), 64)])
+            e = torch.cat(
+                [embed(backbone(crops[i : i + 64])["res4"]) for i in range(0, len(crops), 64)]
+            )
             return float((e @ F.normalize(weight, dim=1).t()).argmax(1).eq(pids).float().mean())
 
     by_id = [torch.nonzero(pids == c).flatten() for c in range(num_classes)]
@@ -109,7 +127,9 @@ def run(variant, crops, pids, steps, seed):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--steps", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -130,11 +150,19 @@ def main():
         curves[v] = run(v, crops, pids, args.steps, args.seed)
         print(f"{v}: {time.time() - t:.0f} s", flush=True)
     steps = [s for s, _ in curves[args.variants[0]]]
-    print("\n| rows per step (norm of the res5 heads) | " + " | ".join(f"step {s}" for s in steps) + " |")
+    print(
+        "\n| rows per step (norm of the res5 heads) | "
+        + " | ".join(f"step {s}" for s in steps)
+        + " |"
+    )
     print("|---" * (len(steps) + 1) + "|")
     for v in args.variants:
         composition, norm = VARIANTS[v]
-        print(f"| {composition} ({norm}) | " + " | ".join(f"{100 * a:.0f}" for _, a in curves[v]) + " |")
+        print(
+            f"| {composition} ({norm}) | "
+            + " | ".join(f"{100 * a:.0f}" for _, a in curves[v])
+            + " |"
+        )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ boxes (dcinet_d2.evaluation.colour_baseline) weighted alike, so that both get th
 gamma = 0 is unit embeddings (a file written with MODEL.REID.EMBED_SCORE_POWER p > 0 is made unit
 again first). Used for docs/reid_recipe.md; chosen on the validation split.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,12 +29,14 @@ GAMMAS = (0.0, 0.5, 1.0, 2.0, 4.0)
 def score_weighted_gallery(gallery: dict, gamma: float, file_power: float = 0.0) -> dict:
     """``gallery`` with every embedding made a unit vector again (when the file holds embeddings
     weighted by ``score ** file_power``) and multiplied by its detection score to the ``gamma``."""
+
     def change(entry):
         embeds = np.asarray(entry["embeds"], dtype=np.float32)
         if file_power:
             norms = np.linalg.norm(embeds, axis=1, keepdims=True)
             embeds = embeds / np.maximum(norms, np.finfo(np.float32).tiny)  # score 0: stays 0
         return {**entry, "embeds": score_weighted(embeds, entry["scores"], gamma)}
+
     return {image_id: change(entry) for image_id, entry in gallery.items()}
 
 
@@ -45,11 +48,16 @@ def main():
     print("|---|---|---|")
     for gamma in GAMMAS:
         learned = saved.evaluate(
-            score_weighted_gallery(saved.predictions["gallery"], gamma, file_power))["search"]
-        colour = saved.evaluate(score_weighted_gallery(hist["gallery"], gamma),
-                                hist["queries"])["search"]
-        print(f"| {gamma:g} | {learned['mAP']:.1f} / {learned['top1']:.1f} | "
-              f"{colour['mAP']:.1f} / {colour['top1']:.1f} |", flush=True)
+            score_weighted_gallery(saved.predictions["gallery"], gamma, file_power)
+        )["search"]
+        colour = saved.evaluate(score_weighted_gallery(hist["gallery"], gamma), hist["queries"])[
+            "search"
+        ]
+        print(
+            f"| {gamma:g} | {learned['mAP']:.1f} / {learned['top1']:.1f} | "
+            f"{colour['mAP']:.1f} / {colour['top1']:.1f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

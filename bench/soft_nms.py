@@ -13,6 +13,7 @@ result equals doing it in the model after that NMS. Prints search and detection 
 kinds of the kept detections per setting; the first row is the input unchanged. Used for
 docs/reid_recipe.md; not part of the model.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,15 @@ from offline_eval import SavedPredictions
 
 from dcinet_d2.evaluation.diagnostics import box_iou_matrix
 
-SETTINGS = [("none", None), ("linear", 0.2), ("linear", 0.3), ("linear", 0.4), ("gaussian", 0.5),
-            ("gaussian", 0.3), ("gaussian", 0.2)]  # (method, N_t or sigma) as in docs/reid_recipe.md
+SETTINGS = [
+    ("none", None),
+    ("linear", 0.2),
+    ("linear", 0.3),
+    ("linear", 0.4),
+    ("gaussian", 0.5),
+    ("gaussian", 0.3),
+    ("gaussian", 0.2),
+]  # (method, N_t or sigma) as in docs/reid_recipe.md
 
 
 def soft_nms_scores(boxes: np.ndarray, scores: np.ndarray, method: str, param: float) -> np.ndarray:
@@ -38,7 +46,7 @@ def soft_nms_scores(boxes: np.ndarray, scores: np.ndarray, method: str, param: f
         if method == "linear":
             scores[rest] *= np.where(overlap >= param, 1.0 - overlap, 1.0)
         else:
-            scores[rest] *= np.exp(-(overlap ** 2) / param)
+            scores[rest] *= np.exp(-(overlap**2) / param)
     return scores
 
 

@@ -4,10 +4,15 @@ Matches Detectron2 v0.6 (PyPI's ``pb1-detectron2==0.6`` with upstream's later fi
 ``tools/install_detectron2.py`` builds it) and iopath 0.1.x. When upstream renames one of these,
 this module is the only one to change; ``tests/test_compat.py`` checks that each still exists.
 """
+
 from __future__ import annotations
 
-__all__ = ["find_free_port", "set_local_process_group", "postprocess_detections",
-           "path_prefix_registered"]
+__all__ = [
+    "find_free_port",
+    "set_local_process_group",
+    "postprocess_detections",
+    "path_prefix_registered",
+]
 
 
 def find_free_port() -> int:

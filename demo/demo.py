@@ -12,6 +12,7 @@ Detections scoring at least ``--confidence-threshold`` are drawn with Detectron2
 similarity to the query, and those at or above ``--match-threshold`` are drawn in green (the
 others grey). ``--config-file`` is only needed for checkpoints that do not carry their config.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,12 @@ if REPO not in sys.path:
 def get_parser() -> argparse.ArgumentParser:
     from dcinet_d2.search.cli import _box, _unit_interval
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", default=None, help="trained checkpoint (or MODEL.WEIGHTS in --opts)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--weights", default=None, help="trained checkpoint (or MODEL.WEIGHTS in --opts)"
+    )
     p.add_argument("--config-file", default=None, help="config (default: saved in the checkpoint)")
     p.add_argument("--input", nargs="+", help="images, or globs such as 'photos/*.jpg'")
     p.add_argument("--video-input", help="a video file")
@@ -43,7 +48,9 @@ def get_parser() -> argparse.ArgumentParser:
     # Ours: a cosine similarity the demo's models reach for the same person and rarely for others;
     # set it from your own data.
     p.add_argument("--match-threshold", type=float, default=0.6)
-    p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides")
+    p.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config overrides"
+    )
     return p
 
 
@@ -64,8 +71,13 @@ def query_embedding(predictor, args, threshold: float) -> np.ndarray | None:
     return inst.pred_embeds[int(order[k])].numpy()
 
 
-def draw(image_bgr: np.ndarray, instances, threshold: float, query: np.ndarray | None,
-         match_threshold: float) -> np.ndarray:
+def draw(
+    image_bgr: np.ndarray,
+    instances,
+    threshold: float,
+    query: np.ndarray | None,
+    match_threshold: float,
+) -> np.ndarray:
     """The image (BGR) with the detections drawn by Detectron2's Visualizer."""
     from detectron2.data.catalog import Metadata
     from detectron2.utils.visualizer import Visualizer
@@ -78,8 +90,9 @@ def draw(image_bgr: np.ndarray, instances, threshold: float, query: np.ndarray |
     sims = inst.pred_embeds.numpy() @ query
     labels = [f"{s:.2f} sim {q:.2f}" for s, q in zip(inst.scores.tolist(), sims.tolist())]
     colours = [(0.1, 0.85, 0.2) if q >= match_threshold else (0.6, 0.6, 0.6) for q in sims]
-    out = vis.overlay_instances(boxes=inst.pred_boxes.tensor.numpy(), labels=labels,
-                                assigned_colors=colours)
+    out = vis.overlay_instances(
+        boxes=inst.pred_boxes.tensor.numpy(), labels=labels, assigned_colors=colours
+    )
     return out.get_image()[:, :, ::-1]
 
 
@@ -109,8 +122,10 @@ def main(argv=None) -> int:
         names = [os.path.basename(p) for p in paths]
         if args.output and len(set(names)) < len(names):
             twice = sorted({n for n in names if names.count(n) > 1})
-            raise SystemExit(f"several inputs are named {twice[0]}: their outputs would overwrite each "
-                             "other in --output")
+            raise SystemExit(
+                f"several inputs are named {twice[0]}: their outputs would overwrite each "
+                "other in --output"
+            )
         if args.output:
             os.makedirs(args.output, exist_ok=True)
         for path in tqdm(paths, unit="img", disable=not args.output):
@@ -139,11 +154,15 @@ def main(argv=None) -> int:
                 if not ok:
                     break
                 instances = predictor(frame)["instances"]
-                drawn = draw(frame, instances, args.confidence_threshold, query, args.match_threshold)
+                drawn = draw(
+                    frame, instances, args.confidence_threshold, query, args.match_threshold
+                )
                 if args.output:
                     if writer is None:
                         fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-                        writer = cv2.VideoWriter(args.output, fourcc, fps, (drawn.shape[1], drawn.shape[0]))
+                        writer = cv2.VideoWriter(
+                            args.output, fourcc, fps, (drawn.shape[1], drawn.shape[0])
+                        )
                         if not writer.isOpened():
                             raise SystemExit(f"could not open {args.output} for writing a video")
                     writer.write(drawn)

@@ -1,4 +1,7 @@
 """Helpers of the tests that start several gloo processes."""
+
+from __future__ import annotations
+
 import socket
 
 

@@ -1,4 +1,7 @@
 """The private Detectron2 / iopath names of dcinet_d2.compat still exist and do what we rely on."""
+
+from __future__ import annotations
+
 import socket
 
 import torch

@@ -1,5 +1,8 @@
 """tools/query_bootstrap.py end to end on the synthetic CUHK-SYSU test set: its mAP is the
 protocol's (computed independently by the evaluator), a run against itself differs by exactly 0."""
+
+from __future__ import annotations
+
 import json
 import os
 import sys
@@ -7,7 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+)
 from query_bootstrap import main  # noqa: E402
 
 
@@ -24,8 +29,9 @@ def gt_histogram_predictions(tmp_path_factory):
     name = "synthetic_cuhk_sysu_test"
     dicts = DatasetCatalog.get(name)
     preds = validate_predictions(ground_truth_predictions(dicts))
-    expected = evaluate_person_search(dicts, preds, protocol="cuhk_sysu",
-                                      root=MetadataCatalog.get(name).root, gallery_size=100)
+    expected = evaluate_person_search(
+        dicts, preds, protocol="cuhk_sysu", root=MetadataCatalog.get(name).root, gallery_size=100
+    )
     path = str(tmp_path_factory.mktemp("boot") / "gt_hist.pth")
     save_predictions(path, preds["gallery"], preds["queries"])
     return path, expected["search"]["mAP"]

@@ -1,4 +1,7 @@
 """tools/reid_probe.py: retrieval metrics over given boxes, checked against a hand-worked example."""
+
+from __future__ import annotations
+
 import math
 import os
 import sys
@@ -6,7 +9,9 @@ import sys
 import pytest
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+sys.path.insert(
+    0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+)
 from reid_probe import retrieval_metrics  # noqa: E402
 
 

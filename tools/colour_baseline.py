@@ -10,6 +10,7 @@ colour histogram (dcinet_d2.evaluation.colour_baseline); and the ground-truth bo
 histograms (an oracle detector). Without --predictions only the last row. The last line printed
 is the results as one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,19 @@ from dcinet_d2.evaluation.predictions import PredictionsFormatError
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", required=True, help="registered test set, e.g. synthetic_cuhk_sysu_test")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--dataset", required=True, help="registered test set, e.g. synthetic_cuhk_sysu_test"
+    )
     p.add_argument("--predictions", help="person_search_predictions.pth of a model (optional)")
-    p.add_argument("--gallery-size", type=int, default=100, help="CUHK-SYSU gallery size (default 100)")
-    p.add_argument("--det-thresh", type=float, default=0.5, help="protocol score threshold (default 0.5)")
+    p.add_argument(
+        "--gallery-size", type=int, default=100, help="CUHK-SYSU gallery size (default 100)"
+    )
+    p.add_argument(
+        "--det-thresh", type=float, default=0.5, help="protocol score threshold (default 0.5)"
+    )
     p.add_argument("--json", metavar="OUT", help="also write the results to OUT")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -38,8 +47,12 @@ def main(argv=None) -> int:
         print(f"error: unknown dataset {args.dataset!r}", file=sys.stderr)
         return 2
     try:
-        rows = compare_with_histograms(args.dataset, args.predictions, gallery_size=args.gallery_size,
-                                       det_thresh=args.det_thresh)
+        rows = compare_with_histograms(
+            args.dataset,
+            args.predictions,
+            gallery_size=args.gallery_size,
+            det_thresh=args.det_thresh,
+        )
     except (PredictionsFormatError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

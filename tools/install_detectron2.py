@@ -16,6 +16,7 @@ Each fix must apply exactly: if the source does not contain what a fix expects, 
 and names the file and the fix, instead of installing a half-patched tree.
 Run it with the Python of the target environment; torch must already be installed there.
 """
+
 from __future__ import annotations
 
 import re
@@ -58,11 +59,24 @@ NUMPY_ALIAS = re.compile(r"\bnp\.(bool|int|float|str)\b(?![_\w])")
 
 # (file, old, new, why): exact textual replacements.
 TEXT_FIXES = [
-    ("data/transforms/transform.py", "Image.LINEAR", "Image.BILINEAR", "Pillow>=10 (upstream ff53992b)"),
-    ("layers/mask_ops.py", "np.array(mask, copy=False)", "np.asarray(mask)",
-     "numpy>=2 copy=False (upstream 70f45430)"),
-    ("projects/__init__.py", "import importlib\n", "import importlib\nimport importlib.abc\n",
-     "importlib.abc import (upstream 2a68c056)"),
+    (
+        "data/transforms/transform.py",
+        "Image.LINEAR",
+        "Image.BILINEAR",
+        "Pillow>=10 (upstream ff53992b)",
+    ),
+    (
+        "layers/mask_ops.py",
+        "np.array(mask, copy=False)",
+        "np.asarray(mask)",
+        "numpy>=2 copy=False (upstream 70f45430)",
+    ),
+    (
+        "projects/__init__.py",
+        "import importlib\n",
+        "import importlib\nimport importlib.abc\n",
+        "importlib.abc import (upstream 2a68c056)",
+    ),
 ]
 
 PLACEHOLDER_C = '''"""Placeholder for Detectron2's compiled extension, which this build does not include.
@@ -94,7 +108,7 @@ def __getattr__(name):
     )
 '''
 
-PURE_SETUP = '''from setuptools import find_packages, setup
+PURE_SETUP = """from setuptools import find_packages, setup
 
 setup(
     name="detectron2",
@@ -105,7 +119,7 @@ setup(
     include_package_data=True,
     python_requires=">=3.7",
 )
-'''
+"""
 
 
 class SetupError(RuntimeError):
@@ -118,8 +132,21 @@ def run(cmd: list[str]) -> None:
 
 
 def download_sdist(dest: Path) -> Path:
-    run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-         "--no-build-isolation", "-d", str(dest), SDIST_SPEC])
+    run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--no-build-isolation",
+            "-d",
+            str(dest),
+            SDIST_SPEC,
+        ]
+    )
     archives = sorted(dest.glob("pb1[-_]detectron2-0.6*.tar.gz"))
     if not archives:
         raise SetupError(f"pip download of {SDIST_SPEC} produced no .tar.gz in {dest}")
@@ -131,7 +158,9 @@ def unpack(archive: Path, dest: Path) -> Path:
         tar.extractall(dest, filter="data")
     roots = [p for p in dest.iterdir() if p.is_dir()]
     if len(roots) != 1 or not (roots[0] / "detectron2" / "__init__.py").is_file():
-        raise SetupError(f"{archive} does not contain a single source tree with detectron2/__init__.py")
+        raise SetupError(
+            f"{archive} does not contain a single source tree with detectron2/__init__.py"
+        )
     return roots[0]
 
 
@@ -141,7 +170,9 @@ def apply_fixes(pkg: Path) -> None:
         text = path.read_text()
         fixed, count = NUMPY_ALIAS.subn(lambda m: m.group(1), text)
         if count == 0:
-            raise SetupError(f"fix 'numpy aliases' expected np.bool/int/float/str in {path}, found none")
+            raise SetupError(
+                f"fix 'numpy aliases' expected np.bool/int/float/str in {path}, found none"
+            )
         path.write_text(fixed)
         print(f"  fixed {count} numpy alias(es) in {rel}")
     for rel, old, new, why in TEXT_FIXES:
@@ -151,7 +182,9 @@ def apply_fixes(pkg: Path) -> None:
             raise SetupError(f"fix '{why}' expected {old!r} in {path}, not found")
         path.write_text(text.replace(old, new))
         print(f"  fixed {rel}: {why}")
-    remaining = [str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if NUMPY_ALIAS.search(p.read_text())]
+    remaining = [
+        str(p.relative_to(pkg)) for p in pkg.rglob("*.py") if NUMPY_ALIAS.search(p.read_text())
+    ]
     if remaining:
         raise SetupError(f"numpy aliases removed in numpy>=1.24 remain in: {remaining}")
     (pkg / "_C.py").write_text(PLACEHOLDER_C)
@@ -161,8 +194,10 @@ def main() -> int:
     try:
         import torch  # noqa: F401  (the sdist's metadata step imports torch)
     except ImportError:
-        print("install torch first: this script runs in the environment that will hold detectron2",
-              file=sys.stderr)
+        print(
+            "install torch first: this script runs in the environment that will hold detectron2",
+            file=sys.stderr,
+        )
         return 1
     with tempfile.TemporaryDirectory(prefix="dcinet-d2-build-") as tmp:
         tmp = Path(tmp)
@@ -174,13 +209,29 @@ def main() -> int:
                 (src / stale).unlink(missing_ok=True)
             (src / "setup.py").write_text(PURE_SETUP)
             shutil.rmtree(src / "build", ignore_errors=True)
-            run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", str(src)])
+            run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "install",
+                    "--no-deps",
+                    "--no-build-isolation",
+                    str(src),
+                ]
+            )
             run([sys.executable, "-m", "pip", "install", *RUNTIME_DEPS])
         except (SetupError, subprocess.CalledProcessError, OSError) as e:
             print(f"detectron2 installation failed: {e}", file=sys.stderr)
             return 1
-    run([sys.executable, "-c", "import detectron2.engine, detectron2.data, detectron2.modeling; "
-         "print('detectron2', detectron2.__version__, 'imports')"])
+    run(
+        [
+            sys.executable,
+            "-c",
+            "import detectron2.engine, detectron2.data, detectron2.modeling; "
+            "print('detectron2', detectron2.__version__, 'imports')",
+        ]
+    )
     return 0
 
 

@@ -14,6 +14,7 @@
    ``torch.save({"model": ..., "__author__": ...})``; the RPN, the box predictor, the embedding
    head and the losses' memories are left out, they are trained by the configs that load it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,14 @@ CONFIG = os.path.join(REPO, "configs", "synthetic", "pretrain_small.yaml")
 KEPT_PREFIXES = ("backbone.", "roi_heads.res5.")
 DETECTOR_PREFIXES = ("proposal_generator.", "roi_heads.box_predictor.")
 #: The pre-training set: seed and size (ours; the benchmark is seed 0, 450 images, 120 + 70 ids).
-PRETRAIN_SET = {"seed": 1000, "num_images": 1400, "pool_size": 100, "num_train_ids": 480,
-                "num_test_ids": 40, "gallery_sizes": [50]}
+PRETRAIN_SET = {
+    "seed": 1000,
+    "num_images": 1400,
+    "pool_size": 100,
+    "num_train_ids": 480,
+    "num_test_ids": 40,
+    "gallery_sizes": [50],
+}
 
 
 def resnet_state(checkpoint_path: str, with_detector: bool = False) -> dict:
@@ -39,20 +46,35 @@ def resnet_state(checkpoint_path: str, with_detector: bool = False) -> dict:
     ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
     model = ckpt.get("model", ckpt)
     prefixes = KEPT_PREFIXES + (DETECTOR_PREFIXES if with_detector else ())
-    kept = {k: v.float() if v.is_floating_point() else v for k, v in model.items()
-            if k.startswith(prefixes)}
+    kept = {
+        k: v.float() if v.is_floating_point() else v
+        for k, v in model.items()
+        if k.startswith(prefixes)
+    }
     if not any(k.startswith("roi_heads.res5.") for k in kept):
-        raise ValueError(f"{checkpoint_path}: no roi_heads.res5.* weights (not a C4 person-search model?)")
+        raise ValueError(
+            f"{checkpoint_path}: no roi_heads.res5.* weights (not a C4 person-search model?)"
+        )
     return kept
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=os.path.join("output", "pretrain_small"), help="training output folder")
-    p.add_argument("--weights-out", default=os.path.join(REPO, "dcinet_d2", "pretrained", "synthetic_r50q_c4.pth"))
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--out", default=os.path.join("output", "pretrain_small"), help="training output folder"
+    )
+    p.add_argument(
+        "--weights-out",
+        default=os.path.join(REPO, "dcinet_d2", "pretrained", "synthetic_r50q_c4.pth"),
+    )
     p.add_argument("--from-checkpoint", help="skip training: extract the ResNet of this checkpoint")
-    p.add_argument("--with-detector", action="store_true",
-                   help="also keep the RPN and the box predictor (a pre-trained person detector)")
+    p.add_argument(
+        "--with-detector",
+        action="store_true",
+        help="also keep the RPN and the box predictor (a pre-trained person detector)",
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="extra KEY VALUE config overrides")
     args = p.parse_args(argv)
 
@@ -60,20 +82,28 @@ def main(argv=None) -> int:
     if checkpoint is None:
         from dcinet_d2.data.datasets.builtin import datasets_root
         from dcinet_d2.data.synthetic import generate_cuhk_sysu
-        from dcinet_d2.engine.cli import argument_parser, main as train_main
+        from dcinet_d2.engine.cli import argument_parser
+        from dcinet_d2.engine.cli import main as train_main
 
         root = os.path.join(datasets_root(), "synthetic_pretrain", "CUHK-SYSU")
         if not os.path.isdir(root):
             generate_cuhk_sysu(root, **PRETRAIN_SET)
         train_args = argument_parser().parse_args(
-            ["--config-file", CONFIG, "OUTPUT_DIR", args.out, *args.opts])
+            ["--config-file", CONFIG, "OUTPUT_DIR", args.out, *args.opts]
+        )
         train_main(train_args)
         checkpoint = os.path.join(args.out, "model_final.pth")
 
     state = resnet_state(checkpoint, args.with_detector)
     os.makedirs(os.path.dirname(os.path.abspath(args.weights_out)), exist_ok=True)
-    torch.save({"model": state, "__author__": "dcinet_d2 tools/pretrain_backbone.py",
-                "config": "configs/synthetic/pretrain_small.yaml"}, args.weights_out)
+    torch.save(
+        {
+            "model": state,
+            "__author__": "dcinet_d2 tools/pretrain_backbone.py",
+            "config": "configs/synthetic/pretrain_small.yaml",
+        },
+        args.weights_out,
+    )
     size = os.path.getsize(args.weights_out) / 2**20
     print(f"wrote {args.weights_out}: {len(state)} tensors, {size:.1f} MiB, from {checkpoint}")
     return 0

@@ -13,11 +13,13 @@ generalise" and from detection problems.
 Prints rank-1, rank-1 against labelled boxes only, mAP, the median rank of the first true match,
 and the mean cosine within and between identities.
 """
+
+from __future__ import annotations
+
 import argparse
 import json
 import os
 import sys
-from typing import Dict
 
 import numpy as np
 import torch
@@ -27,7 +29,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 __all__ = ["retrieval_metrics"]
 
 
-def retrieval_metrics(embeds: torch.Tensor, pids: torch.Tensor, image_ids: torch.Tensor) -> Dict[str, float]:
+def retrieval_metrics(
+    embeds: torch.Tensor, pids: torch.Tensor, image_ids: torch.Tensor
+) -> dict[str, float]:
     """Retrieval among given boxes, each labelled box with a match in another image as a query.
 
     Candidates of a query are the boxes of the *other* images, ranked by dot product (descending;
@@ -82,11 +86,17 @@ def retrieval_metrics(embeds: torch.Tensor, pids: torch.Tensor, image_ids: torch
     }
 
 
-def main(argv=None) -> Dict[str, float]:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> dict[str, float]:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config-file", required=True)
     p.add_argument("--weights", required=True, help="checkpoint (.pth) to probe")
-    p.add_argument("--dataset", default=None, help="registered dataset (default: the config's DATASETS.TRAIN[0])")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="registered dataset (default: the config's DATASETS.TRAIN[0])",
+    )
     p.add_argument("--images", type=int, default=100, help="first N images of the dataset")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
@@ -107,7 +117,11 @@ def main(argv=None) -> Dict[str, float]:
     embeds, pids, image_ids = [], [], []
     with torch.no_grad():
         for k, d in enumerate(DatasetCatalog.get(dataset)[: args.images]):
-            annos = [a for a in d["annotations"] if a["bbox"][2] > a["bbox"][0] and a["bbox"][3] > a["bbox"][1]]
+            annos = [
+                a
+                for a in d["annotations"]
+                if a["bbox"][2] > a["bbox"][0] and a["bbox"][3] > a["bbox"][1]
+            ]
             if not annos:
                 continue
             boxes = torch.tensor([a["bbox"] for a in annos], dtype=torch.float32)
@@ -116,7 +130,15 @@ def main(argv=None) -> Dict[str, float]:
             image_ids += [k] * len(annos)
     result = retrieval_metrics(torch.cat(embeds), torch.tensor(pids), torch.tensor(image_ids))
     result["boxes"] = float(len(pids))
-    print(json.dumps({"weights": args.weights, "dataset": dataset, **{k: round(v, 3) for k, v in result.items()}}))
+    print(
+        json.dumps(
+            {
+                "weights": args.weights,
+                "dataset": dataset,
+                **{k: round(v, 3) for k, v in result.items()},
+            }
+        )
+    )
     return result
 
 

@@ -1,15 +1,16 @@
 """Train loader that yields Siamese pairs: images 2k and 2k+1 of every batch share a labelled identity."""
+
 from __future__ import annotations
 
 import logging
 import operator
 import random
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch.utils.data as torchdata
 from detectron2.data import DatasetCatalog, DatasetFromList
-from detectron2.data.common import ToIterableDataset
 from detectron2.data.build import worker_init_reset_seed
+from detectron2.data.common import ToIterableDataset
 from detectron2.data.samplers import TrainingSampler
 from detectron2.utils import comm
 
@@ -20,8 +21,14 @@ from .pairing import anchor_indices, build_partner_index, choose_partner
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PairedDataset", "build_paired_train_loader", "flatten_pairs", "training_dataset_dicts",
-           "check_test_images", "PairsGroupedByAspectRatio"]
+__all__ = [
+    "PairedDataset",
+    "build_paired_train_loader",
+    "flatten_pairs",
+    "training_dataset_dicts",
+    "check_test_images",
+    "PairsGroupedByAspectRatio",
+]
 
 # Ours: redraws of a pair holding a skipped image before giving up (a loader that only skips).
 _MAX_REDRAWS = 100
@@ -39,8 +46,9 @@ def training_dataset_dicts(cfg) -> tuple[list[dict], list[IdentityRange]]:
     Returns:
         ``(dicts, ranges)``: the dicts and, per training set, its identities' offset and count.
     """
-    dicts, ranges = load_training_sets(cfg.DATASETS.TRAIN,
-                                       filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS)
+    dicts, ranges = load_training_sets(
+        cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+    )
     try:
         num_classes = num_train_identities(cfg)
     except ValueError:
@@ -51,12 +59,16 @@ def training_dataset_dicts(cfg) -> tuple[list[dict], list[IdentityRange]]:
     if problems and not cfg.DATALOADER.SKIP_UNREADABLE_IMAGES:
         raise UnreadableImageError(
             f"{len(problems)} training images cannot be read:\n{describe_unreadable(problems)}\n"
-            "Repair or remove them, or set DATALOADER.SKIP_UNREADABLE_IMAGES True to train without them.")
+            "Repair or remove them, or set DATALOADER.SKIP_UNREADABLE_IMAGES True to train without them."
+        )
     if problems:
         bad = {path for path, _ in problems}
         dicts = [d for d in dicts if d["file_name"] not in bad]
-        logger.warning("Leaving out %d unreadable training images (DATALOADER.SKIP_UNREADABLE_IMAGES):"
-                       "\n%s", len(problems), describe_unreadable(problems))
+        logger.warning(
+            "Leaving out %d unreadable training images (DATALOADER.SKIP_UNREADABLE_IMAGES):\n%s",
+            len(problems),
+            describe_unreadable(problems),
+        )
     return dicts, ranges
 
 
@@ -68,7 +80,8 @@ def check_test_images(dataset_names) -> None:
             raise UnreadableImageError(
                 f"{len(problems)} images of the test set '{name}' cannot be read (found before "
                 f"training, so that the final evaluation does not fail):\n"
-                f"{describe_unreadable(problems)}")
+                f"{describe_unreadable(problems)}"
+            )
 
 
 class PairedDataset(torchdata.Dataset):
@@ -78,19 +91,32 @@ class PairedDataset(torchdata.Dataset):
     process and per data-loader worker, so workers and ranks draw different partners).
     """
 
-    def __init__(self, dataset_dicts: Sequence[dict], mapper: Callable[[dict], dict], *,
-                 fallback: str = "self", prefer_other_camera: bool = True):
+    def __init__(
+        self,
+        dataset_dicts: Sequence[dict],
+        mapper: Callable[[dict], dict],
+        *,
+        fallback: str = "self",
+        prefer_other_camera: bool = True,
+    ):
         self.partners = build_partner_index(dataset_dicts, prefer_other_camera)
         self.anchors = anchor_indices(self.partners, fallback)
         if len(self.anchors) == 0:
-            raise ValueError("No training image has a partner sharing a labelled identity and FALLBACK is 'drop'")
+            raise ValueError(
+                "No training image has a partner sharing a labelled identity and FALLBACK is 'drop'"
+            )
         self.fallback = fallback
         self.mapper = mapper
         # Serialised storage: workers do not copy-on-access the Python dicts (Detectron2's approach).
         self._dicts = DatasetFromList(list(dataset_dicts), copy=True, serialize=True)
         no_partner = sum(1 for p in self.partners if len(p) == 0)
-        logger.info("Paired loading: %d images, %d anchors, %d without a partner (fallback '%s').",
-                    len(self.partners), len(self.anchors), no_partner, fallback)
+        logger.info(
+            "Paired loading: %d images, %d anchors, %d without a partner (fallback '%s').",
+            len(self.partners),
+            len(self.anchors),
+            no_partner,
+            fallback,
+        )
 
     def __len__(self) -> int:
         return len(self.anchors)
@@ -136,7 +162,9 @@ def flatten_pairs(batch: list[list[dict]]) -> list[dict]:
     return [d for pair in batch for d in pair]
 
 
-def build_paired_train_loader(cfg, mapper: Callable[[dict], dict] | None = None, dataset_dicts=None):
+def build_paired_train_loader(
+    cfg, mapper: Callable[[dict], dict] | None = None, dataset_dicts=None
+):
     """Infinite train loader of paired batches, per process ``IMS_PER_BATCH / world_size`` images.
 
     Uses Detectron2's :class:`TrainingSampler` (shuffled, sharded by rank), ``DATALOADER.NUM_WORKERS``
@@ -152,14 +180,20 @@ def build_paired_train_loader(cfg, mapper: Callable[[dict], dict] | None = None,
             "every process needs whole pairs of images"
         )
     if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
-        raise ValueError(f"paired loading supports DATALOADER.SAMPLER_TRAIN 'TrainingSampler', "
-                         f"got {cfg.DATALOADER.SAMPLER_TRAIN!r}")
+        raise ValueError(
+            f"paired loading supports DATALOADER.SAMPLER_TRAIN 'TrainingSampler', "
+            f"got {cfg.DATALOADER.SAMPLER_TRAIN!r}"
+        )
     if dataset_dicts is None:
         dataset_dicts, _ = training_dataset_dicts(cfg)
     if mapper is None:
         mapper = PersonSearchDatasetMapper(cfg, is_train=True)
-    dataset = PairedDataset(dataset_dicts, mapper, fallback=cfg.DATALOADER.PAIRING.FALLBACK,
-                            prefer_other_camera=cfg.DATALOADER.PAIRING.PREFER_OTHER_CAMERA)
+    dataset = PairedDataset(
+        dataset_dicts,
+        mapper,
+        fallback=cfg.DATALOADER.PAIRING.FALLBACK,
+        prefer_other_camera=cfg.DATALOADER.PAIRING.PREFER_OTHER_CAMERA,
+    )
     if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
         # As Detectron2's build_batch_data_loader: workers yield single pairs, grouped here.
         pairs = torchdata.DataLoader(

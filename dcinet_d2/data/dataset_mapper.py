@@ -1,4 +1,5 @@
 """Dataset mapper that carries person identities (``Instances.gt_pids``) through augmentation."""
+
 from __future__ import annotations
 
 import logging
@@ -46,15 +47,24 @@ class PersonSearchDatasetMapper(DatasetMapper):
         except (OSError, SyntaxError) as e:  # what Pillow raises on damaged or missing files
             file_name = dataset_dict.get("file_name", "?")
             if not self.skip_unreadable:
-                hint = ("; set DATALOADER.SKIP_UNREADABLE_IMAGES True to skip such training images"
-                        if self.is_train else "")
+                hint = (
+                    "; set DATALOADER.SKIP_UNREADABLE_IMAGES True to skip such training images"
+                    if self.is_train
+                    else ""
+                )
                 raise UnreadableImageError(
-                    f"cannot read image '{file_name}' ({type(e).__name__}: {e}){hint}") from None
+                    f"cannot read image '{file_name}' ({type(e).__name__}: {e}){hint}"
+                ) from None
             if file_name not in self.skipped:
                 self.skipped.add(file_name)
-                logger.warning("Skipping unreadable training image '%s' (%s: %s); %d skipped so far "
-                               "in this loader process", file_name, type(e).__name__, e,
-                               len(self.skipped))
+                logger.warning(
+                    "Skipping unreadable training image '%s' (%s: %s); %d skipped so far "
+                    "in this loader process",
+                    file_name,
+                    type(e).__name__,
+                    e,
+                    len(self.skipped),
+                )
             return None
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
@@ -67,6 +77,8 @@ class PersonSearchDatasetMapper(DatasetMapper):
             obj.pop("segmentation", None)
             obj.pop("keypoints", None)
         instances = utils.annotations_to_instances(annos, image_shape)
-        instances.gt_pids = torch.tensor([int(obj.get("person_id", -1)) for obj in annos], dtype=torch.int64)
+        instances.gt_pids = torch.tensor(
+            [int(obj.get("person_id", -1)) for obj in annos], dtype=torch.int64
+        )
         # filter_empty_instances indexes every field, so gt_pids stays aligned with gt_boxes.
         dataset_dict["instances"] = utils.filter_empty_instances(instances)

@@ -8,11 +8,13 @@ each set after the first by the identities of the sets before it (ours: the orde
 :func:`check_identities` refuses, before the first iteration, identities that the model has no
 class for, naming ``MODEL.REID.NUM_IDS``, the dataset and the image.
 """
+
 from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, get_detection_dataset_dicts
@@ -44,7 +46,8 @@ def dataset_identity_count(name: str) -> int:
         raise ValueError(
             f"the number of training identities could not be read from "
             f"MetadataCatalog.get({name!r}).num_train_ids ({type(e).__name__}: {e}); set "
-            "MODEL.REID.NUM_IDS to the number of labelled training identities") from e
+            "MODEL.REID.NUM_IDS to the number of labelled training identities"
+        ) from e
     if count <= 0:
         raise ValueError(f"MetadataCatalog.get({name!r}).num_train_ids = {count}; must be > 0")
     return count
@@ -86,12 +89,14 @@ def offset_person_ids(dicts: Sequence[dict], offset: int) -> list[dict]:
 
 
 def _max_person_id(dicts: Sequence[dict]) -> int:
-    return max((a.get("person_id", -1) for d in dicts for a in d.get("annotations", [])),
-               default=-1)
+    return max(
+        (a.get("person_id", -1) for d in dicts for a in d.get("annotations", [])), default=-1
+    )
 
 
-def load_training_sets(names: Sequence[str], filter_empty: bool = True
-                       ) -> tuple[list[dict], list[IdentityRange]]:
+def load_training_sets(
+    names: Sequence[str], filter_empty: bool = True
+) -> tuple[list[dict], list[IdentityRange]]:
     """Dataset dicts of the training sets, identities numbered across sets (module docstring).
 
     A single set keeps its own numbering and needs no metadata. With several, a set's count is its
@@ -113,20 +118,27 @@ def load_training_sets(names: Sequence[str], filter_empty: bool = True
         except ValueError:
             count = largest + 1
         if len(names) > 1 and largest >= count:  # would run into the next set's classes
-            raise ValueError(f"training set {name!r} holds identity {largest}, but its metadata "
-                             f"num_train_ids is {count}: its identities must be 0..{count - 1}")
+            raise ValueError(
+                f"training set {name!r} holds identity {largest}, but its metadata "
+                f"num_train_ids is {count}: its identities must be 0..{count - 1}"
+            )
         merged.extend(offset_person_ids(dicts, offset))
         ranges.append(IdentityRange(dataset=name, offset=offset, count=count))
         offset += count
     if len(names) > 1:
-        logger.info("Training identities across %d sets: %s", len(names),
-                    ", ".join(f"{r['dataset']} -> {r['offset']}..{r['offset'] + r['count'] - 1}"
-                              for r in ranges))
+        logger.info(
+            "Training identities across %d sets: %s",
+            len(names),
+            ", ".join(
+                f"{r['dataset']} -> {r['offset']}..{r['offset'] + r['count'] - 1}" for r in ranges
+            ),
+        )
     return merged, ranges
 
 
-def check_identities(dicts: Sequence[dict], num_classes: int,
-                     ranges: Sequence[dict[str, Any]] = ()) -> None:
+def check_identities(
+    dicts: Sequence[dict], num_classes: int, ranges: Sequence[dict[str, Any]] = ()
+) -> None:
     """Refuse identities outside ``[-1, num_classes - 1]`` before training starts.
 
     Raises:
@@ -144,12 +156,15 @@ def check_identities(dicts: Sequence[dict], num_classes: int,
         return
     pid, file_name = worst
     if pid < -1:
-        raise ValueError(f"training data: identity {pid} of image '{file_name}' is neither >= 0 "
-                         "nor -1 (unlabelled)")
+        raise ValueError(
+            f"training data: identity {pid} of image '{file_name}' is neither >= 0 "
+            "nor -1 (unlabelled)"
+        )
     needed = _max_person_id(dicts) + 1
     sets = ", ".join(f"{r['dataset']}: {r['count']} identities from {r['offset']}" for r in ranges)
     raise ValueError(
         f"MODEL.REID.NUM_IDS: the model has {num_classes} identity classes, but the training data "
         f"holds identity {pid} (image '{file_name}'): the training sets need {needed} classes"
         + (f" ({sets})" if sets else "")
-        + f". Set MODEL.REID.NUM_IDS to 0 (counted from the datasets) or to at least {needed}.")
+        + f". Set MODEL.REID.NUM_IDS to 0 (counted from the datasets) or to at least {needed}."
+    )

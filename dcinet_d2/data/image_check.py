@@ -6,10 +6,11 @@ marker (``FF D9``) and a PNG its ``IEND`` chunk near the end, which is what a fi
 an interrupted copy or download loses. A file that passes can still be damaged inside; the
 dataset mapper then names it when it fails to decode (``PersonSearchDatasetMapper``).
 """
+
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 from PIL import Image
 
@@ -37,8 +38,9 @@ def image_problem(path: str) -> str:
             tail = f.read()
     except OSError as e:
         return f"cannot be read ({e})"
-    truncated = ((fmt == "JPEG" and b"\xff\xd9" not in tail and "truncated JPEG (no end-of-image marker)")
-                 or (fmt == "PNG" and b"IEND" not in tail and "truncated PNG (no IEND chunk)"))
+    truncated = (
+        fmt == "JPEG" and b"\xff\xd9" not in tail and "truncated JPEG (no end-of-image marker)"
+    ) or (fmt == "PNG" and b"IEND" not in tail and "truncated PNG (no IEND chunk)")
     if truncated and not _decodes(path):  # a long trailer (a phone's motion photo) still decodes
         return truncated
     return ""

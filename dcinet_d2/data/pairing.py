@@ -4,11 +4,12 @@ Every training step of I-Net / DC-I-Net sees pairs of scene images that share at
 identity. :func:`build_partner_index` lists, for each image, the images it may be paired with, and
 :func:`choose_partner` draws one.
 """
+
 from __future__ import annotations
 
 import random
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -20,10 +21,16 @@ FALLBACKS = ("self", "random", "drop")
 
 def labelled_ids(dataset_dict: dict) -> set[int]:
     """The labelled identities (``person_id >= 0``) of one dataset dict."""
-    return {int(a["person_id"]) for a in dataset_dict.get("annotations", []) if a.get("person_id", -1) >= 0}
+    return {
+        int(a["person_id"])
+        for a in dataset_dict.get("annotations", [])
+        if a.get("person_id", -1) >= 0
+    }
 
 
-def build_partner_index(dataset_dicts: Sequence[dict], prefer_other_camera: bool = True) -> list[np.ndarray]:
+def build_partner_index(
+    dataset_dicts: Sequence[dict], prefer_other_camera: bool = True
+) -> list[np.ndarray]:
     """For each image, the indices of the other images that share a labelled identity with it.
 
     Args:
@@ -54,13 +61,17 @@ def build_partner_index(dataset_dicts: Sequence[dict], prefer_other_camera: bool
 def anchor_indices(partners: Sequence[np.ndarray], fallback: str) -> np.ndarray:
     """Images that serve as anchors: all, or with ``fallback == "drop"`` only those with a partner."""
     if fallback not in FALLBACKS:
-        raise ValueError(f"DATALOADER.PAIRING.FALLBACK must be one of {FALLBACKS}, got {fallback!r}")
+        raise ValueError(
+            f"DATALOADER.PAIRING.FALLBACK must be one of {FALLBACKS}, got {fallback!r}"
+        )
     if fallback == "drop":
         return np.asarray([i for i, p in enumerate(partners) if len(p)], dtype=np.int64)
     return np.arange(len(partners), dtype=np.int64)
 
 
-def choose_partner(index: int, partners: Sequence[np.ndarray], fallback: str, rng: random.Random | None = None) -> int:
+def choose_partner(
+    index: int, partners: Sequence[np.ndarray], fallback: str, rng: random.Random | None = None
+) -> int:
     """Draw the partner of image ``index``: uniformly among ``partners[index]``, else by ``fallback``.
 
     ``"self"`` returns ``index`` (the image is paired with a second augmented copy of itself),
@@ -75,4 +86,6 @@ def choose_partner(index: int, partners: Sequence[np.ndarray], fallback: str, rn
     if fallback == "random":
         j = rng.randrange(len(partners) - 1)
         return j + (j >= index)
-    raise ValueError(f"image {index} has no partner sharing a labelled identity and FALLBACK is 'drop'")
+    raise ValueError(
+        f"image {index} has no partner sharing a labelled identity and FALLBACK is 'drop'"
+    )

@@ -1,4 +1,7 @@
 """Training glue: the trainer, the CPU/GPU launcher and the command-line entry."""
+
+from __future__ import annotations
+
 from .launch import launch
 from .trainer import PersonSearchTrainer
 

@@ -20,6 +20,7 @@ on, although an intact earlier checkpoint sits next to it. :class:`PersonSearchC
 Remote paths (anything ``PathManager`` handles but the local file system does not) are written
 the way Detectron2 does.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,10 +35,14 @@ from detectron2.utils import comm
 from ..data.identities import num_train_identities
 from ..utils.files import atomic_write
 
-__all__ = ["PersonSearchCheckpointer", "NoIntactCheckpointError", "checkpoint_candidates",
-           "inference_metadata", "METADATA_KEY"]
+__all__ = [
+    "PersonSearchCheckpointer",
+    "NoIntactCheckpointError",
+    "checkpoint_candidates",
+    "inference_metadata",
+    "METADATA_KEY",
+]
 logger = logging.getLogger(__name__)
-
 
 
 #: Key of a checkpoint holding :func:`inference_metadata`.
@@ -51,8 +56,12 @@ def inference_metadata(cfg: CfgNode) -> dict[str, Any]:
     cfg.defrost()
     num_ids = num_train_identities(cfg) if cfg.MODEL.META_ARCHITECTURE == "PersonSearchRCNN" else 0
     cfg.MODEL.REID.NUM_IDS = num_ids
-    return {"version": 1, "config": cfg.dump(), "num_ids": num_ids,
-            "embed_dim": int(cfg.MODEL.REID.EMBED_DIM)}
+    return {
+        "version": 1,
+        "config": cfg.dump(),
+        "num_ids": num_ids,
+        "embed_dim": int(cfg.MODEL.REID.EMBED_DIM),
+    }
 
 
 class NoIntactCheckpointError(RuntimeError):
@@ -127,8 +136,10 @@ class PersonSearchCheckpointer(DetectionCheckpointer):
         if not self._is_local():
             super().tag_last_checkpoint(last_filename_basename)
             return
-        atomic_write(os.path.join(self.save_dir, "last_checkpoint"),
-                      lambda f: f.write(last_filename_basename.encode()))
+        atomic_write(
+            os.path.join(self.save_dir, "last_checkpoint"),
+            lambda f: f.write(last_filename_basename.encode()),
+        )
 
     # ------------------------------------------------------------------------------------ reading
     def _load_file(self, filename: str) -> Any:
@@ -188,10 +199,12 @@ class PersonSearchCheckpointer(DetectionCheckpointer):
             raise NoIntactCheckpointError(
                 f"--resume: no intact checkpoint in {self.save_dir}; skipped: "
                 f"{'; '.join(notes + skipped)}. Remove the damaged files to start over, or restore "
-                "an intact checkpoint.")
+                "an intact checkpoint."
+            )
         if notes:
-            logger.warning("--resume: %s and no checkpoint file; starting from MODEL.WEIGHTS",
-                           notes[0])
+            logger.warning(
+                "--resume: %s and no checkpoint file; starting from MODEL.WEIGHTS", notes[0]
+            )
         return ""
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
@@ -217,8 +230,12 @@ class PersonSearchCheckpointer(DetectionCheckpointer):
             if error:
                 raise NoIntactCheckpointError(error)
             if chosen and not self.has_checkpoint():
-                logger.warning("--resume: %s has no last_checkpoint (killed before writing it?); "
-                               "resuming from %s", self.save_dir, chosen)
+                logger.warning(
+                    "--resume: %s has no last_checkpoint (killed before writing it?); "
+                    "resuming from %s",
+                    self.save_dir,
+                    chosen,
+                )
             self.resumed_from = chosen
             if chosen:
                 return self.load(chosen)

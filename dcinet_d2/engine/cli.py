@@ -1,4 +1,5 @@
 """What ``train_net.py`` does, as functions (so the demo and tests run the same code in-process)."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,9 @@ def argument_parser() -> argparse.ArgumentParser:
     """Detectron2's standard arguments (``--config-file --eval-only --resume --num-gpus --num-machines
     --machine-rank --dist-url`` and trailing ``KEY VALUE`` overrides). Without CUDA, ``--num-gpus N``
     starts N CPU processes (gloo)."""
-    return default_argument_parser(epilog="dcinet_d2: I-Net / DC-I-Net person search training and evaluation")
+    return default_argument_parser(
+        epilog="dcinet_d2: I-Net / DC-I-Net person search training and evaluation"
+    )
 
 
 def setup_cfg(args) -> CfgNode:
@@ -45,8 +48,9 @@ def setup_cfg(args) -> CfgNode:
 def setup_logging(cfg: CfgNode) -> None:
     """Send dcinet_d2's own log lines where Detectron2's go: the console (rank 0) and
     ``OUTPUT_DIR/log.txt`` (``log.txt.rank{N}`` for the other ranks). Call after ``default_setup``."""
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="dcinet_d2",
-                 abbrev_name="dcinet")
+    setup_logger(
+        cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="dcinet_d2", abbrev_name="dcinet"
+    )
 
 
 def load_for_evaluation(model, cfg: CfgNode, resume: bool) -> None:
@@ -59,12 +63,16 @@ def load_for_evaluation(model, cfg: CfgNode, resume: bool) -> None:
     """
     checkpointer = PersonSearchCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
     if not cfg.MODEL.WEIGHTS and not (resume and checkpointer.has_checkpoint()):
-        raise ValueError("--eval-only needs the trained model: set MODEL.WEIGHTS to its checkpoint "
-                         "(e.g. OUTPUT_DIR/model_final.pth), or pass --resume with OUTPUT_DIR")
+        raise ValueError(
+            "--eval-only needs the trained model: set MODEL.WEIGHTS to its checkpoint "
+            "(e.g. OUTPUT_DIR/model_final.pth), or pass --resume with OUTPUT_DIR"
+        )
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     if not checkpointer.loaded_model:
-        raise ValueError(f"--eval-only: nothing was loaded (no checkpoint to resume in "
-                         f"{cfg.OUTPUT_DIR} and MODEL.WEIGHTS is empty): set MODEL.WEIGHTS")
+        raise ValueError(
+            f"--eval-only: nothing was loaded (no checkpoint to resume in "
+            f"{cfg.OUTPUT_DIR} and MODEL.WEIGHTS is empty): set MODEL.WEIGHTS"
+        )
     parameters = {name for name, _ in model.named_parameters()}
     untrained = [k for k in checkpointer.last_missing_keys if k in parameters]
     if untrained:
@@ -72,7 +80,8 @@ def load_for_evaluation(model, cfg: CfgNode, resume: bool) -> None:
         raise ValueError(
             f"--eval-only: '{source}' holds no value for {len(untrained)} of the model's "
             f"parameters (e.g. {', '.join(untrained[:3])}); evaluating would use random weights. "
-            "Set MODEL.WEIGHTS to a checkpoint of the trained model (OUTPUT_DIR/model_final.pth).")
+            "Set MODEL.WEIGHTS to a checkpoint of the trained model (OUTPUT_DIR/model_final.pth)."
+        )
 
 
 def main(args):
@@ -95,5 +104,11 @@ def run(argv: list[str] | None = None):
     """Parse ``argv`` and launch :func:`main` on one or several processes."""
     args = argument_parser().parse_args(argv)
     logger.info("Command line arguments: %s", args)
-    return launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-                  dist_url=args.dist_url, args=(args,))
+    return launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

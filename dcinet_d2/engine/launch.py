@@ -5,6 +5,7 @@ on CPU with gloo. :func:`launch` uses Detectron2's on GPU machines and, without 
 same process layout itself with the gloo backend, so ``train_net.py --num-gpus N`` runs N CPU
 processes (and several machines, with ``--num-machines/--machine-rank/--dist-url``) anywhere.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,16 +24,30 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
 
-def launch(main_func, num_processes_per_machine: int, num_machines: int = 1, machine_rank: int = 0,
-           dist_url: str | None = None, args: tuple = (), timeout: timedelta = DEFAULT_TIMEOUT) -> None:
+def launch(
+    main_func,
+    num_processes_per_machine: int,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: str | None = None,
+    args: tuple = (),
+    timeout: timedelta = DEFAULT_TIMEOUT,
+) -> None:
     """Run ``main_func(*args)`` in ``num_machines x num_processes_per_machine`` processes.
 
     With CUDA available this is Detectron2's ``launch`` (one process per GPU, NCCL). Without CUDA,
     processes use the gloo backend and the CPU; ``dist_url="auto"`` picks a free local port.
     """
     if torch.cuda.is_available():
-        d2_launch(main_func, num_processes_per_machine, num_machines=num_machines, machine_rank=machine_rank,
-                  dist_url=dist_url, args=args, timeout=timeout)
+        d2_launch(
+            main_func,
+            num_processes_per_machine,
+            num_machines=num_machines,
+            machine_rank=machine_rank,
+            dist_url=dist_url,
+            args=args,
+            timeout=timeout,
+        )
         return
     world_size = num_machines * num_processes_per_machine
     if world_size <= 1:
@@ -40,18 +55,38 @@ def launch(main_func, num_processes_per_machine: int, num_machines: int = 1, mac
         return
     if dist_url is None or dist_url == "auto":
         if num_machines > 1:
-            raise ValueError("dist_url must name the first machine (tcp://host:port) in multi-machine jobs")
+            raise ValueError(
+                "dist_url must name the first machine (tcp://host:port) in multi-machine jobs"
+            )
         dist_url = f"tcp://127.0.0.1:{find_free_port()}"
     logger.info("Launching %d CPU processes (gloo) at %s", world_size, dist_url)
-    mp.spawn(_cpu_worker, nprocs=num_processes_per_machine,
-             args=(main_func, world_size, num_processes_per_machine, machine_rank, dist_url, args, timeout),
-             daemon=False)
+    mp.spawn(
+        _cpu_worker,
+        nprocs=num_processes_per_machine,
+        args=(
+            main_func,
+            world_size,
+            num_processes_per_machine,
+            machine_rank,
+            dist_url,
+            args,
+            timeout,
+        ),
+        daemon=False,
+    )
 
 
-def _cpu_worker(local_rank, main_func, world_size, per_machine, machine_rank, dist_url, args, timeout):
+def _cpu_worker(
+    local_rank, main_func, world_size, per_machine, machine_rank, dist_url, args, timeout
+):
     global_rank = machine_rank * per_machine + local_rank
-    dist.init_process_group(backend="gloo", init_method=dist_url, world_size=world_size, rank=global_rank,
-                            timeout=timeout)
+    dist.init_process_group(
+        backend="gloo",
+        init_method=dist_url,
+        world_size=world_size,
+        rank=global_rank,
+        timeout=timeout,
+    )
     # The local process group that Detectron2's comm.get_local_rank()/get_local_size() rely on.
     for i in range(world_size // per_machine):
         group = dist.new_group(list(range(i * per_machine, (i + 1) * per_machine)))

@@ -1,4 +1,5 @@
 """The Detectron2 trainer of dcinet_d2: paired train loader, person-search mapper and evaluator."""
+
 from __future__ import annotations
 
 import json
@@ -6,9 +7,19 @@ import logging
 import os
 import weakref
 
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    MetadataCatalog,
+    build_detection_test_loader,
+    build_detection_train_loader,
+)
 from detectron2.data.build import trivial_batch_collator
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+)
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -61,7 +72,8 @@ class PersonSearchTrainer(DefaultTrainer):
         self._trainer = trainer_cls(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = PersonSearchCheckpointer(
-            model, cfg.OUTPUT_DIR, cfg=cfg, trainer=weakref.proxy(self))
+            model, cfg.OUTPUT_DIR, cfg=cfg, trainer=weakref.proxy(self)
+        )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -92,23 +104,29 @@ class PersonSearchTrainer(DefaultTrainer):
                 json.dump(ranges, f, indent=1)
         if cfg.DATALOADER.PAIRING.ENABLED:
             return build_paired_train_loader(cfg, dataset_dicts=dicts)
-        return build_detection_train_loader(cfg, mapper=PersonSearchDatasetMapper(cfg, is_train=True),
-                                            dataset=dicts)
+        return build_detection_train_loader(
+            cfg, mapper=PersonSearchDatasetMapper(cfg, is_train=True), dataset=dicts
+        )
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         """Detectron2's test loader (InferenceSampler: each image once, sharded across processes)
         with ``TEST.IMS_PER_BATCH`` images per forward."""
-        loader = build_detection_test_loader(cfg, dataset_name,
-                                             mapper=PersonSearchDatasetMapper(cfg, is_train=False))
+        loader = build_detection_test_loader(
+            cfg, dataset_name, mapper=PersonSearchDatasetMapper(cfg, is_train=False)
+        )
         batch = int(cfg.TEST.IMS_PER_BATCH)
         if batch < 1:
             raise ValueError(f"TEST.IMS_PER_BATCH must be >= 1, got {batch}")
         if batch == 1:
             return loader
-        return DataLoader(loader.dataset, batch_size=batch, sampler=loader.sampler,
-                                           num_workers=cfg.DATALOADER.NUM_WORKERS,
-                                           collate_fn=trivial_batch_collator)
+        return DataLoader(
+            loader.dataset,
+            batch_size=batch,
+            sampler=loader.sampler,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+            collate_fn=trivial_batch_collator,
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
@@ -116,6 +134,10 @@ class PersonSearchTrainer(DefaultTrainer):
             output_folder = os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type")
         if evaluator_type != "person_search":
-            raise ValueError(f"dataset '{dataset_name}' has evaluator_type {evaluator_type!r}; "
-                             "dcinet_d2 evaluates person-search datasets only")
-        return DatasetEvaluators([PersonSearchEvaluator.from_config(cfg, dataset_name, output_folder)])
+            raise ValueError(
+                f"dataset '{dataset_name}' has evaluator_type {evaluator_type!r}; "
+                "dcinet_d2 evaluates person-search datasets only"
+            )
+        return DatasetEvaluators(
+            [PersonSearchEvaluator.from_config(cfg, dataset_name, output_folder)]
+        )

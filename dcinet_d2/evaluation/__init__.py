@@ -9,8 +9,16 @@ evaluator (:class:`PersonSearchEvaluator`) and as a command (``python -m dcinet_
 - :mod:`.predictions`: the predictions file format, validation, save and load.
 - :mod:`.evaluator`: ``PersonSearchEvaluator`` and ``evaluate_person_search``.
 """
+
+from __future__ import annotations
+
 from .evaluator import PersonSearchEvaluator, evaluate_person_search, format_results_table
-from .predictions import PredictionsFormatError, load_predictions, save_predictions, validate_predictions
+from .predictions import (
+    PredictionsFormatError,
+    load_predictions,
+    save_predictions,
+    validate_predictions,
+)
 
 __all__ = [
     "PersonSearchEvaluator",

@@ -16,6 +16,7 @@ and written before the table is printed). Exit status 2 on a bad file or option:
 file whose scores are not probabilities in [0, 1], a ``--det-thresh`` outside [0, 1], an
 unwritable ``--json`` target, a training split or a dataset that is not a person-search set.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ import logging
 import math
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -53,21 +54,47 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m dcinet_d2.evaluation",
         description="Person-search evaluation (CUHK-SYSU / PRW community protocol) of saved predictions.",
     )
-    p.add_argument("--dataset", required=True, help="registered test set, e.g. cuhk_sysu_test, prw_test")
-    p.add_argument("--predictions", required=True, help="predictions file (torch.save'd dict, see the README)")
-    p.add_argument("--gallery-size", type=int, nargs="+", default=[100],
-                   help="CUHK-SYSU gallery sizes; the first is the headline (default: 100; -1 = full set)")
-    p.add_argument("--det-thresh", type=_unit_interval, default=0.5,
-                   help="drop detections scoring below, in [0, 1] (default: 0.5)")
-    p.add_argument("--cross-camera", action="store_true", help="PRW: also report the cross-camera variant")
-    p.add_argument("--cbgm", action="store_true", help="re-score with CBGM (SeqNet); off = the protocol's numbers")
-    p.add_argument("--cbgm-k1", type=int, default=10, help="CBGM: most similar detections re-scored (default: 10)")
-    p.add_argument("--cbgm-k2", type=int, default=3, help="CBGM: query-image context persons (default: 3)")
+    p.add_argument(
+        "--dataset", required=True, help="registered test set, e.g. cuhk_sysu_test, prw_test"
+    )
+    p.add_argument(
+        "--predictions", required=True, help="predictions file (torch.save'd dict, see the README)"
+    )
+    p.add_argument(
+        "--gallery-size",
+        type=int,
+        nargs="+",
+        default=[100],
+        help="CUHK-SYSU gallery sizes; the first is the headline (default: 100; -1 = full set)",
+    )
+    p.add_argument(
+        "--det-thresh",
+        type=_unit_interval,
+        default=0.5,
+        help="drop detections scoring below, in [0, 1] (default: 0.5)",
+    )
+    p.add_argument(
+        "--cross-camera", action="store_true", help="PRW: also report the cross-camera variant"
+    )
+    p.add_argument(
+        "--cbgm",
+        action="store_true",
+        help="re-score with CBGM (SeqNet); off = the protocol's numbers",
+    )
+    p.add_argument(
+        "--cbgm-k1",
+        type=int,
+        default=10,
+        help="CBGM: most similar detections re-scored (default: 10)",
+    )
+    p.add_argument(
+        "--cbgm-k2", type=int, default=3, help="CBGM: query-image context persons (default: 3)"
+    )
     p.add_argument("--json", metavar="OUT", help="write the results dict as JSON to OUT")
     return p
 
 
-def person_search_sets(split: Optional[str] = None) -> list[str]:
+def person_search_sets(split: str | None = None) -> list[str]:
     """Registered datasets whose metadata says ``evaluator_type == "person_search"`` (of ``split``
     when given; datasets registered without a split count as test sets)."""
     names = []
@@ -80,27 +107,32 @@ def person_search_sets(split: Optional[str] = None) -> list[str]:
     return names
 
 
-def _test_split_for(name: str) -> Optional[str]:
+def _test_split_for(name: str) -> str | None:
     """The registered test split of the same dataset (same root and protocol) as ``name``."""
     meta = MetadataCatalog.get(name)
-    candidates = [n for n in person_search_sets("test")
-                  if MetadataCatalog.get(n).get("root") == meta.get("root")
-                  and MetadataCatalog.get(n).get("protocol") == meta.get("protocol")]
+    candidates = [
+        n
+        for n in person_search_sets("test")
+        if MetadataCatalog.get(n).get("root") == meta.get("root")
+        and MetadataCatalog.get(n).get("protocol") == meta.get("protocol")
+    ]
     preferred = name[: -len("_train")] + "_test" if name.endswith("_train") else None
     if preferred in candidates:
         return preferred
     return candidates[0] if candidates else None
 
 
-def _dataset_problem(name: str) -> Optional[str]:
+def _dataset_problem(name: str) -> str | None:
     """Why ``name`` cannot be evaluated on (one line), or ``None``."""
     test_sets = ", ".join(person_search_sets("test"))
     if name not in DatasetCatalog.list():
         return f"unknown dataset {name!r}; registered person-search test sets: {test_sets}"
     meta = MetadataCatalog.get(name)
     if meta.get("evaluator_type") != "person_search":
-        return (f"{name!r} is not a person-search dataset; "
-                f"registered person-search test sets: {test_sets}")
+        return (
+            f"{name!r} is not a person-search dataset; "
+            f"registered person-search test sets: {test_sets}"
+        )
     if meta.get("split", "test") == "train":
         test = _test_split_for(name)
         use = f"use its test split {test!r}" if test else f"use a test split: {test_sets}"
@@ -108,7 +140,7 @@ def _dataset_problem(name: str) -> Optional[str]:
     return None
 
 
-def _json_target_problem(path: str) -> Optional[str]:
+def _json_target_problem(path: str) -> str | None:
     """Why ``--json path`` cannot be written (one line), or ``None``. Missing folders are created
     when writing, so the nearest existing one must be a writable folder."""
     path = os.path.abspath(path)
@@ -126,7 +158,7 @@ def _json_target_problem(path: str) -> Optional[str]:
     return None
 
 
-def _write_json(path: str, results: dict) -> Optional[str]:
+def _write_json(path: str, results: dict) -> str | None:
     """Write ``results``; an error message (one line) instead of raising."""
     try:
         text = json.dumps(results, indent=2)
@@ -138,7 +170,7 @@ def _write_json(path: str, results: dict) -> Optional[str]:
     return None
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 

@@ -24,6 +24,7 @@ Ours: the context persons are taken from the query image's own gallery predictio
 image is a test image in both benchmarks, so no extra model pass or file entry is needed), and
 CBGM also applies to the CUHK-SYSU full set (SeqNet's code leaves it out).
 """
+
 from __future__ import annotations
 
 import logging
@@ -83,12 +84,18 @@ def _iou_torchvision(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
     ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
     inter = iw * ih
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+    union = (
+        (box[2] - box[0]) * (box[3] - box[1])
+        + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        - inter
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         return inter / union
 
 
-def context_indices(query_box: np.ndarray, boxes: np.ndarray, scores: np.ndarray, k2: int) -> np.ndarray:
+def context_indices(
+    query_box: np.ndarray, boxes: np.ndarray, scores: np.ndarray, k2: int
+) -> np.ndarray:
     """Indices of the query image's context detections (the query box itself not included).
 
     Args:
@@ -132,7 +139,9 @@ def rescore(query_sims: np.ndarray, context_sims: np.ndarray) -> np.ndarray:
     n = query_sims.shape[0]
     if n == 0:
         return out
-    weights = np.vstack([query_sims[None, :], np.asarray(context_sims, dtype=np.float64).reshape(-1, n)])
+    weights = np.vstack(
+        [query_sims[None, :], np.asarray(context_sims, dtype=np.float64).reshape(-1, n)]
+    )
     rows, cols = linear_sum_assignment(weights, maximize=True)
     matched = weights[rows, cols]
     hit = np.flatnonzero(rows == 0)

@@ -17,10 +17,12 @@ detector), so that both go through the unchanged protocol:
 
 The histograms are numpy + PIL; each image is read once per call.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -92,7 +94,7 @@ def _read_rgb(path: str) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _histograms(image: Optional[np.ndarray], boxes: np.ndarray) -> np.ndarray:
+def _histograms(image: np.ndarray | None, boxes: np.ndarray) -> np.ndarray:
     """``[n, 128]`` histograms of the boxes of one image (``image`` may be None when n = 0)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     out = np.zeros((boxes.shape[0], HISTOGRAM_DIM), dtype=np.float32)
@@ -101,13 +103,13 @@ def _histograms(image: Optional[np.ndarray], boxes: np.ndarray) -> np.ndarray:
     return out
 
 
-def _file_of(dataset_dicts: Sequence[Mapping[str, Any]]) -> Dict[str, str]:
+def _file_of(dataset_dicts: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     return {str(d["image_id"]): d["file_name"] for d in dataset_dicts}
 
 
 def _query_embeds(
     dataset_dicts: Sequence[Mapping[str, Any]], read: Callable[[str], np.ndarray]
-) -> Dict[int, Dict[str, np.ndarray]]:
+) -> dict[int, dict[str, np.ndarray]]:
     queries = {}
     for d in dataset_dicts:
         if not d.get("queries"):
@@ -121,9 +123,9 @@ def _query_embeds(
 def histogram_predictions(
     predictions: Mapping[str, Any],
     dataset_dicts: Sequence[Mapping[str, Any]],
-    read_image: Optional[Callable[[str], np.ndarray]] = None,
-    score_power: Optional[float] = None,
-) -> Dict[str, Any]:
+    read_image: Callable[[str], np.ndarray] | None = None,
+    score_power: float | None = None,
+) -> dict[str, Any]:
     """The same detections with colour-histogram embeddings (gallery and queries).
 
     Args:
@@ -152,15 +154,21 @@ def histogram_predictions(
         image = read(files[image_id]) if len(boxes) else None
         embeds = score_weighted(_histograms(image, boxes), scores, score_power)
         gallery[image_id] = {"boxes": boxes, "scores": scores, "embeds": embeds}
-    return {"gallery": gallery, "queries": _query_embeds(dataset_dicts, read),
-            "meta": {"embedding": "colour_histogram", "boxes": "detections",
-                     "embed_score_power": float(score_power)}}
+    return {
+        "gallery": gallery,
+        "queries": _query_embeds(dataset_dicts, read),
+        "meta": {
+            "embedding": "colour_histogram",
+            "boxes": "detections",
+            "embed_score_power": float(score_power),
+        },
+    }
 
 
 def ground_truth_predictions(
     dataset_dicts: Sequence[Mapping[str, Any]],
-    read_image: Optional[Callable[[str], np.ndarray]] = None,
-) -> Dict[str, Any]:
+    read_image: Callable[[str], np.ndarray] | None = None,
+) -> dict[str, Any]:
     """Predictions of an oracle detector: every ground-truth box (score 1), colour histograms.
 
     Boxes without area (``x2 <= x1`` or ``y2 <= y1``, as some CUHK-SYSU annotations) are left
@@ -174,19 +182,24 @@ def ground_truth_predictions(
         boxes = boxes[(boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])]
         embeds = _histograms(read(d["file_name"]) if len(boxes) else None, boxes)
         gallery[str(d["image_id"])] = {
-            "boxes": boxes, "scores": np.ones(len(boxes), dtype=np.float32), "embeds": embeds,
+            "boxes": boxes,
+            "scores": np.ones(len(boxes), dtype=np.float32),
+            "embeds": embeds,
         }
-    return {"gallery": gallery, "queries": _query_embeds(dataset_dicts, read),
-            "meta": {"embedding": "colour_histogram", "boxes": "ground_truth"}}
+    return {
+        "gallery": gallery,
+        "queries": _query_embeds(dataset_dicts, read),
+        "meta": {"embedding": "colour_histogram", "boxes": "ground_truth"},
+    }
 
 
 def compare_with_histograms(
     dataset: str,
-    predictions_path: Optional[str] = None,
+    predictions_path: str | None = None,
     *,
     gallery_size: int = 100,
     det_thresh: float = 0.5,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Learned embeddings against colour histograms of the same boxes, on a registered test set.
 
     Args:
@@ -208,9 +221,13 @@ def compare_with_histograms(
 
     meta = MetadataCatalog.get(dataset)
     dicts = DatasetCatalog.get(dataset)
-    common = dict(protocol=meta.protocol, root=getattr(meta, "root", None), det_thresh=det_thresh,
-                  gallery_size=gallery_size)
-    rows: Dict[str, Any] = {}
+    common = dict(
+        protocol=meta.protocol,
+        root=getattr(meta, "root", None),
+        det_thresh=det_thresh,
+        gallery_size=gallery_size,
+    )
+    rows: dict[str, Any] = {}
     if predictions_path:
         learned = load_predictions(predictions_path)
         rows["learned"] = evaluate_person_search(dicts, learned, **common)
@@ -226,16 +243,27 @@ def compare_with_histograms(
 
 def format_comparison(rows: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
     """The rows of :func:`compare_with_histograms` as a small text table."""
-    lines = [f"{'embedding on boxes':<28} {'mAP':>6} {'top-1':>6} {'top-5':>6} {'top-10':>6} {'det AP':>7}"]
+    lines = [
+        f"{'embedding on boxes':<28} {'mAP':>6} {'top-1':>6} {'top-5':>6} {'top-10':>6} {'det AP':>7}"
+    ]
     for name, res in rows.items():
         s, d = res["search"], res["detection"]
-        lines.append(f"{name:<28} {s['mAP']:6.1f} {s['top1']:6.1f} {s['top5']:6.1f} "
-                     f"{s['top10']:6.1f} {d['AP']:7.1f}")
+        lines.append(
+            f"{name:<28} {s['mAP']:6.1f} {s['top1']:6.1f} {s['top5']:6.1f} "
+            f"{s['top10']:6.1f} {d['AP']:7.1f}"
+        )
     fd = rows.get("learned", {}).get("false_detections")
     if fd:
-        lines.append(f"kept detections (score >= threshold): {fd['detections_per_image']:.1f} per image, "
-                     f"{100 * fd['false_fraction']:.0f} % of them overlap no person (IoU < 0.5)")
+        lines.append(
+            f"kept detections (score >= threshold): {fd['detections_per_image']:.1f} per image, "
+            f"{100 * fd['false_fraction']:.0f} % of them overlap no person (IoU < 0.5)"
+        )
         if fd.get("kinds") and fd["num_detections"]:
-            lines.append("kinds of kept detections: " + ", ".join(
-                f"{kind} {100 * n / fd['num_detections']:.0f} %" for kind, n in fd["kinds"].items()))
+            lines.append(
+                "kinds of kept detections: "
+                + ", ".join(
+                    f"{kind} {100 * n / fd['num_detections']:.0f} %"
+                    for kind, n in fd["kinds"].items()
+                )
+            )
     return "\n".join(lines)

@@ -10,12 +10,13 @@ detection into one kind (:data:`DETECTION_KINDS`), to say what the false ones ar
 noise of the test set itself, against which differences between runs are read;
 :func:`per_query_ap` gives the per-query APs of a predictions file that it resamples.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from .evaluator import protocol_queries
@@ -23,8 +24,14 @@ from .galleries import dataset_image_ids, detection_ground_truth, image_cameras
 from .predictions import check_against_dataset, load_predictions
 from .protocol import _iou_pairs, evaluate_search
 
-__all__ = ["box_iou_matrix", "false_detection_stats", "classify_detections", "DETECTION_KINDS",
-           "bootstrap_query_means", "per_query_ap"]
+__all__ = [
+    "box_iou_matrix",
+    "false_detection_stats",
+    "classify_detections",
+    "DETECTION_KINDS",
+    "bootstrap_query_means",
+    "per_query_ap",
+]
 
 #: Kinds of kept detections, see :func:`classify_detections`.
 DETECTION_KINDS = ("true", "duplicate", "part", "merge", "loose", "background")
@@ -59,8 +66,9 @@ def _areas(boxes: np.ndarray) -> np.ndarray:
     return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
 
 
-def classify_detections(boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndarray,
-                        iou_thresh: float = 0.5) -> list[str]:
+def classify_detections(
+    boxes: np.ndarray, scores: np.ndarray, gt_boxes: np.ndarray, iou_thresh: float = 0.5
+) -> list[str]:
     """The kind of each detection of one image (one of :data:`DETECTION_KINDS`).
 
     In order of decreasing score, a detection with IoU >= ``iou_thresh`` with a person not yet
@@ -142,8 +150,7 @@ def false_detection_stats(
     }
 
 
-def bootstrap_query_means(values: np.ndarray, samples: int = 10000,
-                          seed: int = 0) -> np.ndarray:
+def bootstrap_query_means(values: np.ndarray, samples: int = 10000, seed: int = 0) -> np.ndarray:
     """Means of ``values`` over queries resampled with replacement (the bootstrap).
 
     Args:
@@ -169,12 +176,13 @@ def bootstrap_query_means(values: np.ndarray, samples: int = 10000,
     step = max(1, (1 << 22) // q)  # our choice: resampled index blocks of 4 M entries at most
     for a in range(0, samples, step):
         idx = rng.integers(0, q, size=(min(step, samples - a), q))
-        out[:, a:a + len(idx)] = v[:, idx].mean(axis=2)
+        out[:, a : a + len(idx)] = v[:, idx].mean(axis=2)
     return out[0] if one else out
 
 
-def per_query_ap(dataset: str, predictions_path: str, gallery_size: int = 100,
-                 det_thresh: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def per_query_ap(
+    dataset: str, predictions_path: str, gallery_size: int = 100, det_thresh: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
     """The search AP of each query of a registered test set, from a predictions file.
 
     Args:
@@ -190,12 +198,20 @@ def per_query_ap(dataset: str, predictions_path: str, gallery_size: int = 100,
     meta = MetadataCatalog.get(dataset)
     preds = load_predictions(predictions_path)
     image_ids = dataset_image_ids(dicts)
-    check_against_dataset(preds, image_ids, [int(q["query_id"]) for d in dicts
-                                             for q in d.get("queries", [])])
+    check_against_dataset(
+        preds, image_ids, [int(q["query_id"]) for d in dicts for q in d.get("queries", [])]
+    )
     query_embeds = {k: v["embed"] for k, v in preds["queries"].items()}
-    queries = protocol_queries(dicts, meta.protocol, root=getattr(meta, "root", None),
-                               gallery_size=gallery_size)
+    queries = protocol_queries(
+        dicts, meta.protocol, root=getattr(meta, "root", None), gallery_size=gallery_size
+    )
     cameras = image_cameras(dicts) if meta.protocol == "prw" else None
-    res = evaluate_search(preds["gallery"], query_embeds, queries, image_ids,
-                          det_thresh=det_thresh, image_cameras=cameras)
+    res = evaluate_search(
+        preds["gallery"],
+        query_embeds,
+        queries,
+        image_ids,
+        det_thresh=det_thresh,
+        image_cameras=cameras,
+    )
     return np.asarray(res.query_ids)[res.valid], np.asarray(res.ap)[res.valid]

@@ -8,6 +8,7 @@ Results (floats, percent)::
      "search_gallery{N}": {...} / "search_full_set": {...}, # CUHK-SYSU curve (GALLERY_SIZE_CURVE)
      "search_cross_camera": {...}}                         # PRW, with CROSS_CAMERA
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,7 +16,8 @@ import json
 import logging
 import os
 from collections import OrderedDict
-from typing import Any, Callable, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,10 +61,10 @@ def protocol_queries(
     dataset_dicts: Sequence[Mapping[str, Any]],
     protocol: str,
     *,
-    root: Optional[str] = None,
+    root: str | None = None,
     gallery_size: int = 100,
     cross_camera: bool = False,
-    galleries_loader: Optional[Callable[[str, int], list]] = None,
+    galleries_loader: Callable[[str, int], list] | None = None,
 ) -> list:
     """The queries of one search task of a test set.
 
@@ -93,14 +95,14 @@ def evaluate_person_search(
     predictions: Mapping[str, Any],
     *,
     protocol: str,
-    root: Optional[str] = None,
+    root: str | None = None,
     det_thresh: float = 0.5,
     gallery_size: int = 100,
     gallery_size_curve: Sequence[int] = (),
     cross_camera: bool = False,
-    cbgm: Optional[CBGMParams] = None,
-    galleries_loader: Optional[Callable[[str, int], list]] = None,
-) -> "OrderedDict[str, dict[str, float]]":
+    cbgm: CBGMParams | None = None,
+    galleries_loader: Callable[[str, int], list] | None = None,
+) -> OrderedDict[str, dict[str, float]]:
     """Evaluate validated predictions (see :mod:`.predictions`) on a test set.
 
     Args:
@@ -119,7 +121,9 @@ def evaluate_person_search(
         ``OrderedDict`` task -> {metric: float} in percent (see the module docstring).
     """
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown person-search protocol {protocol!r}; expected one of {PROTOCOLS}")
+        raise ValueError(
+            f"unknown person-search protocol {protocol!r}; expected one of {PROTOCOLS}"
+        )
     image_ids = dataset_image_ids(dataset_dicts)
     query_ids = [int(q["query_id"]) for d in dataset_dicts for q in d.get("queries", [])]
     check_against_dataset(predictions, image_ids, query_ids)
@@ -133,8 +137,13 @@ def evaluate_person_search(
             logger.warning("CROSS_CAMERA applies to PRW only; ignored for CUHK-SYSU")
         sizes = list(dict.fromkeys([int(gallery_size)] + [int(s) for s in gallery_size_curve]))
         for n in sizes:
-            queries = protocol_queries(dataset_dicts, protocol, root=root, gallery_size=n,
-                                       galleries_loader=galleries_loader)
+            queries = protocol_queries(
+                dataset_dicts,
+                protocol,
+                root=root,
+                gallery_size=n,
+                galleries_loader=galleries_loader,
+            )
             res = evaluate_search(gallery, query_embeds, queries, image_ids, **common)
             search.append(("search" if not search else _search_task(n), res.metrics()))
             _warn_skipped(res, search[-1][0])
@@ -145,7 +154,9 @@ def evaluate_person_search(
         variants = [("search", False)] + ([("search_cross_camera", True)] if cross_camera else [])
         for task, cross in variants:
             queries = protocol_queries(dataset_dicts, protocol, cross_camera=cross)
-            res = evaluate_search(gallery, query_embeds, queries, image_ids, image_cameras=cams, **common)
+            res = evaluate_search(
+                gallery, query_embeds, queries, image_ids, image_cameras=cams, **common
+            )
             search.append((task, res.metrics()))
             _warn_skipped(res, task)
 
@@ -165,8 +176,11 @@ def evaluate_person_search(
 
 def _warn_skipped(res, task: str) -> None:
     if res.num_skipped:
-        logger.warning("%s: %d queries without a ground-truth image in their gallery are not in the means",
-                       task, res.num_skipped)
+        logger.warning(
+            "%s: %d queries without a ground-truth image in their gallery are not in the means",
+            task,
+            res.num_skipped,
+        )
 
 
 def format_results_table(results: Mapping[str, Mapping[str, float]]) -> str:
@@ -177,7 +191,9 @@ def format_results_table(results: Mapping[str, Mapping[str, float]]) -> str:
             if k not in columns:
                 columns.append(k)
     rows = [[task] + [metrics.get(k, "") for k in columns] for task, metrics in results.items()]
-    return tabulate(rows, headers=["task"] + columns, tablefmt="pipe", floatfmt=".2f", numalign="right")
+    return tabulate(
+        rows, headers=["task"] + columns, tablefmt="pipe", floatfmt=".2f", numalign="right"
+    )
 
 
 def _to_numpy(value: Any) -> np.ndarray:
@@ -203,7 +219,7 @@ class PersonSearchEvaluator(DatasetEvaluator):
     def __init__(
         self,
         dataset_name: str,
-        output_dir: Optional[str] = None,
+        output_dir: str | None = None,
         *,
         det_thresh: float = 0.5,
         gallery_size: int = 100,
@@ -244,11 +260,13 @@ class PersonSearchEvaluator(DatasetEvaluator):
                 f"PersonSearchEvaluator needs one of {PROTOCOLS}"
             )
         self._root = getattr(meta, "root", None)
-        self._dataset_dicts: Optional[list] = None
+        self._dataset_dicts: list | None = None
         self.reset()
 
     @classmethod
-    def from_config(cls, cfg, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True):
+    def from_config(
+        cls, cfg, dataset_name: str, output_dir: str | None = None, distributed: bool = True
+    ):
         """Build from ``cfg.TEST.PERSON_SEARCH`` (``add_dcinet_config``)."""
         ps = cfg.TEST.PERSON_SEARCH
         return cls(
@@ -269,7 +287,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
         self._gallery: dict[str, dict[str, np.ndarray]] = {}
         self._queries: dict[int, dict[str, np.ndarray]] = {}
 
-    def process(self, inputs: Sequence[Mapping[str, Any]], outputs: Sequence[Mapping[str, Any]]) -> None:
+    def process(
+        self, inputs: Sequence[Mapping[str, Any]], outputs: Sequence[Mapping[str, Any]]
+    ) -> None:
         for inp, out in zip(inputs, outputs):
             if "image_id" not in inp:
                 raise KeyError("PersonSearchEvaluator needs 'image_id' in every input")
@@ -283,7 +303,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
             boxes = _to_numpy(inst.pred_boxes.tensor).reshape(-1, 4)
             embeds = _to_numpy(inst.pred_embeds)
             if embeds.ndim != 2:
-                raise ValueError(f"model output for {image_id}: pred_embeds must be [N, D], got {list(embeds.shape)}")
+                raise ValueError(
+                    f"model output for {image_id}: pred_embeds must be [N, D], got {list(embeds.shape)}"
+                )
             self._gallery[image_id] = {
                 "boxes": np.ascontiguousarray(boxes[keep]),
                 "scores": np.ascontiguousarray(scores[keep]),
@@ -292,7 +314,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
             queries = inp.get("queries") or []
             if queries:
                 if "query_embeds" not in out:
-                    raise KeyError(f"input {image_id} has queries but the output has no 'query_embeds'")
+                    raise KeyError(
+                        f"input {image_id} has queries but the output has no 'query_embeds'"
+                    )
                 q_emb = _to_numpy(out["query_embeds"])
                 if q_emb.shape[0] != len(queries):
                     raise ValueError(
@@ -323,8 +347,11 @@ class PersonSearchEvaluator(DatasetEvaluator):
             logger.warning("[PersonSearchEvaluator] did not receive valid predictions.")
             return {}
 
-        meta = {"dataset": self._dataset_name, "det_thresh": self._det_thresh,
-                "embed_score_power": self._embed_score_power}
+        meta = {
+            "dataset": self._dataset_name,
+            "det_thresh": self._det_thresh,
+            "embed_score_power": self._embed_score_power,
+        }
         predictions = validate_predictions({"gallery": gallery, "queries": queries, "meta": meta})
         if self._output_dir:
             path = os.path.join(self._output_dir, PREDICTIONS_FILE)
@@ -342,7 +369,9 @@ class PersonSearchEvaluator(DatasetEvaluator):
             cross_camera=self._cross_camera,
             cbgm=self._cbgm,
         )
-        logger.info("Person-search results on %s:\n%s", self._dataset_name, format_results_table(results))
+        logger.info(
+            "Person-search results on %s:\n%s", self._dataset_name, format_results_table(results)
+        )
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)
             path = os.path.join(self._output_dir, METRICS_FILE)
@@ -350,4 +379,3 @@ class PersonSearchEvaluator(DatasetEvaluator):
                 json.dump(results, f, indent=2)
             logger.info("Saved person-search metrics to %s", path)
         return copy.deepcopy(results)
-

@@ -19,11 +19,13 @@ queries, so the rules below are written once:
 The builders turn Detectron2 dataset dicts (``dcinet_d2.data.datasets``) and the CUHK-SYSU
 ``TestG{N}`` gallery lists into queries; they use no Detectron2 code.
 """
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -73,8 +75,8 @@ class SearchQuery:
     image_id: str
     box: np.ndarray
     targets: Mapping[str, np.ndarray] = field(default_factory=dict)
-    gallery: Optional[Sequence[str]] = None
-    exclude_camera: Optional[int] = None
+    gallery: Sequence[str] | None = None
+    exclude_camera: int | None = None
 
 
 # image id -> (boxes float64 [n, 4] x1y1x2y2, person ids int64 [n]); person id -1 = unlabelled.
@@ -102,7 +104,9 @@ def dataset_image_ids(dataset_dicts: Sequence[Mapping[str, Any]]) -> list[str]:
     return ids
 
 
-def detection_ground_truth(dataset_dicts: Sequence[Mapping[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def detection_ground_truth(
+    dataset_dicts: Sequence[Mapping[str, Any]],
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Ground-truth person boxes and ids per image, from the test dicts' ``annotations``.
 
     Boxes are taken as the dataset gives them (already converted and int-cast by the loaders).
@@ -143,7 +147,9 @@ def _dataset_queries(dataset_dicts: Sequence[Mapping[str, Any]]) -> list[tuple[s
     return out
 
 
-def _first_boxes_by_person(dataset_dicts: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, np.ndarray]]:
+def _first_boxes_by_person(
+    dataset_dicts: Sequence[Mapping[str, Any]],
+) -> dict[int, dict[str, np.ndarray]]:
     """person id -> {image id -> box of the *first* annotation of that person in that image}.
 
     The first box is used when an image holds one identity twice (an annotation error): the
@@ -157,15 +163,19 @@ def _first_boxes_by_person(dataset_dicts: Sequence[Mapping[str, Any]]) -> dict[i
                 continue
             per_image = index.setdefault(pid, {})
             if image_id in per_image:
-                logger.warning("person %d annotated twice in %s: the first box is its target", pid, image_id)
+                logger.warning(
+                    "person %d annotated twice in %s: the first box is its target", pid, image_id
+                )
                 continue
-            per_image[image_id] = to_int_box(a["bbox"], f"annotation box of person {pid} in {image_id}")
+            per_image[image_id] = to_int_box(
+                a["bbox"], f"annotation box of person {pid} in {image_id}"
+            )
     return index
 
 
 def cuhk_sysu_queries(
     dataset_dicts: Sequence[Mapping[str, Any]],
-    galleries: Optional[Sequence[Mapping[str, Any]]] = None,
+    galleries: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[SearchQuery]:
     """CUHK-SYSU queries, for a ``TestG{N}`` gallery size or for the full set.
 
@@ -194,7 +204,9 @@ def cuhk_sysu_queries(
             if pid < 0:
                 raise ValueError(f"query {q['query_id']} has no identity (person_id {pid})")
             targets = {k: v for k, v in by_person.get(pid, {}).items() if k != image_id}
-            out.append(SearchQuery(int(q["query_id"]), image_id, to_int_box(q["bbox"]), targets, None))
+            out.append(
+                SearchQuery(int(q["query_id"]), image_id, to_int_box(q["bbox"]), targets, None)
+            )
         return out
 
     ds_by_id = {int(q["query_id"]): (image_id, q) for image_id, q in ds_queries}
@@ -212,14 +224,18 @@ def cuhk_sysu_queries(
         names = [str(name) for name, _ in listed]
         unknown = set(names) - known
         if unknown:
-            raise ValueError(f"query {qid}: gallery image {sorted(unknown)[0]} is not in the dataset")
+            raise ValueError(
+                f"query {qid}: gallery image {sorted(unknown)[0]} is not in the dataset"
+            )
         targets: dict[str, np.ndarray] = {}
         for name, (_, g_box) in zip(names, listed):
             if g_box is None:
                 continue
             g_box = to_int_box(g_box, f"query {qid} target box in {name}")
             if name in targets and not np.array_equal(targets[name], g_box):
-                raise ValueError(f"query {qid}: gallery image {name} listed twice with different targets")
+                raise ValueError(
+                    f"query {qid}: gallery image {name} listed twice with different targets"
+                )
             targets[name] = g_box
         unique = list(dict.fromkeys(names))  # first occurrence order
         if len(unique) != len(names):
@@ -228,7 +244,9 @@ def cuhk_sysu_queries(
             without = {name for name, (_, b) in zip(names, listed) if b is None}
             both = with_target & without
             if both:
-                raise ValueError(f"query {qid}: gallery image {sorted(both)[0]} listed twice with different targets")
+                raise ValueError(
+                    f"query {qid}: gallery image {sorted(both)[0]} listed twice with different targets"
+                )
         targets.pop(image_id, None)  # the query's own image is never searched
         gallery = tuple(name for name in unique if name != image_id)
         out.append(SearchQuery(qid, image_id, box, targets, gallery))
@@ -238,7 +256,9 @@ def cuhk_sysu_queries(
     return out
 
 
-def prw_queries(dataset_dicts: Sequence[Mapping[str, Any]], cross_camera: bool = False) -> list[SearchQuery]:
+def prw_queries(
+    dataset_dicts: Sequence[Mapping[str, Any]], cross_camera: bool = False
+) -> list[SearchQuery]:
     """PRW queries: gallery = every test frame except the query's own; targets = the frames that
     hold the query's ``person_id``. With ``cross_camera``, frames of the query's camera are left out.
 

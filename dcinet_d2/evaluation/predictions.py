@@ -23,11 +23,13 @@ higher one. Files from other systems can hold all their detections.
 
 In memory (as :mod:`.protocol` takes them) the same structure holds numpy arrays.
 """
+
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -56,13 +58,19 @@ def _array(value: Any, where: str) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu()
         if not value.dtype.is_floating_point:
-            raise PredictionsFormatError(f"{where}: expected a floating-point tensor, got dtype {value.dtype}")
+            raise PredictionsFormatError(
+                f"{where}: expected a floating-point tensor, got dtype {value.dtype}"
+            )
         return value.to(torch.float32).numpy()
     if isinstance(value, np.ndarray):
         if not np.issubdtype(value.dtype, np.floating):
-            raise PredictionsFormatError(f"{where}: expected a floating-point array, got dtype {value.dtype}")
+            raise PredictionsFormatError(
+                f"{where}: expected a floating-point array, got dtype {value.dtype}"
+            )
         return value.astype(np.float32, copy=False)
-    raise PredictionsFormatError(f"{where}: expected a tensor or numpy array, got {type(value).__name__}")
+    raise PredictionsFormatError(
+        f"{where}: expected a tensor or numpy array, got {type(value).__name__}"
+    )
 
 
 def score_weighted(embeds: np.ndarray, scores: np.ndarray, power: float) -> np.ndarray:
@@ -75,8 +83,13 @@ def score_weighted(embeds: np.ndarray, scores: np.ndarray, power: float) -> np.n
     return embeds * scores ** np.float32(power)
 
 
-def _check_norms(embeds: np.ndarray, where: str, tol: float, scores: Optional[np.ndarray] = None,
-                 score_power: float = 0.0) -> None:
+def _check_norms(
+    embeds: np.ndarray,
+    where: str,
+    tol: float,
+    scores: np.ndarray | None = None,
+    score_power: float = 0.0,
+) -> None:
     """Unit norms; with ``score_power`` p > 0, norms ``scores ** p`` (score-weighted embeddings)."""
     if embeds.size == 0:
         return
@@ -85,9 +98,12 @@ def _check_norms(embeds: np.ndarray, where: str, tol: float, scores: Optional[np
     bad = np.flatnonzero(np.abs(norms - expected) > tol)
     if bad.size:
         i = int(bad[0])
-        what = ("L2-normalised (|norm - 1|" if not score_power else
-                f"unit vectors times score ** {score_power:g} (meta embed_score_power; "
-                f"|norm - score ** {score_power:g}|")
+        what = (
+            "L2-normalised (|norm - 1|"
+            if not score_power
+            else f"unit vectors times score ** {score_power:g} (meta embed_score_power; "
+            f"|norm - score ** {score_power:g}|"
+        )
         wanted = "" if not score_power else f", expected {float(np.asarray(expected)[i]):.6g}"
         raise PredictionsFormatError(
             f"{where}: embeddings must be {what} <= {tol}); "
@@ -100,14 +116,18 @@ def _check_meta(value: Any, where: str) -> None:
     if isinstance(value, Mapping):
         for k, v in value.items():
             if not isinstance(k, (str, int)):
-                raise PredictionsFormatError(f"{where}: keys must be str or int, got {type(k).__name__}")
+                raise PredictionsFormatError(
+                    f"{where}: keys must be str or int, got {type(k).__name__}"
+                )
             _check_meta(v, f"{where}[{k!r}]")
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
             _check_meta(v, f"{where}[{i}]")
     elif value is not None and not isinstance(value, (str, int, float, bool)):
-        raise PredictionsFormatError(f"{where}: expected str, int, float, bool, None, list or dict, "
-                                     f"got {type(value).__name__}")
+        raise PredictionsFormatError(
+            f"{where}: expected str, int, float, bool, None, list or dict, "
+            f"got {type(value).__name__}"
+        )
 
 
 def validate_predictions(predictions: Any, *, norm_tolerance: float = NORM_TOLERANCE) -> dict:
@@ -126,29 +146,45 @@ def validate_predictions(predictions: Any, *, norm_tolerance: float = NORM_TOLER
         PredictionsFormatError: naming the first problem found (key, image or query, shape).
     """
     if not isinstance(predictions, Mapping):
-        raise PredictionsFormatError(f"predictions must be a dict, got {type(predictions).__name__}")
+        raise PredictionsFormatError(
+            f"predictions must be a dict, got {type(predictions).__name__}"
+        )
     for key in ("gallery", "queries"):
         if key not in predictions:
-            raise PredictionsFormatError(f"predictions have no '{key}' entry (keys: {sorted(map(str, predictions))})")
+            raise PredictionsFormatError(
+                f"predictions have no '{key}' entry (keys: {sorted(map(str, predictions))})"
+            )
         if not isinstance(predictions[key], Mapping):
-            raise PredictionsFormatError(f"predictions['{key}'] must be a dict, got {type(predictions[key]).__name__}")
+            raise PredictionsFormatError(
+                f"predictions['{key}'] must be a dict, got {type(predictions[key]).__name__}"
+            )
     unknown = set(predictions) - {"gallery", "queries", "meta"}
     if unknown:
-        raise PredictionsFormatError(f"predictions have unknown entries {sorted(map(str, unknown))}")
+        raise PredictionsFormatError(
+            f"predictions have unknown entries {sorted(map(str, unknown))}"
+        )
     meta = predictions.get("meta", {})
     if not isinstance(meta, Mapping):
         raise PredictionsFormatError("predictions['meta'] must be a dict")
     _check_meta(meta, "meta")
     score_power = meta.get("embed_score_power", 0.0)
-    if isinstance(score_power, bool) or not isinstance(score_power, (int, float)) or not score_power >= 0:
-        raise PredictionsFormatError(f"meta['embed_score_power'] must be a number >= 0, got {score_power!r}")
+    if (
+        isinstance(score_power, bool)
+        or not isinstance(score_power, (int, float))
+        or not score_power >= 0
+    ):
+        raise PredictionsFormatError(
+            f"meta['embed_score_power'] must be a number >= 0, got {score_power!r}"
+        )
 
     dims: dict[int, str] = {}
     gallery = {}
     for image_id, entry in predictions["gallery"].items():
         where = f"gallery[{image_id!r}]"
         if not isinstance(image_id, str):
-            raise PredictionsFormatError(f"{where}: image ids must be file names (str), got {type(image_id).__name__}")
+            raise PredictionsFormatError(
+                f"{where}: image ids must be file names (str), got {type(image_id).__name__}"
+            )
         if not isinstance(entry, Mapping):
             raise PredictionsFormatError(f"{where}: expected a dict with boxes, scores, embeds")
         for key in ("boxes", "scores", "embeds"):
@@ -158,12 +194,18 @@ def validate_predictions(predictions: Any, *, norm_tolerance: float = NORM_TOLER
         scores = _array(entry["scores"], f"{where}['scores']")
         embeds = _array(entry["embeds"], f"{where}['embeds']")
         if scores.ndim != 1:
-            raise PredictionsFormatError(f"{where}['scores']: expected shape [n], got {list(scores.shape)}")
+            raise PredictionsFormatError(
+                f"{where}['scores']: expected shape [n], got {list(scores.shape)}"
+            )
         n = scores.shape[0]
         if boxes.shape != (n, 4):
-            raise PredictionsFormatError(f"{where}['boxes']: expected shape [{n}, 4], got {list(boxes.shape)}")
+            raise PredictionsFormatError(
+                f"{where}['boxes']: expected shape [{n}, 4], got {list(boxes.shape)}"
+            )
         if embeds.ndim != 2 or embeds.shape[0] != n:
-            raise PredictionsFormatError(f"{where}['embeds']: expected shape [{n}, D], got {list(embeds.shape)}")
+            raise PredictionsFormatError(
+                f"{where}['embeds']: expected shape [{n}, D], got {list(embeds.shape)}"
+            )
         for key, arr in (("boxes", boxes), ("scores", scores), ("embeds", embeds)):
             if not np.all(np.isfinite(arr)):
                 bad = np.flatnonzero(~np.isfinite(arr).reshape(len(arr), -1).all(axis=1))
@@ -180,7 +222,9 @@ def validate_predictions(predictions: Any, *, norm_tolerance: float = NORM_TOLER
                 f"({outside.size} such detections; logits?)"
             )
         if n and np.any((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])):
-            raise PredictionsFormatError(f"{where}['boxes']: boxes must be x1, y1, x2, y2 with x2 >= x1, y2 >= y1")
+            raise PredictionsFormatError(
+                f"{where}['boxes']: boxes must be x1, y1, x2, y2 with x2 >= x1, y2 >= y1"
+            )
         if n:
             dims.setdefault(embeds.shape[1], where)
         _check_norms(embeds, f"{where}['embeds']", norm_tolerance, scores, float(score_power))
@@ -190,12 +234,16 @@ def validate_predictions(predictions: Any, *, norm_tolerance: float = NORM_TOLER
     for query_id, entry in predictions["queries"].items():
         where = f"queries[{query_id!r}]"
         if isinstance(query_id, bool) or not isinstance(query_id, (int, np.integer)):
-            raise PredictionsFormatError(f"{where}: query ids must be ints, got {type(query_id).__name__}")
+            raise PredictionsFormatError(
+                f"{where}: query ids must be ints, got {type(query_id).__name__}"
+            )
         if not isinstance(entry, Mapping) or "embed" not in entry:
             raise PredictionsFormatError(f"{where}: expected a dict with 'embed'")
         embed = _array(entry["embed"], f"{where}['embed']")
         if embed.ndim != 1:
-            raise PredictionsFormatError(f"{where}['embed']: expected shape [D], got {list(embed.shape)}")
+            raise PredictionsFormatError(
+                f"{where}['embed']: expected shape [D], got {list(embed.shape)}"
+            )
         if not np.all(np.isfinite(embed)):
             raise PredictionsFormatError(f"{where}['embed']: non-finite values")
         dims.setdefault(embed.shape[0], where)
@@ -204,7 +252,8 @@ def validate_predictions(predictions: Any, *, norm_tolerance: float = NORM_TOLER
 
     if len(dims) > 1:
         raise PredictionsFormatError(
-            "embedding dimensions differ: " + ", ".join(f"D={d} in {w}" for d, w in sorted(dims.items()))
+            "embedding dimensions differ: "
+            + ", ".join(f"D={d} in {w}" for d, w in sorted(dims.items()))
         )
     return {"gallery": gallery, "queries": queries, "meta": dict(meta)}
 
@@ -215,7 +264,9 @@ def _few(items: Sequence, k: int = 5) -> str:
     return ", ".join(map(repr, items[:k])) + more
 
 
-def check_against_dataset(predictions: Mapping, image_ids: Sequence[str], query_ids: Sequence[int]) -> None:
+def check_against_dataset(
+    predictions: Mapping, image_ids: Sequence[str], query_ids: Sequence[int]
+) -> None:
     """Check that predictions (validated) cover exactly the dataset's images and queries.
 
     Raises:
@@ -223,14 +274,18 @@ def check_against_dataset(predictions: Mapping, image_ids: Sequence[str], query_
     """
     have, want = set(predictions["gallery"]), set(image_ids)
     if have - want:
-        raise PredictionsFormatError(f"{len(have - want)} unknown image ids in 'gallery': {_few(list(have - want))}")
+        raise PredictionsFormatError(
+            f"{len(have - want)} unknown image ids in 'gallery': {_few(list(have - want))}"
+        )
     if want - have:
         raise PredictionsFormatError(
             f"'gallery' misses {len(want - have)} of the dataset's {len(want)} images: {_few(list(want - have))}"
         )
     have, want = set(predictions["queries"]), {int(q) for q in query_ids}
     if have - want:
-        raise PredictionsFormatError(f"{len(have - want)} unknown query ids in 'queries': {_few(list(have - want))}")
+        raise PredictionsFormatError(
+            f"{len(have - want)} unknown query ids in 'queries': {_few(list(have - want))}"
+        )
     if want - have:
         raise PredictionsFormatError(
             f"'queries' misses {len(want - have)} of the dataset's {len(want)} queries: {_few(list(want - have))}"
@@ -241,17 +296,23 @@ def save_predictions(
     path: str,
     gallery: Mapping[str, Mapping[str, Any]],
     queries: Mapping[int, Mapping[str, Any]],
-    meta: Optional[Mapping[str, Any]] = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> None:
     """Validate and write predictions to ``path`` (tensors, loadable with ``weights_only=True``)."""
-    checked = validate_predictions({"gallery": gallery, "queries": queries, "meta": dict(meta or {})})
+    checked = validate_predictions(
+        {"gallery": gallery, "queries": queries, "meta": dict(meta or {})}
+    )
     out = {
         "gallery": {
-            k: {key: torch.from_numpy(np.ascontiguousarray(v[key])) for key in ("boxes", "scores", "embeds")}
+            k: {
+                key: torch.from_numpy(np.ascontiguousarray(v[key]))
+                for key in ("boxes", "scores", "embeds")
+            }
             for k, v in checked["gallery"].items()
         },
         "queries": {
-            k: {"embed": torch.from_numpy(np.ascontiguousarray(v["embed"]))} for k, v in checked["queries"].items()
+            k: {"embed": torch.from_numpy(np.ascontiguousarray(v["embed"]))}
+            for k, v in checked["queries"].items()
         },
         "meta": checked["meta"],
     }

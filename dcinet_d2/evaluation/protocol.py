@@ -37,13 +37,14 @@ ordered by decreasing score (stable) before matching, so that IoU ties go to the
 detection (Detectron2 already outputs them in that order); an image with detections but no ground
 truth contributes false positives (the reference crashes on it); no true positive gives AP 0.
 """
+
 from __future__ import annotations
 
 import itertools
 import logging
 import operator
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -167,7 +168,11 @@ def _iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     iw = np.maximum(0.0, np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]))
     ih = np.maximum(0.0, np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]))
     inter = iw * ih
-    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    union = (
+        (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+        + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        - inter
+    )
     with np.errstate(invalid="ignore", divide="ignore"):
         return inter / union
 
@@ -212,13 +217,20 @@ class _Packed:
         dim: D.
     """
 
-    def __init__(self, ptr: np.ndarray, boxes: np.ndarray, scores: np.ndarray, embeds: Optional[np.ndarray] = None,
-                 parts: Optional[list] = None, dim: int = 0) -> None:
+    def __init__(
+        self,
+        ptr: np.ndarray,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        embeds: np.ndarray | None = None,
+        parts: list | None = None,
+        dim: int = 0,
+    ) -> None:
         self.ptr, self.boxes, self.scores = ptr, boxes, scores
         self._embeds, self.parts = embeds, parts
         self.dim = int(embeds.shape[1]) if embeds is not None else int(dim)
         self.det_image = np.repeat(np.arange(ptr.size - 1), np.diff(ptr))
-        self._embeds64: Optional[np.ndarray] = None
+        self._embeds64: np.ndarray | None = None
 
     @property
     def embeds(self) -> np.ndarray:
@@ -256,7 +268,9 @@ def _as_shape(x, ndim: int) -> np.ndarray:
     raise ValueError(f"expected a {ndim}-d array, got shape {list(x.shape)}")
 
 
-def _pack(gallery: GalleryPredictions, image_ids: Sequence[str], det_thresh: float, need_embeds: bool) -> _Packed:
+def _pack(
+    gallery: GalleryPredictions, image_ids: Sequence[str], det_thresh: float, need_embeds: bool
+) -> _Packed:
     """Concatenate the detections scoring >= ``det_thresh`` of ``image_ids`` (in that order)."""
     try:
         entries = [gallery[name] for name in image_ids]
@@ -269,7 +283,9 @@ def _pack(gallery: GalleryPredictions, image_ids: Sequence[str], det_thresh: flo
         raise ValueError("every gallery image needs as many boxes as scores")
     if need_embeds:
         embeds = [_as_shape(p["embeds"], 2) for p in entries]
-        if not np.array_equal(np.fromiter(map(len, embeds), dtype=np.int64, count=len(embeds)), n_all):
+        if not np.array_equal(
+            np.fromiter(map(len, embeds), dtype=np.int64, count=len(embeds)), n_all
+        ):
             raise ValueError("every gallery image needs as many embeddings as scores")
         dims = {e.shape[1] for e, n in zip(embeds, n_all) if n > 0}
         if len(dims) > 1:
@@ -279,8 +295,12 @@ def _pack(gallery: GalleryPredictions, image_ids: Sequence[str], det_thresh: flo
         if need_embeds:
             dims = {e.shape[1] for e in embeds}
             dim = dims.pop() if len(dims) == 1 else 0
-        return _Packed(np.zeros(len(entries) + 1, dtype=np.int64), np.zeros((0, 4)), np.zeros(0, np.float32),
-                       embeds=np.zeros((0, dim)))
+        return _Packed(
+            np.zeros(len(entries) + 1, dtype=np.int64),
+            np.zeros((0, 4)),
+            np.zeros(0, np.float32),
+            embeds=np.zeros((0, dim)),
+        )
     all_scores = np.concatenate(scores)
     keep = all_scores >= det_thresh
     owner = np.repeat(np.arange(len(entries)), n_all)
@@ -315,8 +335,8 @@ def evaluate_search(
     *,
     det_thresh: float = 0.5,
     topk: Sequence[int] = DEFAULT_TOPK,
-    image_cameras: Optional[Mapping[str, int]] = None,
-    cbgm: Optional[CBGMParams] = None,
+    image_cameras: Mapping[str, int] | None = None,
+    cbgm: CBGMParams | None = None,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
 ) -> SearchResult:
     """Search metrics of every query (vectorised).
@@ -349,7 +369,7 @@ def evaluate_search(
     index = {name: i for i, name in enumerate(image_ids)}
     if len(index) != len(image_ids):
         raise ValueError("image_ids are not unique")
-    n_img = len(image_ids)
+    len(image_ids)
     packed = _pack(gallery, image_ids, det_thresh, need_embeds=True)
     n_det = packed.ptr[-1]
     nq = len(queries)
@@ -359,7 +379,9 @@ def evaluate_search(
         packed.embeds = np.zeros((0, qemb.shape[1]))
 
     has_excl = np.array([q.exclude_camera is not None for q in queries], dtype=bool)
-    excl = np.array([q.exclude_camera if q.exclude_camera is not None else 0 for q in queries], dtype=np.int64)
+    excl = np.array(
+        [q.exclude_camera if q.exclude_camera is not None else 0 for q in queries], dtype=np.int64
+    )
     cams = None
     if has_excl.any():
         if image_cameras is None:
@@ -377,7 +399,8 @@ def evaluate_search(
     try:
         gi = np.fromiter(
             itertools.chain.from_iterable(_lookup(index, queries[i].gallery) for i in exp_rows),
-            dtype=np.int64, count=int(lens.sum()),
+            dtype=np.int64,
+            count=int(lens.sum()),
         )
     except KeyError as e:
         bad = next(queries[i].query_id for i in exp_rows if e.args[0] in queries[i].gallery)
@@ -415,8 +438,25 @@ def evaluate_search(
     ctx = _cbgm_contexts(queries, q_img, qemb, packed, cbgm) if cbgm is not None else None
     tp_score = np.full(tq.size, -np.inf)  # per target: similarity of its true positive
     c_all = np.zeros(tq.size, dtype=np.int64)  # per target: gallery detections scoring >= it
-    state = _SearchState(packed, qemb, q_img, has_excl, excl, cams, tq, ti, t_ptr, t_ndet, tflat_det,
-                         tflat_match, tflat_ptr, tp_score, c_all, cbgm, ctx)
+    state = _SearchState(
+        packed,
+        qemb,
+        q_img,
+        has_excl,
+        excl,
+        cams,
+        tq,
+        ti,
+        t_ptr,
+        t_ndet,
+        tflat_det,
+        tflat_match,
+        tflat_ptr,
+        tp_score,
+        c_all,
+        cbgm,
+        ctx,
+    )
     _search_dense(state, np.flatnonzero(~is_explicit), chunk_bytes)
     if cbgm is None:
         _search_sparse_by_image(state, exp_rows, gp_key, chunk_bytes)
@@ -425,7 +465,9 @@ def evaluate_search(
         by_query = np.lexsort((gp_img, gp_q))
         _search_sparse(state, exp_rows, gp_q[by_query], gp_img[by_query], chunk_bytes)
     ap, hits, count_tp = _query_stats(nq, tq, tp_score, c_all, count_gt, topk)
-    logger.debug("%d of %d queries have no ground truth in their gallery", int(np.sum(count_gt == 0)), nq)
+    logger.debug(
+        "%d of %d queries have no ground truth in their gallery", int(np.sum(count_gt == 0)), nq
+    )
     return SearchResult(
         query_ids=np.array([q.query_id for q in queries], dtype=np.int64),
         ap=ap,
@@ -436,8 +478,9 @@ def evaluate_search(
     )
 
 
-def _query_matrix(queries: Sequence[SearchQuery], query_embeds: Mapping[int, np.ndarray],
-                  dim: Optional[int]) -> np.ndarray:
+def _query_matrix(
+    queries: Sequence[SearchQuery], query_embeds: Mapping[int, np.ndarray], dim: int | None
+) -> np.ndarray:
     """float64 [Q, D] embeddings of ``queries``, each flattened; D must be ``dim`` (the gallery's;
     ``None``: the first query's)."""
     ids = [q.query_id for q in queries]
@@ -456,10 +499,14 @@ def _query_matrix(queries: Sequence[SearchQuery], query_embeds: Mapping[int, np.
         dim = rows[0].shape[0] if dim is None and rows else dim
         for q, e in zip(queries, rows):
             if e.shape[0] != dim:
-                raise ValueError(f"query {q.query_id}: embedding dimension {e.shape[0]} != gallery dimension {dim}")
+                raise ValueError(
+                    f"query {q.query_id}: embedding dimension {e.shape[0]} != gallery dimension {dim}"
+                )
         return np.stack(rows) if rows else np.zeros((0, dim or 0))
     if dim is not None and out.shape[1] != dim:
-        raise ValueError(f"query {ids[0]}: embedding dimension {out.shape[1]} != gallery dimension {dim}")
+        raise ValueError(
+            f"query {ids[0]}: embedding dimension {out.shape[1]} != gallery dimension {dim}"
+        )
     return out
 
 
@@ -470,7 +517,9 @@ def _target_arrays(queries: Sequence[SearchQuery], index: Mapping[str, int]) -> 
         ti = np.fromiter(map(index.__getitem__, names), dtype=np.int64, count=len(names))
     except KeyError as e:
         q = next(q for q in queries if any(str(name) == e.args[0] for name in q.targets))
-        raise ValueError(f"query {q.query_id}: target image {e.args[0]} is not a test image") from None
+        raise ValueError(
+            f"query {q.query_id}: target image {e.args[0]} is not a test image"
+        ) from None
     tq = np.repeat(np.arange(len(queries)), [len(q.targets) for q in queries]).astype(np.int64)
     boxes = [box for q in queries for box in q.targets.values()]
     try:  # all given as 4 numbers (the usual case): one conversion
@@ -479,7 +528,9 @@ def _target_arrays(queries: Sequence[SearchQuery], index: Mapping[str, int]) -> 
     except (ValueError, TypeError):
         ok = False
     if not ok:
-        tbox = np.asarray([np.asarray(box).reshape(4) for box in boxes], dtype=np.int64).reshape(-1, 4)
+        tbox = np.asarray([np.asarray(box).reshape(4) for box in boxes], dtype=np.int64).reshape(
+            -1, 4
+        )
     return tq, ti, tbox
 
 
@@ -490,7 +541,7 @@ class _SearchState:
     q_img: np.ndarray
     has_excl: np.ndarray
     excl: np.ndarray
-    cams: Optional[np.ndarray]
+    cams: np.ndarray | None
     tq: np.ndarray  # per target: query index (sorted)
     ti: np.ndarray  # per target: image index
     t_ptr: np.ndarray  # per query: range of its targets
@@ -500,8 +551,8 @@ class _SearchState:
     tflat_ptr: np.ndarray  # per target: range in the tflat arrays
     tp_score: np.ndarray  # out
     c_all: np.ndarray  # out
-    cbgm: Optional[CBGMParams]
-    ctx: Optional[list]
+    cbgm: CBGMParams | None
+    ctx: list | None
 
 
 def _score_block(state: _SearchState, chunk: np.ndarray, sims: np.ndarray, t_col0_of) -> None:
@@ -529,7 +580,9 @@ def _score_block(state: _SearchState, chunk: np.ndarray, sims: np.ndarray, t_col
         state.tp_score[targets[nonempty]] = np.maximum.reduceat(vals, seg)
     found = np.flatnonzero(state.tp_score[targets] > -np.inf)
     if found.size:
-        state.c_all[targets[found]] = _count_at_least(sims, t_row[found], state.tp_score[targets[found]])
+        state.c_all[targets[found]] = _count_at_least(
+            sims, t_row[found], state.tp_score[targets[found]]
+        )
 
 
 def _count_at_least(sims: np.ndarray, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -587,8 +640,9 @@ def _search_dense(state: _SearchState, rows: np.ndarray, chunk_bytes: int) -> No
         _score_block(state, chunk, sims, lambda t: packed.ptr[state.ti[t]])
 
 
-def _search_sparse(state: _SearchState, rows: np.ndarray, gp_q: np.ndarray, gp_img: np.ndarray,
-                   chunk_bytes: int) -> None:
+def _search_sparse(
+    state: _SearchState, rows: np.ndarray, gp_q: np.ndarray, gp_img: np.ndarray, chunk_bytes: int
+) -> None:
     """Queries with explicit gallery lists, with CBGM (which re-scores a query's row in place):
     only the (query, gallery detection) similarities they need, one small matrix product per
     gallery image, laid out as rows padded with -inf. Without CBGM, see
@@ -630,8 +684,14 @@ def _search_sparse(state: _SearchState, rows: np.ndarray, gp_q: np.ndarray, gp_i
             outs = np.r_[0, np.cumsum((cuts[1:] - starts) * (d1s - d0s))]
             buf = np.empty(int(outs[-1]))
             qemb, emb = state.qemb, packed.embeds  # float64 x float32 blocks: float64 products
-            for s, e, d0, d1, o in zip(starts.tolist(), cuts[1:].tolist(), d0s.tolist(), d1s.tolist(), outs.tolist()):
-                np.dot(qemb[q_sorted[s:e]], emb[d0:d1].T, out=buf[o : o + (e - s) * (d1 - d0)].reshape(e - s, d1 - d0))
+            for s, e, d0, d1, o in zip(
+                starts.tolist(), cuts[1:].tolist(), d0s.tolist(), d1s.tolist(), outs.tolist()
+            ):
+                np.dot(
+                    qemb[q_sorted[s:e]],
+                    emb[d0:d1].T,
+                    out=buf[o : o + (e - s) * (d1 - d0)].reshape(e - s, d1 - d0),
+                )
             _, dest = _expand_ranges(cell0[by_img], pn[by_img])
             sims.ravel()[dest] = buf
 
@@ -651,7 +711,9 @@ def _search_sparse(state: _SearchState, rows: np.ndarray, gp_q: np.ndarray, gp_i
         _score_block(state, chunk, sims, t_col0_of)
 
 
-def _search_sparse_by_image(state: _SearchState, rows: np.ndarray, gp_key: np.ndarray, chunk_bytes: int) -> None:
+def _search_sparse_by_image(
+    state: _SearchState, rows: np.ndarray, gp_key: np.ndarray, chunk_bytes: int
+) -> None:
     """Queries with explicit gallery lists, without CBGM: only the (query, gallery detection)
     similarities they need, as one matrix product per gallery image (the queries that list it
     against its detections), kept flat in image order: no padded rows, no scatter.
@@ -677,7 +739,11 @@ def _search_sparse_by_image(state: _SearchState, rows: np.ndarray, gp_key: np.nd
     bounds = [0, rows.size]
     if rows.size > 1 and int(gp_n.sum()) * _FLAT_ENTRY_BYTES > chunk_bytes:
         n_entries = np.bincount(gp_q, weights=gp_n, minlength=nq)[rows]  # per row
-        per_chunk, csum, bounds = max(1, chunk_bytes // _FLAT_ENTRY_BYTES), np.cumsum(n_entries), [0]
+        per_chunk, csum, bounds = (
+            max(1, chunk_bytes // _FLAT_ENTRY_BYTES),
+            np.cumsum(n_entries),
+            [0],
+        )
         while bounds[-1] < rows.size:
             a = bounds[-1]
             b = int(np.searchsorted(csum, (csum[a - 1] if a else 0) + per_chunk, side="right"))
@@ -689,7 +755,11 @@ def _search_sparse_by_image(state: _SearchState, rows: np.ndarray, gp_key: np.nd
         pkey, pimg, pq, pn = gp_key, gp_img, gp_q, gp_n  # the chunk's pairs with detections
         sel = with_dets
         if len(bounds) > 2:
-            sel = (gp_q >= chunk[0]) & (gp_q <= chunk[-1]) & (True if with_dets is None else with_dets)
+            sel = (
+                (gp_q >= chunk[0])
+                & (gp_q <= chunk[-1])
+                & (True if with_dets is None else with_dets)
+            )
         if sel is not None:
             pkey, pimg, pq, pn = gp_key[sel], gp_img[sel], gp_q[sel], gp_n[sel]
         if pkey.size == 0:
@@ -703,11 +773,19 @@ def _search_sparse_by_image(state: _SearchState, rows: np.ndarray, gp_key: np.nd
         # one product per image: [queries listing it, D] x [D, its detections] (float64 x float32
         # blocks: float64 products), written in place as that image's block of entries
         sims = np.empty(int(ent_off[-1]))
-        for s, e, img, n, o in zip(starts.tolist(), ends.tolist(), pimg[starts].tolist(), pn[starts].tolist(),
-                                   ent_off[starts].tolist()):
+        for s, e, img, n, o in zip(
+            starts.tolist(),
+            ends.tolist(),
+            pimg[starts].tolist(),
+            pn[starts].tolist(),
+            ent_off[starts].tolist(),
+        ):
             k = e - s
-            np.dot(qemb.take(pq[s:e], axis=0, out=gather[:k], mode="clip"), image_embeds(img).T,
-                   out=sims[o : o + k * n].reshape(k, n))
+            np.dot(
+                qemb.take(pq[s:e], axis=0, out=gather[:k], mode="clip"),
+                image_embeds(img).T,
+                out=sims[o : o + k * n].reshape(k, n),
+            )
 
         # targets of the chunk's rows whose image has detections: their true positive
         _, targets = _expand_ranges(state.t_ptr[chunk], state.t_ptr[chunk + 1] - state.t_ptr[chunk])
@@ -735,7 +813,9 @@ def _search_sparse_by_image(state: _SearchState, rows: np.ndarray, gp_key: np.nd
         state.c_all[targets] = _count_at_least_grouped(cand_q, sims[cand], tq, tp)
 
 
-def _count_at_least_grouped(cand_q: np.ndarray, cand_v: np.ndarray, q: np.ndarray, v: np.ndarray) -> np.ndarray:
+def _count_at_least_grouped(
+    cand_q: np.ndarray, cand_v: np.ndarray, q: np.ndarray, v: np.ndarray
+) -> np.ndarray:
     """``count(cand_v[cand_q == q[i]] >= v[i])`` for every i."""
     n = cand_q.size
     keys_q = np.r_[cand_q, q]
@@ -750,8 +830,14 @@ def _count_at_least_grouped(cand_q: np.ndarray, cand_v: np.ndarray, q: np.ndarra
     return seen[pos[n:]] - below
 
 
-def _query_stats(nq: int, tq: np.ndarray, tp_score: np.ndarray, c_all: np.ndarray, count_gt: np.ndarray,
-                 topk: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _query_stats(
+    nq: int,
+    tq: np.ndarray,
+    tp_score: np.ndarray,
+    c_all: np.ndarray,
+    count_gt: np.ndarray,
+    topk: tuple,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """AP, top-k hits and true-positive counts per query from its true positives' scores and ranks.
 
     With the true positives i of a query (score s_i, c_all_i detections scoring >= s_i, c_pos_i
@@ -787,13 +873,21 @@ def _cbgm_contexts(queries, q_img, qemb, packed: _Packed, cbgm: CBGMParams) -> l
             out.append(np.zeros((0, qemb.shape[1])))
             continue
         a, b = packed.ptr[j], packed.ptr[j + 1]
-        idx = context_indices(np.asarray(q.box, dtype=np.float64), packed.boxes[a:b], packed.scores[a:b], cbgm.k2)
+        idx = context_indices(
+            np.asarray(q.box, dtype=np.float64), packed.boxes[a:b], packed.scores[a:b], cbgm.k2
+        )
         out.append(packed.embeds[a + idx].astype(np.float64))
     return out
 
 
-def _apply_cbgm(row: np.ndarray, cand: np.ndarray, cand_det: np.ndarray, packed: _Packed,
-                context: np.ndarray, k1: int) -> None:
+def _apply_cbgm(
+    row: np.ndarray,
+    cand: np.ndarray,
+    cand_det: np.ndarray,
+    packed: _Packed,
+    context: np.ndarray,
+    k1: int,
+) -> None:
     """Re-score one query's similarities in place (see :mod:`.cbgm`).
 
     Args:
@@ -805,7 +899,10 @@ def _apply_cbgm(row: np.ndarray, cand: np.ndarray, cand_det: np.ndarray, packed:
         return
     det_image = packed.det_image[cand_det]  # non-decreasing
     for g in top_k1_images(row[cand], det_image, k1):
-        a, b = np.searchsorted(det_image, g, side="left"), np.searchsorted(det_image, g, side="right")
+        a, b = (
+            np.searchsorted(det_image, g, side="left"),
+            np.searchsorted(det_image, g, side="right"),
+        )
         pos, dets = cand[a:b], cand_det[a:b]
         ctx = context @ packed.embeds[dets].T if context.shape[0] else np.zeros((0, dets.size))
         row[pos] = rescore(row[pos], ctx)
@@ -851,7 +948,9 @@ def evaluate_detection(
     count_gt = int(n_gt.sum())
     n_det = np.diff(packed.ptr)
     # detections of each image by decreasing score (stable)
-    order = np.lexsort((np.arange(packed.scores.size), -packed.scores.astype(np.float64), packed.det_image))
+    order = np.lexsort(
+        (np.arange(packed.scores.size), -packed.scores.astype(np.float64), packed.det_image)
+    )
     det_boxes = packed.boxes[order]
     det_scores = packed.scores[order]
     gt_boxes = np.concatenate(gts) if gts else np.zeros((0, 4))
@@ -883,8 +982,10 @@ def evaluate_detection(
     count_tp = int(is_match.sum())
 
     if count_gt == 0:
-        logger.warning("detection: no ground-truth box%s; recall and AP are undefined",
-                       " of a labelled person" if labeled_only else "")
+        logger.warning(
+            "detection: no ground-truth box%s; recall and AP are undefined",
+            " of a labelled person" if labeled_only else "",
+        )
         return DetectionResult(float("nan"), float("nan"), 0, 0, int(det_scores.size))
     recall = count_tp / count_gt
     ap = average_precision(det_tp, det_scores) * recall if count_tp else 0.0

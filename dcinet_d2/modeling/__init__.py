@@ -5,6 +5,9 @@
 
 The model config keys (``cfg.MODEL.REID``) are added by :func:`add_model_config`.
 """
+
+from __future__ import annotations
+
 from .build import build_reid_criterion
 from .config import add_model_config
 from .meta_arch import PersonSearchRCNN

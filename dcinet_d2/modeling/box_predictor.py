@@ -13,24 +13,24 @@ which score about 0.75 against 0.95 for whole persons and are not suppressed by 
 (docs/reid_recipe.md). Such a box overlaps its person by IoU 0.3-0.5, so the classifier learns it
 only as "background" next to pure background, while an IoU target ranks it between the two.
 """
-from typing import Dict, List, Tuple
+
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from detectron2.config import configurable
 from detectron2.layers import cat
 from detectron2.modeling.roi_heads.fast_rcnn import FastRCNNOutputLayers, fast_rcnn_inference
 from detectron2.structures import Boxes, Instances
 from detectron2.structures.boxes import matched_pairwise_iou
+from torch import Tensor, nn
 
 __all__ = ["IoUAwareOutputLayers", "regressed_box_iou_targets", "inference_with_proposal_indices"]
 
 
 def inference_with_proposal_indices(
-    predictor: FastRCNNOutputLayers, predictions, proposals: List[Instances]
-) -> Tuple[List[Instances], List[Tensor]]:
+    predictor: FastRCNNOutputLayers, predictions, proposals: list[Instances]
+) -> tuple[list[Instances], list[Tensor]]:
     """``predictor.inference``, whose second output always indexes each image's proposals.
 
     ``FastRCNNOutputLayers.inference`` returns, per image, the index of the prediction each kept
@@ -50,8 +50,10 @@ def inference_with_proposal_indices(
         valid = torch.isfinite(b).all(dim=1) & torch.isfinite(s).all(dim=1)
         if not bool(valid.all()):
             if predictor.test_score_thresh < 0:
-                raise ValueError("MODEL.ROI_HEADS.SCORE_THRESH_TEST must be >= 0, got "
-                                 f"{predictor.test_score_thresh}")
+                raise ValueError(
+                    "MODEL.ROI_HEADS.SCORE_THRESH_TEST must be >= 0, got "
+                    f"{predictor.test_score_thresh}"
+                )
             b = torch.where(valid[:, None], b, torch.zeros_like(b))
             s = torch.where(valid[:, None], s, torch.zeros_like(s))
         finite_boxes.append(b)
@@ -66,7 +68,7 @@ def inference_with_proposal_indices(
     )
 
 
-def regressed_box_iou_targets(pred_boxes: Tensor, proposals: List[Instances]) -> Tensor:
+def regressed_box_iou_targets(pred_boxes: Tensor, proposals: list[Instances]) -> Tensor:
     """IoU of each ROI's regressed box with the ground-truth box it is matched to.
 
     Args:
@@ -101,8 +103,9 @@ class IoUAwareOutputLayers(FastRCNNOutputLayers):
     """
 
     @configurable
-    def __init__(self, input_shape, *, iou_score_weight: float, iou_loss_weight: float = 1.0,
-                 **kwargs):
+    def __init__(
+        self, input_shape, *, iou_score_weight: float, iou_loss_weight: float = 1.0, **kwargs
+    ):
         """
         Args:
             input_shape: as :class:`FastRCNNOutputLayers`.
@@ -132,13 +135,13 @@ class IoUAwareOutputLayers(FastRCNNOutputLayers):
         ret["iou_loss_weight"] = cfg.MODEL.ROI_BOX_HEAD.IOU_LOSS_WEIGHT
         return ret
 
-    def forward(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         scores, deltas = super().forward(x)
         if x.dim() > 2:
             x = torch.flatten(x, start_dim=1)
         return scores, deltas, self.iou_pred(x).squeeze(1)
 
-    def losses(self, predictions, proposals: List[Instances]) -> Dict[str, Tensor]:
+    def losses(self, predictions, proposals: list[Instances]) -> dict[str, Tensor]:
         scores, deltas, iou_logits = predictions
         losses = super().losses((scores, deltas), proposals)
         if len(proposals):
@@ -151,13 +154,13 @@ class IoUAwareOutputLayers(FastRCNNOutputLayers):
         losses["loss_box_iou"] = loss * self.loss_weight["loss_box_iou"]
         return losses
 
-    def predict_boxes(self, predictions, proposals: List[Instances]):
+    def predict_boxes(self, predictions, proposals: list[Instances]):
         return super().predict_boxes(predictions[:2], proposals)
 
-    def predict_boxes_for_gt_classes(self, predictions, proposals: List[Instances]):
+    def predict_boxes_for_gt_classes(self, predictions, proposals: list[Instances]):
         return super().predict_boxes_for_gt_classes(predictions[:2], proposals)
 
-    def predict_probs(self, predictions, proposals: List[Instances]):
+    def predict_probs(self, predictions, proposals: list[Instances]):
         """Class probabilities with every foreground column ``p ** (1 - a) * iou ** a``; the
         background column is left as the softmax gives it (inference reads only the others)."""
         scores, _, iou_logits = predictions

@@ -3,6 +3,9 @@
 The ROI heads call :func:`build_reid_criterion` from their ``from_config``; everything below the
 heads (the losses and memories in :mod:`.losses`) is plain torch and takes plain arguments.
 """
+
+from __future__ import annotations
+
 from detectron2.config import CfgNode
 
 from ..data.identities import num_train_identities
@@ -33,13 +36,23 @@ def reid_loss_options(cfg: CfgNode) -> dict:
     reid = cfg.MODEL.REID
     return {
         "olp": {"scale": reid.OLP_SCALE, "term_weight": reid.OLP_TERM_WEIGHT},
-        "hep": {"pool_size": reid.HEP_POOL_SIZE, "num_hard": reid.HEP_NUM_HARD,
-                "scale": reid.HEP_SCALE},
-        "c2hep": {"pool_size": reid.C2HEP_POOL_SIZE, "num_hard": reid.C2HEP_NUM_HARD,
-                  "scale": reid.C2HEP_SCALE, "momentum": reid.C2HEP_MOMENTUM,
-                  "update": reid.C2HEP_UPDATE},
-        "oim": {"queue_size": reid.OIM_QUEUE_SIZE, "scale": reid.OIM_SCALE,
-                "momentum": reid.OIM_MOMENTUM},
+        "hep": {
+            "pool_size": reid.HEP_POOL_SIZE,
+            "num_hard": reid.HEP_NUM_HARD,
+            "scale": reid.HEP_SCALE,
+        },
+        "c2hep": {
+            "pool_size": reid.C2HEP_POOL_SIZE,
+            "num_hard": reid.C2HEP_NUM_HARD,
+            "scale": reid.C2HEP_SCALE,
+            "momentum": reid.C2HEP_MOMENTUM,
+            "update": reid.C2HEP_UPDATE,
+        },
+        "oim": {
+            "queue_size": reid.OIM_QUEUE_SIZE,
+            "scale": reid.OIM_SCALE,
+            "momentum": reid.OIM_MOMENTUM,
+        },
     }
 
 

@@ -3,6 +3,9 @@
 Every key is commented where it is set. "Paper" marks a value given by Zhang et al. (TPAMI 2020,
 I-Net / DC-I-Net); "ours" marks a choice of this project where the paper gives none.
 """
+
+from __future__ import annotations
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_model_config"]

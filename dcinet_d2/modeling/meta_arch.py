@@ -7,15 +7,17 @@ pair; the ROI heads compute the re-id losses). Inference returns, per image, ``i
 coordinates and, for an input carrying ``queries``, ``query_embeds`` (``[Q, D]``, unit norm, in
 the order of ``queries``), all from one backbone pass.
 """
+
+from __future__ import annotations
+
 import logging
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
-from torch import Tensor
-
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList, Instances
+from torch import Tensor
 
 from ..compat import postprocess_detections
 from .losses.checks import check_pid_range
@@ -58,7 +60,7 @@ class PersonSearchRCNN(GeneralizedRCNN):
         ret["embed_score_power"] = cfg.MODEL.REID.EMBED_SCORE_POWER
         return ret
 
-    def forward(self, batched_inputs: List[Dict]) -> object:
+    def forward(self, batched_inputs: list[dict]) -> object:
         """
         Args:
             batched_inputs: as :meth:`GeneralizedRCNN.forward`. Training: an even number of
@@ -79,7 +81,7 @@ class PersonSearchRCNN(GeneralizedRCNN):
             self._check_identities(batched_inputs)
         return super().forward(batched_inputs)
 
-    def _check_identities(self, batched_inputs: List[Dict]) -> None:
+    def _check_identities(self, batched_inputs: list[dict]) -> None:
         """Range-check the batch's ``gt_pids`` against the re-id classes while they are still on
         the host (the mapper's CPU tensors), collectively under ``torch.distributed``; the ROI
         heads then skip the check that would read the identities back from the device."""
@@ -87,15 +89,19 @@ class PersonSearchRCNN(GeneralizedRCNN):
         if criterion is None:
             return
         # Every process calls the (collective) check at every step, also without identities.
-        pids = [x["instances"].gt_pids.reshape(-1).long().cpu() for x in batched_inputs
-                if "instances" in x and x["instances"].has("gt_pids")]
-        check_pid_range(torch.cat(pids) if pids else torch.zeros(0, dtype=torch.long),
-                        criterion.num_classes)
+        pids = [
+            x["instances"].gt_pids.reshape(-1).long().cpu()
+            for x in batched_inputs
+            if "instances" in x and x["instances"].has("gt_pids")
+        ]
+        check_pid_range(
+            torch.cat(pids) if pids else torch.zeros(0, dtype=torch.long), criterion.num_classes
+        )
 
     def inference(
         self,
-        batched_inputs: List[Dict],
-        detected_instances: Optional[List[Instances]] = None,
+        batched_inputs: list[dict],
+        detected_instances: list[Instances] | None = None,
         do_postprocess: bool = True,
     ):
         """Detect and embed persons; embed the queries of inputs that carry ``queries``.
@@ -149,9 +155,7 @@ class PersonSearchRCNN(GeneralizedRCNN):
                 processed[i]["query_embeds"] = query_embeds[i]
         return processed
 
-    def embed_boxes(
-        self, batched_inputs: List[Dict], boxes: Sequence[Tensor]
-    ) -> List[Tensor]:
+    def embed_boxes(self, batched_inputs: list[dict], boxes: Sequence[Tensor]) -> list[Tensor]:
         """Embed given person boxes of given images (queries, or any box to search for).
 
         Args:
@@ -171,11 +175,11 @@ class PersonSearchRCNN(GeneralizedRCNN):
 
     def _embed_original_boxes(
         self,
-        batched_inputs: List[Dict],
+        batched_inputs: list[dict],
         images: ImageList,
-        features: Dict[str, Tensor],
+        features: dict[str, Tensor],
         boxes: Sequence[Tensor],
-    ) -> List[Tensor]:
+    ) -> list[Tensor]:
         """Scale boxes from original to input coordinates (input size / (height, width)) and
         embed them with the ROI heads."""
         scaled = []

@@ -16,18 +16,19 @@ written to the :class:`~detectron2.utils.events.EventStorage`. Inference: the fi
 (after NMS) are embedded, I-Net by a second pass of the shared res5, DC-I-Net by its re-id module;
 they get a ``pred_embeds`` field.
 """
+
+from __future__ import annotations
+
 import logging
-from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from detectron2.config import CfgNode, configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
+from torch import Tensor, nn
 
 from ..utils.periodic_means import PeriodicMeans
 from .box_predictor import IoUAwareOutputLayers, inference_with_proposal_indices
@@ -64,7 +65,7 @@ class EmbeddingHead(nn.Module):
         nn.init.normal_(self.proj.weight, std=0.01)
         nn.init.zeros_(self.proj.bias)
         if norm == "BN":
-            self.norm: Optional[nn.BatchNorm1d] = nn.BatchNorm1d(embed_dim)
+            self.norm: nn.BatchNorm1d | None = nn.BatchNorm1d(embed_dim)
         elif norm == "":
             self.norm = None
         else:
@@ -135,7 +136,7 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
         self._metric_means = PeriodicMeans()
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
+    def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
         if cfg.MODEL.MASK_ON:
             raise ValueError("person search ROI heads have no mask branch: set MODEL.MASK_ON False")
         ret = super().from_config(cfg, input_shape)
@@ -173,11 +174,11 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
         return self.embed_head.embed_dim
 
     # ----------------------------------------------------------------------------- re-id parts
-    def _reid_transform(self, features: List[Tensor], boxes: List[Boxes]) -> Tensor:
+    def _reid_transform(self, features: list[Tensor], boxes: list[Boxes]) -> Tensor:
         """Re-id ROI features ``[sum_i len(boxes[i]), C, H, W]`` of the given boxes."""
         raise NotImplementedError
 
-    def embed_boxes(self, features: Dict[str, Tensor], boxes: List[Boxes]) -> List[Tensor]:
+    def embed_boxes(self, features: dict[str, Tensor], boxes: list[Boxes]) -> list[Tensor]:
         """Embed given boxes (in input-image coordinates) of each image.
 
         Args:
@@ -196,8 +197,8 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
         return list(self.embed_head(x).split(counts))
 
     def forward_with_given_boxes(
-        self, features: Dict[str, Tensor], instances: List[Instances]
-    ) -> List[Instances]:
+        self, features: dict[str, Tensor], instances: list[Instances]
+    ) -> list[Instances]:
         """Add ``pred_embeds`` (``[N_i, D]``, unit norm) to the given detections of each image.
 
         Args:
@@ -217,10 +218,10 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
     def forward(
         self,
         images: ImageList,
-        features: Dict[str, Tensor],
-        proposals: List[Instances],
-        targets: Optional[List[Instances]] = None,
-    ) -> Tuple[List[Instances], Dict[str, Tensor]]:
+        features: dict[str, Tensor],
+        proposals: list[Instances],
+        targets: list[Instances] | None = None,
+    ) -> tuple[list[Instances], dict[str, Tensor]]:
         """See :meth:`detectron2.modeling.roi_heads.ROIHeads.forward`.
 
         Training returns ``([], losses)`` with the box losses and the selected ``loss_olp`` /
@@ -235,13 +236,13 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
         return [], losses
 
     def _forward_train(
-        self, features: List[Tensor], proposals: List[Instances], targets: List[Instances]
-    ) -> Dict[str, Tensor]:
+        self, features: list[Tensor], proposals: list[Instances], targets: list[Instances]
+    ) -> dict[str, Tensor]:
         raise NotImplementedError
 
     def _training_rois(
-        self, proposals: List[Instances], targets: List[Instances]
-    ) -> Tuple[List[Boxes], Tensor, Tensor, Tensor, Tensor]:
+        self, proposals: list[Instances], targets: list[Instances]
+    ) -> tuple[list[Boxes], Tensor, Tensor, Tensor, Tensor]:
         """The ROIs of a training step: the sampled proposals of each image, then its gt boxes.
 
         Args:
@@ -296,7 +297,7 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
 
     def _reid_losses(
         self, embeds: Tensor, pids: Tensor, image_ids: Tensor, num_images: int
-    ) -> Dict[str, Tensor]:
+    ) -> dict[str, Tensor]:
         """Run the criterion (always, also with no embedding: it is collective under DDP) and
         log its metrics: averaged on the device over ``metrics_period`` steps, then written to
         the event storage (mean over the steps where each was defined) with one read.
@@ -340,7 +341,7 @@ class INetROIHeads(PersonSearchRes5ROIHeads):
         self.embed_detections_from = embed_detections_from
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
+    def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
         ret = super().from_config(cfg, input_shape)
         ret["embed_detections_from"] = cfg.MODEL.REID.INET_EMBED_DETECTIONS_FROM
         return ret
@@ -354,19 +355,21 @@ class INetROIHeads(PersonSearchRes5ROIHeads):
             [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
         ).mean(dim=(2, 3))  # [R, C]
         predictions = self.box_predictor(pooled)
-        instances, kept = inference_with_proposal_indices(self.box_predictor, predictions, proposals)
+        instances, kept = inference_with_proposal_indices(
+            self.box_predictor, predictions, proposals
+        )
         start = 0
         for inst, keep, props in zip(instances, kept, proposals):
             inst.pred_embeds = self.embed_head(pooled[start + keep])
             start += len(props)
         return instances, {}
 
-    def _reid_transform(self, features: List[Tensor], boxes: List[Boxes]) -> Tensor:
+    def _reid_transform(self, features: list[Tensor], boxes: list[Boxes]) -> Tensor:
         return self._shared_roi_transform(features, boxes)
 
     def _forward_train(
-        self, features: List[Tensor], proposals: List[Instances], targets: List[Instances]
-    ) -> Dict[str, Tensor]:
+        self, features: list[Tensor], proposals: list[Instances], targets: list[Instances]
+    ) -> dict[str, Tensor]:
         boxes, det_rows, reid_rows, pids, image_ids = self._training_rois(proposals, targets)
         pooled = self._shared_roi_transform(features, boxes).mean(dim=(2, 3))  # [R, C]
         predictions = self.box_predictor(pooled[det_rows])
@@ -403,17 +406,17 @@ class DCINetROIHeads(PersonSearchRes5ROIHeads):
         self.reid_res5 = reid_res5
 
     @classmethod
-    def from_config(cls, cfg: CfgNode, input_shape: Dict[str, ShapeSpec]) -> dict:
+    def from_config(cls, cfg: CfgNode, input_shape: dict[str, ShapeSpec]) -> dict:
         ret = super().from_config(cfg, input_shape)
         ret["reid_res5"], _ = cls._build_res5_block(cfg)
         return ret
 
-    def _reid_transform(self, features: List[Tensor], boxes: List[Boxes]) -> Tensor:
+    def _reid_transform(self, features: list[Tensor], boxes: list[Boxes]) -> Tensor:
         return self.reid_res5(self.pooler(features, boxes))
 
     def _forward_train(
-        self, features: List[Tensor], proposals: List[Instances], targets: List[Instances]
-    ) -> Dict[str, Tensor]:
+        self, features: list[Tensor], proposals: list[Instances], targets: list[Instances]
+    ) -> dict[str, Tensor]:
         boxes, det_rows, reid_rows, pids, image_ids = self._training_rois(proposals, targets)
         rois = self.pooler(features, boxes)  # [R, C_in, R', R']
         predictions = self.box_predictor(self.res5(rois[det_rows]).mean(dim=(2, 3)))

@@ -13,6 +13,7 @@ Files:
   initialisation of the paper configs: the detection and re-id heads (RPN, box predictor,
   embedding head, losses' memories) are not in it.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,7 @@ class PretrainedPathHandler(PathHandler):
         return [PREFIX]
 
     def _get_local_path(self, path: str, **kwargs) -> str:
-        name = path[len(PREFIX):]
+        name = path[len(PREFIX) :]
         local = os.path.join(PRETRAINED_DIR, name)
         if not os.path.isfile(local):
             available = sorted(f for f in os.listdir(PRETRAINED_DIR) if f.endswith(".pth"))

@@ -1,4 +1,7 @@
 """``python -m dcinet_d2.search {index,query} ...`` (see :mod:`dcinet_d2.search.cli`)."""
+
+from __future__ import annotations
+
 import sys
 
 from .cli import main

@@ -15,6 +15,7 @@ the query image (a box you give, or the K-th detected person) with the model the
 with, ranks the gallery's detections (the best one per image or frame by default), optionally
 re-ranks with CBGM, and writes ``results.json`` and ``results.jpg``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,8 @@ import math
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -48,9 +50,18 @@ def _box(text: str) -> list[float]:
     try:
         box = [float(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--box must be x1,y1,x2,y2 (numbers), got {text!r}") from None
-    if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
-        raise argparse.ArgumentTypeError(f"--box must be x1,y1,x2,y2 with x2 > x1 and y2 > y1, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"--box must be x1,y1,x2,y2 (numbers), got {text!r}"
+        ) from None
+    if (
+        len(box) != 4
+        or not all(math.isfinite(v) for v in box)
+        or box[2] <= box[0]
+        or box[3] <= box[1]
+    ):
+        raise argparse.ArgumentTypeError(
+            f"--box must be x1,y1,x2,y2 with x2 > x1 and y2 > y1, got {text!r}"
+        )
     return box
 
 
@@ -60,6 +71,7 @@ def _positive(kind):
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
+
     return parse
 
 
@@ -71,31 +83,61 @@ def _unit_interval(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dcinet_d2.search", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m dcinet_d2.search",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     ix = sub.add_parser("index", help="detect, embed and index the persons of images and videos")
     ix.add_argument("--weights", required=True, help="checkpoint of a trained model")
-    ix.add_argument("--config-file", default=None,
-                    help="training config (default: the one saved in the checkpoint)")
-    ix.add_argument("--gallery", nargs="+", required=True,
-                    help="image files, folders (recursive), globs (quote them) and video files")
+    ix.add_argument(
+        "--config-file",
+        default=None,
+        help="training config (default: the one saved in the checkpoint)",
+    )
+    ix.add_argument(
+        "--gallery",
+        nargs="+",
+        required=True,
+        help="image files, folders (recursive), globs (quote them) and video files",
+    )
     ix.add_argument("--out", required=True, help="index folder (created, or appended to)")
-    ix.add_argument("--fps", type=_positive(float), default=None,
-                    help="video frames sampled per second (default: every frame)")
+    ix.add_argument(
+        "--fps",
+        type=_positive(float),
+        default=None,
+        help="video frames sampled per second (default: every frame)",
+    )
     # Ours: 8 images per forward; bench/bench_model.py measures throughput at 1, 8 and 32.
     ix.add_argument("--batch-size", type=_positive(int), default=8)
-    ix.add_argument("--det-thresh", type=_unit_interval, default=None,
-                    help="keep detections scoring at least this (default: the config's "
-                         "TEST.PERSON_SEARCH.DET_THRESH, the protocol's 0.5)")
-    ix.add_argument("--search-index", choices=["flat", "ivf", "ivfpq"], default="flat",
-                    help="faiss index: exact inner product (default) or approximate for large galleries")
-    ix.add_argument("--nlist", type=_positive(int), default=None,
-                    help="ivf/ivfpq: inverted lists (default: 4 sqrt(detections))")
-    ix.add_argument("--nprobe", type=_positive(int), default=None,
-                    help="ivf/ivfpq: lists scanned per query, saved with the index (default: "
-                         "max(8, nlist / 16); docs/search_index.md measures recall against it)")
+    ix.add_argument(
+        "--det-thresh",
+        type=_unit_interval,
+        default=None,
+        help="keep detections scoring at least this (default: the config's "
+        "TEST.PERSON_SEARCH.DET_THRESH, the protocol's 0.5)",
+    )
+    ix.add_argument(
+        "--search-index",
+        choices=["flat", "ivf", "ivfpq"],
+        default="flat",
+        help="faiss index: exact inner product (default) or approximate for large galleries",
+    )
+    ix.add_argument(
+        "--nlist",
+        type=_positive(int),
+        default=None,
+        help="ivf/ivfpq: inverted lists (default: 4 sqrt(detections))",
+    )
+    ix.add_argument(
+        "--nprobe",
+        type=_positive(int),
+        default=None,
+        help="ivf/ivfpq: lists scanned per query, saved with the index (default: "
+        "max(8, nlist / 16); docs/search_index.md measures recall against it)",
+    )
     ix.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
 
     q = sub.add_parser("query", help="find a person of one image in an index")
@@ -107,14 +149,27 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--list", action="store_true", help="print the detected persons and exit")
     q.add_argument("--topk", type=_positive(int), default=20)
     q.add_argument("--min-sim", type=float, default=None, help="drop matches below this similarity")
-    q.add_argument("--exclude-query-image", action="store_true",
-                   help="leave out matches in the query image itself (as the benchmarks' protocol)")
-    q.add_argument("--all-detections", action="store_true",
-                   help="rank every detection (default: the best one per image or video frame)")
-    q.add_argument("--cbgm", action="store_true",
-                   help="re-rank with CBGM, using the query image's other persons as context")
-    q.add_argument("--nprobe", type=_positive(int), default=None,
-                   help="ivf/ivfpq index: lists scanned for this query (default: the index's)")
+    q.add_argument(
+        "--exclude-query-image",
+        action="store_true",
+        help="leave out matches in the query image itself (as the benchmarks' protocol)",
+    )
+    q.add_argument(
+        "--all-detections",
+        action="store_true",
+        help="rank every detection (default: the best one per image or video frame)",
+    )
+    q.add_argument(
+        "--cbgm",
+        action="store_true",
+        help="re-rank with CBGM, using the query image's other persons as context",
+    )
+    q.add_argument(
+        "--nprobe",
+        type=_positive(int),
+        default=None,
+        help="ivf/ivfpq index: lists scanned for this query (default: the index's)",
+    )
     q.add_argument("--out", default=None, help="folder for results.json and results.jpg")
     return p
 
@@ -128,20 +183,29 @@ def run_index(args) -> dict[str, Any]:
     from .sources import count_units, expand_sources, iter_units
 
     if args.search_index == "flat" and (args.nlist is not None or args.nprobe is not None):
-        raise ValueError("--nlist and --nprobe configure an inverted file: use them with "
-                         "--search-index ivf or ivfpq (the default 'flat' index is exact)")
+        raise ValueError(
+            "--nlist and --nprobe configure an inverted file: use them with "
+            "--search-index ivf or ivfpq (the default 'flat' index is exact)"
+        )
     sources = expand_sources(args.gallery)
     cfg = inference_config(args.weights, args.config_file, args.opts)
     det_thresh = cfg.TEST.PERSON_SEARCH.DET_THRESH if args.det_thresh is None else args.det_thresh
-    meta = {"model": model_fingerprint(args.weights), "weights": os.path.abspath(args.weights)
-            if os.path.exists(args.weights) else args.weights,
-            "config_file": os.path.abspath(args.config_file) if args.config_file else None,
-            "opts": list(args.opts), "det_thresh": float(det_thresh)}
+    meta = {
+        "model": model_fingerprint(args.weights),
+        "weights": os.path.abspath(args.weights) if os.path.exists(args.weights) else args.weights,
+        "config_file": os.path.abspath(args.config_file) if args.config_file else None,
+        "opts": list(args.opts),
+        "det_thresh": float(det_thresh),
+    }
     predictor = PersonSearchPredictor(cfg)
     # An index grows only with detections of the same model, config and threshold (ours: other
     # options, e.g. --fps or --batch-size, may differ between runs).
-    index = GalleryIndex.open_or_create(args.out, predictor.embed_dim, meta,
-                                        check_keys=("model", "det_thresh", "config_file", "opts"))
+    index = GalleryIndex.open_or_create(
+        args.out,
+        predictor.embed_dim,
+        meta,
+        check_keys=("model", "det_thresh", "config_file", "opts"),
+    )
     done = set(index.done_units())
     total = sum(count_units(s, args.fps) for s in sources)
     paths = {s.path for s in sources}
@@ -158,8 +222,12 @@ def run_index(args) -> dict[str, Any]:
         for key, out in zip(batch_keys, outputs):
             inst = out["instances"].to("cpu")
             keep = inst.scores >= det_thresh
-            index.add(key, inst.pred_boxes.tensor[keep].numpy(), inst.scores[keep].numpy(),
-                      inst.pred_embeds[keep].numpy())
+            index.add(
+                key,
+                inst.pred_boxes.tensor[keep].numpy(),
+                inst.scores[keep].numpy(),
+                inst.pred_embeds[keep].numpy(),
+            )
             added += int(keep.sum())
         batch_keys.clear()
         batch_images.clear()
@@ -179,9 +247,14 @@ def run_index(args) -> dict[str, Any]:
                 bar.update(n)
         index.flush()
         index.build_search_index(kind=args.search_index, nlist=args.nlist, nprobe=args.nprobe)
-        summary = {"index": os.path.abspath(args.out), "detections_added": added,
-                   "detections_total": index.num_detections, "units_total": index.num_units,
-                   "unreadable_skipped": unreadable, "seconds": round(time.perf_counter() - start, 1)}
+        summary = {
+            "index": os.path.abspath(args.out),
+            "detections_added": added,
+            "detections_total": index.num_detections,
+            "units_total": index.num_units,
+            "unreadable_skipped": unreadable,
+            "seconds": round(time.perf_counter() - start, 1),
+        }
     finally:
         index.close()
     print(json.dumps(summary))
@@ -195,8 +268,10 @@ def _predictor_of(index) -> Any:
     meta = index.meta
     weights = meta["weights"]
     if model_fingerprint(weights) != meta["model"]:
-        raise ValueError(f"the weights '{weights}' changed since the index was built: the query "
-                         "would be embedded by another model than the gallery")
+        raise ValueError(
+            f"the weights '{weights}' changed since the index was built: the query "
+            "would be embedded by another model than the gallery"
+        )
     cfg = inference_config(weights, meta.get("config_file"), meta.get("opts", []))
     return PersonSearchPredictor(cfg), float(meta.get("det_thresh", 0.5))
 
@@ -212,13 +287,23 @@ def _detected_persons(predictor, image, det_thresh):
 
 
 def _detections_per_source(index, path: str) -> list[int]:
-    return [int(s.get("detections", 0)) for s in index.sources
-            if os.path.realpath(s["path"]) == path]
+    return [
+        int(s.get("detections", 0)) for s in index.sources if os.path.realpath(s["path"]) == path
+    ]
 
 
-def cbgm_rerank(hits: list[dict], query_embed: np.ndarray, query_box: np.ndarray,
-                context_boxes: np.ndarray, context_scores: np.ndarray, context_embeds: np.ndarray,
-                unit_detections, make_hit=None, k1: int = 10, k2: int = 3) -> list[dict]:
+def cbgm_rerank(
+    hits: list[dict],
+    query_embed: np.ndarray,
+    query_box: np.ndarray,
+    context_boxes: np.ndarray,
+    context_scores: np.ndarray,
+    context_embeds: np.ndarray,
+    unit_detections,
+    make_hit=None,
+    k1: int = 10,
+    k2: int = 3,
+) -> list[dict]:
     """Re-rank ``hits`` (all detections, ranked) with CBGM (:mod:`dcinet_d2.evaluation.cbgm`).
 
     ``unit_detections(hit) -> (ids [n], embeds [n, D])`` gives every detection of a hit's unit.
@@ -252,8 +337,10 @@ def run_query(args) -> list[dict] | None:
 
     index = GalleryIndex.open(args.index)
     if index.num_detections == 0:
-        raise ValueError(f"the index {args.index} holds no detection (an empty gallery, or every "
-                         "score below the threshold it was built with)")
+        raise ValueError(
+            f"the index {args.index} holds no detection (an empty gallery, or every "
+            "score below the threshold it was built with)"
+        )
     predictor, det_thresh = _predictor_of(index)
     image = read_image_bgr(args.query)
     boxes, scores, embeds = _detected_persons(predictor, image, det_thresh)
@@ -265,8 +352,10 @@ def run_query(args) -> list[dict] | None:
         return None
     if args.person is not None:
         if not 0 <= args.person < len(boxes):
-            raise ValueError(f"--person {args.person}: {len(boxes)} persons detected in {args.query} "
-                             "(see --list)")
+            raise ValueError(
+                f"--person {args.person}: {len(boxes)} persons detected in {args.query} "
+                "(see --list)"
+            )
         query_box = boxes[args.person]
         query_embed = embeds[args.person]
         others = np.arange(len(boxes)) != args.person
@@ -275,53 +364,82 @@ def run_query(args) -> list[dict] | None:
         query_embed = predictor.embed_boxes(image, [query_box])[0]
         others = np.ones(len(boxes), dtype=bool)
     best_per_image = not (args.all_detections or args.cbgm)
-    topk = args.topk if not args.cbgm else max(args.topk * 5, 50)  # ours: CBGM re-ranks a wider list
+    topk = (
+        args.topk if not args.cbgm else max(args.topk * 5, 50)
+    )  # ours: CBGM re-ranks a wider list
     own = os.path.realpath(args.query)  # realpath: a gallery of symbolic links holds it too
     extra = 0
     if args.exclude_query_image:  # the query image's units (all its detections at most) come out
         extra = sum(1 for s in index.sources if os.path.realpath(s["path"]) == own)
         extra = extra if best_per_image else int(np.sum(_detections_per_source(index, own)))
-    hits = index.search(query_embed[None, :], topk=topk + extra,
-                        min_sim=None if args.cbgm else args.min_sim,
-                        best_per_image=best_per_image, nprobe=args.nprobe)[0]
-    hits = [dict(h) for h in hits
-            if not (args.exclude_query_image and os.path.realpath(h["source"]) == own)][:topk]
+    hits = index.search(
+        query_embed[None, :],
+        topk=topk + extra,
+        min_sim=None if args.cbgm else args.min_sim,
+        best_per_image=best_per_image,
+        nprobe=args.nprobe,
+    )[0]
+    hits = [
+        dict(h)
+        for h in hits
+        if not (args.exclude_query_image and os.path.realpath(h["source"]) == own)
+    ][:topk]
     if args.cbgm:
         arrays = index.load_arrays(("source", "frame"))  # embeddings only for the units re-scored
 
         def unit_detections(hit):
-            ids = np.flatnonzero((arrays["source"] == arrays["source"][hit["id"]])
-                                 & (arrays["frame"] == hit["frame"]))
+            ids = np.flatnonzero(
+                (arrays["source"] == arrays["source"][hit["id"]])
+                & (arrays["frame"] == hit["frame"])
+            )
             return ids, index.embeddings(ids)
 
         def make_hit(i, similarity):
             return dict(index.detection(i), id=i, similarity=similarity)
 
         ps = predictor.cfg.TEST.PERSON_SEARCH
-        hits = cbgm_rerank(hits, query_embed, query_box, boxes[others], scores[others],
-                           embeds[others], unit_detections, make_hit, k1=ps.CBGM_K1, k2=ps.CBGM_K2)
+        hits = cbgm_rerank(
+            hits,
+            query_embed,
+            query_box,
+            boxes[others],
+            scores[others],
+            embeds[others],
+            unit_detections,
+            make_hit,
+            k1=ps.CBGM_K1,
+            k2=ps.CBGM_K2,
+        )
         seen, kept = set(), []
         for h in hits:  # back to the best detection per unit, then the filters
             unit = (h["source"], h["frame"])
             if (args.all_detections or unit not in seen) and (
-                    args.min_sim is None or h["similarity"] >= args.min_sim):
+                args.min_sim is None or h["similarity"] >= args.min_sim
+            ):
                 kept.append(h)
                 seen.add(unit)
         hits = kept[: args.topk]
-    result = {"query": {"image": os.path.abspath(args.query), "box": [float(v) for v in query_box]},
-              "index": os.path.abspath(args.index), "cbgm": bool(args.cbgm),
-              "matches": [{k: _plain(v) for k, v in h.items()} for h in hits]}
+    result = {
+        "query": {"image": os.path.abspath(args.query), "box": [float(v) for v in query_box]},
+        "index": os.path.abspath(args.index),
+        "cbgm": bool(args.cbgm),
+        "matches": [{k: _plain(v) for k, v in h.items()} for h in hits],
+    }
     for rank, m in enumerate(result["matches"], start=1):
         frame = f" frame {m['frame']}" if m["frame"] >= 0 else ""
-        print(f"{rank:3d}. {m['similarity']:.3f}  {m['source']}{frame}  box "
-              f"{','.join(f'{v:.0f}' for v in m['box'])}")
+        print(
+            f"{rank:3d}. {m['similarity']:.3f}  {m['source']}{frame}  box "
+            f"{','.join(f'{v:.0f}' for v in m['box'])}"
+        )
     if args.out:
         from .visualize import draw_query_results
 
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "results.json"), "w") as f:
             json.dump(result, f, indent=1)
-        draw_query_results(image, query_box, result["matches"], os.path.join(args.out, "results.jpg"))
+        draw_query_results(
+            image, query_box, result["matches"], os.path.join(args.out, "results.jpg")
+        )
         print(f"wrote {os.path.join(args.out, 'results.json')} and results.jpg")
     return result["matches"]
 

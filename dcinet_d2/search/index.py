@@ -55,6 +55,7 @@ same footage is idempotent; callers check :meth:`GalleryIndex.is_done` first to 
 Source paths are stored as given (no normalisation, since a source may be a URL or a camera
 id): callers pass a canonical form (e.g. absolute paths) so that a re-run finds its units.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,7 +69,8 @@ import tempfile
 import time
 import uuid
 import zipfile
-from typing import Any, Callable, Iterator, Sequence, TypedDict
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -208,9 +210,12 @@ def _is_int(x: Any) -> bool:
 # search helpers shared by GalleryIndex and the benchmark
 
 
-def search_numpy(embeds: np.ndarray, query: np.ndarray, k: int,
-                 chunk_bytes: int = 256 << 20,  # our choice: 256 MB of temporaries
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def search_numpy(
+    embeds: np.ndarray,
+    query: np.ndarray,
+    k: int,
+    chunk_bytes: int = 256 << 20,  # our choice: 256 MB of temporaries
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k by a numpy matrix product: the reference for faiss.
 
     Same outputs as faiss's ``index.search(query, k)``: similarities float32 [Q, k] and ids
@@ -228,15 +233,15 @@ def search_numpy(embeds: np.ndarray, query: np.ndarray, k: int,
         return sims, ids
     step = max(1, chunk_bytes // (16 * n))
     for a in range(0, q, step):
-        s = query[a:a + step] @ embeds.T  # [c, n]
+        s = query[a : a + step] @ embeds.T  # [c, n]
         if kk < n:
             part = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
         else:
             part = np.broadcast_to(np.arange(n), s.shape).copy()
         ps = np.take_along_axis(s, part, axis=1)
         order = np.lexsort((part, -ps), axis=1)  # by similarity desc, then id asc
-        ids[a:a + step, :kk] = np.take_along_axis(part, order, axis=1)
-        sims[a:a + step, :kk] = np.take_along_axis(ps, order, axis=1)
+        ids[a : a + step, :kk] = np.take_along_axis(part, order, axis=1)
+        sims[a : a + step, :kk] = np.take_along_axis(ps, order, axis=1)
     return sims, ids
 
 
@@ -245,8 +250,14 @@ def _default_m(dim: int) -> int:
     return max(m for m in range(1, target + 1) if dim % m == 0)
 
 
-def search_params(kind: str, n: int, dim: int, nlist: int | None = None, m: int | None = None,
-                  nprobe: int | None = None) -> dict[str, Any]:
+def search_params(
+    kind: str,
+    n: int,
+    dim: int,
+    nlist: int | None = None,
+    m: int | None = None,
+    nprobe: int | None = None,
+) -> dict[str, Any]:
     """Effective parameters of a faiss index of ``kind`` over n vectors of size ``dim``.
 
     Defaults (our choice): nlist = 4 sqrt(n) clamped to [1, n / 39] (39 training points per
@@ -282,16 +293,21 @@ def search_params(kind: str, n: int, dim: int, nlist: int | None = None, m: int 
         if n < need:
             raise GalleryIndexError(
                 f"an 'ivfpq' search index needs at least {need} detections to train its "
-                f"{PQ_BITS}-bit product quantizer; this gallery has {n}: use 'flat' or 'ivf'")
+                f"{PQ_BITS}-bit product quantizer; this gallery has {n}: use 'flat' or 'ivf'"
+            )
         p.update(m=int(m), nbits=PQ_BITS)
         train = max(train, TRAIN_PER_LIST * 2**PQ_BITS)
     p["train_size"] = int(min(n, train))
     return p
 
 
-def _make_faiss(params: dict, dim: int, seed: int,
-                sample: Callable[[int], np.ndarray] | None,
-                chunks: Iterator[np.ndarray]):
+def _make_faiss(
+    params: dict,
+    dim: int,
+    seed: int,
+    sample: Callable[[int], np.ndarray] | None,
+    chunks: Iterator[np.ndarray],
+):
     """A faiss index per ``params``, trained on ``sample(train_size)``, holding ``chunks``."""
     faiss = _faiss()
     kind = params["kind"]
@@ -302,8 +318,14 @@ def _make_faiss(params: dict, dim: int, seed: int,
         if kind == "ivf":
             index = faiss.IndexIVFFlat(quantizer, dim, params["nlist"], faiss.METRIC_INNER_PRODUCT)
         else:
-            index = faiss.IndexIVFPQ(quantizer, dim, params["nlist"], params["m"],
-                                     params["nbits"], faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexIVFPQ(
+                quantizer,
+                dim,
+                params["nlist"],
+                params["m"],
+                params["nbits"],
+                faiss.METRIC_INNER_PRODUCT,
+            )
             index.pq.cp.seed = seed
             index.pq.cp.max_points_per_centroid = TRAIN_PER_LIST  # PQ k-means subsample
         index.cp.seed = seed
@@ -316,9 +338,15 @@ def _make_faiss(params: dict, dim: int, seed: int,
     return index
 
 
-def build_faiss_index(embeds: np.ndarray, kind: str = "flat", nlist: int | None = None,
-                      m: int | None = None, nprobe: int | None = None, seed: int = 0,
-                      chunk: int = 65536):  # our choice: vectors added per faiss call
+def build_faiss_index(
+    embeds: np.ndarray,
+    kind: str = "flat",
+    nlist: int | None = None,
+    m: int | None = None,
+    nprobe: int | None = None,
+    seed: int = 0,
+    chunk: int = 65536,
+):  # our choice: vectors added per faiss call
     """(faiss index, effective parameters) over in-memory unit vectors, as GalleryIndex builds.
 
     Inner product, i.e. cosine similarity for unit vectors. The k-means training sample is
@@ -332,7 +360,7 @@ def build_faiss_index(embeds: np.ndarray, kind: str = "flat", nlist: int | None 
     def sample(size: int) -> np.ndarray:
         return embeds if size >= n else embeds[np.sort(rng.choice(n, size, replace=False))]
 
-    chunks = (embeds[a:a + chunk] for a in range(0, n, chunk))
+    chunks = (embeds[a : a + chunk] for a in range(0, n, chunk))
     return _make_faiss(params, dim, seed, sample, chunks), params
 
 
@@ -349,8 +377,12 @@ class GalleryIndex:
     :meth:`close`, so that the last buffered units are flushed.
     """
 
-    def __init__(self, index_dir: str | os.PathLike, flush_every: int = DEFAULT_FLUSH_EVERY,
-                 _doc: dict | None = None):
+    def __init__(
+        self,
+        index_dir: str | os.PathLike,
+        flush_every: int = DEFAULT_FLUSH_EVERY,
+        _doc: dict | None = None,
+    ):
         if not _is_int(flush_every) or flush_every < 1:
             raise ValueError(f"flush_every must be a positive integer, got {flush_every!r}")
         self.index_dir = os.path.abspath(os.fspath(index_dir))
@@ -365,8 +397,13 @@ class GalleryIndex:
     # -- construction -----------------------------------------------------------------------
 
     @classmethod
-    def create(cls, index_dir: str | os.PathLike, dim: int, meta: dict | None = None,
-               flush_every: int = DEFAULT_FLUSH_EVERY) -> GalleryIndex:
+    def create(
+        cls,
+        index_dir: str | os.PathLike,
+        dim: int,
+        meta: dict | None = None,
+        flush_every: int = DEFAULT_FLUSH_EVERY,
+    ) -> GalleryIndex:
         """A new, empty index in ``index_dir`` (created if needed; must be empty)."""
         if not _is_int(dim) or dim < 1:
             raise ValueError(f"dim must be a positive integer, got {dim!r}")
@@ -380,10 +417,14 @@ class GalleryIndex:
         try:
             cls._check_empty(index_dir, dim)  # again, under the lock
             doc = {
-                "format": FORMAT, "version": VERSION, "uid": uuid.uuid4().hex, "dim": int(dim),
+                "format": FORMAT,
+                "version": VERSION,
+                "uid": uuid.uuid4().hex,
+                "dim": int(dim),
                 "meta": meta,
                 "totals": {"detections": 0, "units": 0, "sources": 0, "shards": 0},
-                "sources": [], "shards": [],
+                "sources": [],
+                "shards": [],
             }
             path = os.path.join(index_dir, INDEX_FILE)
             atomic_write(path, lambda f: f.write(_dumps_index(doc).encode("utf-8")))
@@ -396,15 +437,21 @@ class GalleryIndex:
         return self
 
     @classmethod
-    def open(cls, index_dir: str | os.PathLike,
-             flush_every: int = DEFAULT_FLUSH_EVERY) -> GalleryIndex:
+    def open(
+        cls, index_dir: str | os.PathLike, flush_every: int = DEFAULT_FLUSH_EVERY
+    ) -> GalleryIndex:
         """The existing index in ``index_dir`` (to read, search, or append to)."""
         return cls(index_dir, flush_every)
 
     @classmethod
-    def open_or_create(cls, index_dir: str | os.PathLike, dim: int, meta: dict | None = None,
-                       flush_every: int = DEFAULT_FLUSH_EVERY,
-                       check_keys: Sequence[str] | None = None) -> GalleryIndex:
+    def open_or_create(
+        cls,
+        index_dir: str | os.PathLike,
+        dim: int,
+        meta: dict | None = None,
+        flush_every: int = DEFAULT_FLUSH_EVERY,
+        check_keys: Sequence[str] | None = None,
+    ) -> GalleryIndex:
         """Open the index in ``index_dir`` if there is one, else create it with ``meta``.
 
         An existing index must have the same ``dim`` and, for every key of ``meta`` (or of
@@ -420,7 +467,8 @@ class GalleryIndex:
         if dim != self.dim:
             raise IncompatibleIndexError(
                 f"{self.index_dir} holds embeddings of size {self.dim}, but size {dim} was "
-                "given: use another index folder for this model")
+                "given: use another index folder for this model"
+            )
         meta = meta or {}
         for key in meta if check_keys is None else check_keys:
             value = meta.get(key)
@@ -430,7 +478,8 @@ class GalleryIndex:
             raise IncompatibleIndexError(
                 f"{self.index_dir} was built with meta[{key!r}] {stored}, but meta[{key!r}] = "
                 f"{value!r} was given; embeddings of different models are not comparable: "
-                "use another index folder")
+                "use another index folder"
+            )
         return self
 
     @staticmethod
@@ -445,11 +494,15 @@ class GalleryIndex:
             raise GalleryIndexError(
                 f"{index_dir} already holds a gallery index with {other.num_detections} "
                 f"detections, of {same} embedding size: use GalleryIndex.open or "
-                "open_or_create to append to it, or choose another folder")
+                "open_or_create to append to it, or choose another folder"
+            )
         if not os.path.isdir(index_dir):
             return
-        extra = [e for e in os.listdir(index_dir) if e not in (LOCK_FILE, SHARD_DIR)
-                 and not (e.startswith(".") and e.endswith(".tmp"))]  # interrupted writes
+        extra = [
+            e
+            for e in os.listdir(index_dir)
+            if e not in (LOCK_FILE, SHARD_DIR) and not (e.startswith(".") and e.endswith(".tmp"))
+        ]  # interrupted writes
         shard_dir = os.path.join(index_dir, SHARD_DIR)
         if os.path.isdir(shard_dir):
             extra += [f"{SHARD_DIR}/{e}" for e in os.listdir(shard_dir)]
@@ -458,7 +511,8 @@ class GalleryIndex:
         if extra:
             raise GalleryIndexError(
                 f"{index_dir} is not empty ({', '.join(sorted(extra)[:5])} ...) and holds no "
-                f"{INDEX_FILE}: choose an empty or new folder for a gallery index")
+                f"{INDEX_FILE}: choose an empty or new folder for a gallery index"
+            )
 
     # -- index.json -------------------------------------------------------------------------
 
@@ -470,7 +524,8 @@ class GalleryIndex:
         except FileNotFoundError:
             raise GalleryIndexError(
                 f"{self.index_dir} is not a gallery index ({path} not found): "
-                "use GalleryIndex.create or open_or_create to make one") from None
+                "use GalleryIndex.create or open_or_create to make one"
+            ) from None
         try:
             doc = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -485,6 +540,7 @@ class GalleryIndex:
 
     def _validate(self, doc: Any) -> None:
         """Structural checks of index.json (raises; the caller names the file)."""
+
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise _Bad(msg)
@@ -495,7 +551,8 @@ class GalleryIndex:
         if version > VERSION:
             raise GalleryIndexError(
                 f"{self.index_dir} was written by a newer dcinet_d2 (format {version} > "
-                f"{VERSION}): update dcinet_d2 to read it")
+                f"{VERSION}): update dcinet_d2 to read it"
+            )
         need(_is_int(doc.get("dim")) and doc["dim"] >= 1, "dim is not a positive integer")
         need(isinstance(doc.get("uid"), str), "no uid")
         need(isinstance(doc.get("meta"), dict), "meta is not an object")
@@ -503,14 +560,18 @@ class GalleryIndex:
         need(isinstance(sources, list) and isinstance(shards, list), "sources/shards not lists")
         paths = set()
         for i, s in enumerate(sources):
-            need(isinstance(s, dict) and isinstance(s.get("path"), str) and s["path"] != "",
-                 f"source {i} has no path")
+            need(
+                isinstance(s, dict) and isinstance(s.get("path"), str) and s["path"] != "",
+                f"source {i} has no path",
+            )
             need(s["path"] not in paths, f"source {s['path']!r} listed twice")
             paths.add(s["path"])
             need(s.get("kind") in ("image", "video"), f"source {i}: kind {s.get('kind')!r}")
             need(isinstance(s.get("info"), dict), f"source {i}: info is not an object")
-            need(_is_int(s.get("frames_indexed")) and _is_int(s.get("detections")),
-                 f"source {i}: counts missing")
+            need(
+                _is_int(s.get("frames_indexed")) and _is_int(s.get("detections")),
+                f"source {i}: counts missing",
+            )
         seen: list[set[int]] = [set() for _ in sources]  # frames listed, per source
         numbers = set()
         for i, e in enumerate(shards):
@@ -519,47 +580,68 @@ class GalleryIndex:
             need(m is not None, f"shard entry {i}: bad file name {e.get('file')!r}")
             need(int(m.group(1)) not in numbers, f"shard {e['file']} listed twice")
             numbers.add(int(m.group(1)))
-            need(all(_is_int(e.get(k)) and e[k] >= 0 for k in ("bytes", "detections", "units")),
-                 f"shard {e['file']}: counts missing")
+            need(
+                all(_is_int(e.get(k)) and e[k] >= 0 for k in ("bytes", "detections", "units")),
+                f"shard {e['file']}: counts missing",
+            )
             count = 0
             for run in e["unit_runs"]:
-                need(isinstance(run, list) and len(run) == 4 and all(map(_is_int, run)),
-                     f"shard {e['file']}: bad unit run {run!r}")
+                need(
+                    isinstance(run, list) and len(run) == 4 and all(map(_is_int, run)),
+                    f"shard {e['file']}: bad unit run {run!r}",
+                )
                 sid, first, n, step = run
-                need(0 <= sid < len(sources) and n >= 1 and step >= 1 and first >= -1,
-                     f"shard {e['file']}: bad unit run {run!r}")
+                need(
+                    0 <= sid < len(sources) and n >= 1 and step >= 1 and first >= -1,
+                    f"shard {e['file']}: bad unit run {run!r}",
+                )
                 image = sources[sid]["kind"] == "image"
-                need((first == -1 and n == 1) if image else first >= 0,
-                     f"shard {e['file']}: unit run {run!r} contradicts the source's kind")
+                need(
+                    (first == -1 and n == 1) if image else first >= 0,
+                    f"shard {e['file']}: unit run {run!r} contradicts the source's kind",
+                )
                 count += n
-                need(count <= e["units"], f"shard {e['file']}: more units in runs than "
-                     f"{e['units']}")
+                need(
+                    count <= e["units"], f"shard {e['file']}: more units in runs than {e['units']}"
+                )
                 before = len(seen[sid])
                 seen[sid].update(range(first, first + n * step, step))
-                need(len(seen[sid]) == before + n, f"shard {e['file']}: unit run {run!r} "
-                     f"lists units of {sources[sid]['path']!r} listed before")
-            need(count == e["units"], f"shard {e['file']}: {count} units in runs, not "
-                 f"{e['units']}")
+                need(
+                    len(seen[sid]) == before + n,
+                    f"shard {e['file']}: unit run {run!r} "
+                    f"lists units of {sources[sid]['path']!r} listed before",
+                )
+            need(count == e["units"], f"shard {e['file']}: {count} units in runs, not {e['units']}")
         for s, frames in zip(sources, seen):
-            need(s["frames_indexed"] == len(frames), f"source {s['path']!r}: frames_indexed "
-                 f"{s['frames_indexed']} but {len(frames)} units listed")
+            need(
+                s["frames_indexed"] == len(frames),
+                f"source {s['path']!r}: frames_indexed "
+                f"{s['frames_indexed']} but {len(frames)} units listed",
+            )
         t = doc["totals"]
-        want = {"detections": sum(e["detections"] for e in shards),
-                "units": sum(map(len, seen)),
-                "sources": len(sources), "shards": len(shards)}
-        need(isinstance(t, dict) and all(t.get(k) == v for k, v in want.items()),
-             f"totals {t} do not match the entries {want}")
+        want = {
+            "detections": sum(e["detections"] for e in shards),
+            "units": sum(map(len, seen)),
+            "sources": len(sources),
+            "shards": len(shards),
+        }
+        need(
+            isinstance(t, dict) and all(t.get(k) == v for k, v in want.items()),
+            f"totals {t} do not match the entries {want}",
+        )
         for e in shards:
             path = os.path.join(self.index_dir, e["file"])
             try:
                 size = os.path.getsize(path)
             except OSError:
                 raise DamagedIndexError(
-                    f"shard {path} is missing, but {INDEX_FILE} lists it") from None
+                    f"shard {path} is missing, but {INDEX_FILE} lists it"
+                ) from None
             if size != e["bytes"]:
                 raise DamagedIndexError(
                     f"shard {path} is damaged: {size} bytes on disk, {INDEX_FILE} records "
-                    f"{e['bytes']}")
+                    f"{e['bytes']}"
+                )
 
     def _set_state(self, doc: dict) -> None:
         if getattr(self, "_uid", doc["uid"]) != doc["uid"]:  # another index in the folder
@@ -580,12 +662,19 @@ class GalleryIndex:
 
     def _document(self, sources: list[dict], shards: list[dict]) -> dict:
         return {
-            "format": FORMAT, "version": VERSION, "uid": self._uid, "dim": self.dim,
+            "format": FORMAT,
+            "version": VERSION,
+            "uid": self._uid,
+            "dim": self.dim,
             "meta": self.meta,
-            "totals": {"detections": sum(e["detections"] for e in shards),
-                       "units": sum(e["units"] for e in shards),
-                       "sources": len(sources), "shards": len(shards)},
-            "sources": sources, "shards": shards,
+            "totals": {
+                "detections": sum(e["detections"] for e in shards),
+                "units": sum(e["units"] for e in shards),
+                "sources": len(sources),
+                "shards": len(shards),
+            },
+            "sources": sources,
+            "shards": shards,
         }
 
     def refresh(self) -> None:
@@ -608,7 +697,8 @@ class GalleryIndex:
             os.close(fd)
             raise IndexLockedError(
                 f"{index_dir} is being written by another process or GalleryIndex object "
-                f"(lock {path} is held); wait for it to finish or close it") from None
+                f"(lock {path} is held); wait for it to finish or close it"
+            ) from None
         return fd
 
     def _writer(self) -> None:
@@ -628,14 +718,16 @@ class GalleryIndex:
         listed = {os.path.basename(e["file"]) for e in self._shards}
         shard_dir = os.path.join(self.index_dir, SHARD_DIR)
         os.makedirs(shard_dir, exist_ok=True)
-        for folder, names in ((shard_dir, os.listdir(shard_dir)),
-                              (self.index_dir, os.listdir(self.index_dir))):
+        for folder, names in (
+            (shard_dir, os.listdir(shard_dir)),
+            (self.index_dir, os.listdir(self.index_dir)),
+        ):
             for name in names:
-                orphan = (folder == shard_dir and name.startswith("shard_")
-                          and name not in listed)
+                orphan = folder == shard_dir and name.startswith("shard_") and name not in listed
                 if orphan or (name.startswith(".") and name.endswith(".tmp")):
-                    logger.info("removing %s (left by an interrupted write)",
-                                os.path.join(folder, name))
+                    logger.info(
+                        "removing %s (left by an interrupted write)", os.path.join(folder, name)
+                    )
                     with contextlib.suppress(OSError):
                         os.remove(os.path.join(folder, name))
 
@@ -691,8 +783,9 @@ class GalleryIndex:
         if not isinstance(path, str) or not path:
             raise TypeError(f"unit {unit_key!r}: the source path must be a non-empty str")
         if not _is_int(frame) or not -1 <= frame <= _INT32_MAX:
-            raise ValueError(f"unit {unit_key!r}: the frame must be -1 (still image) or a "
-                             "frame index >= 0")
+            raise ValueError(
+                f"unit {unit_key!r}: the frame must be -1 (still image) or a frame index >= 0"
+            )
         return path, int(frame)
 
     def _source_kind(self, sid: int) -> str:
@@ -714,8 +807,14 @@ class GalleryIndex:
         sid = self._source_ids.get(os.fspath(path))
         return set(self._done.get(sid, ())) if sid is not None else set()
 
-    def add(self, unit_key: tuple[str, int], boxes: np.ndarray, scores: np.ndarray,
-            embeds: np.ndarray, source_info: dict | None = None) -> bool:
+    def add(
+        self,
+        unit_key: tuple[str, int],
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        embeds: np.ndarray,
+        source_info: dict | None = None,
+    ) -> bool:
         """Buffer the detections of one unit (possibly none); flush every ``flush_every`` units.
 
         ``boxes`` [n, 4] (x1, y1, x2, y2 original pixels), ``scores`` [n], ``embeds`` [n, D]
@@ -734,15 +833,17 @@ class GalleryIndex:
             raise ValueError(
                 f"unit ({path!r}, {frame}): {path!r} is indexed as a {self._source_kind(sid)} "
                 f"{'(frame -1)' if kind == 'video' else '(frames >= 0)'}; a source is either a "
-                "still image (frame -1) or a video (frames >= 0)")
+                "still image (frame -1) or a video (frames >= 0)"
+            )
         done = sid is not None and frame in self._done.get(sid, ())
         if done or (sid, frame) in self._buf_keys:
             logger.debug("unit (%r, %d) is already indexed: skipped", path, frame)
             return False
         if sid is None:
             sid = len(self._sources) + len(self._pending_sources)
-            self._pending_sources.append({"path": path, "kind": kind, "frames_indexed": 0,
-                                          "detections": 0, "info": {}})
+            self._pending_sources.append(
+                {"path": path, "kind": kind, "frames_indexed": 0, "detections": 0, "info": {}}
+            )
             self._source_ids[path] = sid
         if source_info:
             self._pending_info.setdefault(sid, {}).update(source_info)
@@ -752,8 +853,9 @@ class GalleryIndex:
             self.flush()
         return True
 
-    def _check_arrays(self, key: tuple[str, int], boxes: Any, scores: Any,
-                      embeds: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _check_arrays(
+        self, key: tuple[str, int], boxes: Any, scores: Any, embeds: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         where = f"unit {key!r}"
         embeds = np.array(embeds, dtype=np.float32)  # copies: the caller may reuse its buffer
         boxes = np.array(boxes, dtype=np.float32)
@@ -767,8 +869,10 @@ class GalleryIndex:
             raise ValueError(f"{where}: embeds must be [n, {self.dim}], got {embeds.shape}")
         n = len(embeds)
         if boxes.shape != (n, 4) or scores.shape != (n,):
-            raise ValueError(f"{where}: {n} embeddings, so boxes must be [{n}, 4] and scores "
-                             f"[{n}], got {boxes.shape} and {scores.shape}")
+            raise ValueError(
+                f"{where}: {n} embeddings, so boxes must be [{n}, 4] and scores "
+                f"[{n}], got {boxes.shape} and {scores.shape}"
+            )
         for name, a in (("embeds", embeds), ("boxes", boxes), ("scores", scores)):
             if not np.isfinite(a).all():
                 raise ValueError(f"{where}: {name} holds NaN or infinite values")
@@ -776,12 +880,16 @@ class GalleryIndex:
             norms = np.linalg.norm(embeds, axis=1)
             worst = int(np.argmax(np.abs(norms - 1)))
             if abs(norms[worst] - 1) > NORM_TOL:
-                raise ValueError(f"{where}: embeddings must be L2-normalised; row {worst} has "
-                                 f"norm {norms[worst]:.6g}")
+                raise ValueError(
+                    f"{where}: embeddings must be L2-normalised; row {worst} has "
+                    f"norm {norms[worst]:.6g}"
+                )
             bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
             if bad.any():
-                raise ValueError(f"{where}: box {int(np.argmax(bad))} is not (x1, y1, x2, y2) "
-                                 f"with x2 >= x1, y2 >= y1: {boxes[np.argmax(bad)].tolist()}")
+                raise ValueError(
+                    f"{where}: box {int(np.argmax(bad))} is not (x1, y1, x2, y2) "
+                    f"with x2 >= x1, y2 >= y1: {boxes[np.argmax(bad)].tolist()}"
+                )
         return boxes, scores, embeds
 
     @property
@@ -810,8 +918,13 @@ class GalleryIndex:
         name = f"{SHARD_DIR}/shard_{max(numbers, default=-1) + 1:06d}.npz"
         path = os.path.join(self.index_dir, name)
         atomic_write(path, lambda f: np.savez(f, **arrays))
-        entry = {"file": name, "bytes": os.path.getsize(path), "detections": len(arrays["scores"]),
-                 "units": len(buf), "unit_runs": _encode_runs([(b[0], b[1]) for b in buf])}
+        entry = {
+            "file": name,
+            "bytes": os.path.getsize(path),
+            "detections": len(arrays["scores"]),
+            "units": len(buf),
+            "unit_runs": _encode_runs([(b[0], b[1]) for b in buf]),
+        }
         # the new sources table: entries this flush changes are copies (the committed ones
         # stay as they are if the commit fails); O(sources) list copy, not a deep copy
         sources = self._sources + self._pending_sources
@@ -823,8 +936,10 @@ class GalleryIndex:
             sources[sid]["detections"] += len(scores)
         shards = self._shards + [entry]
         doc = self._document(sources, shards)
-        atomic_write(os.path.join(self.index_dir, INDEX_FILE),
-                      lambda f: f.write(_dumps_index(doc).encode("utf-8")))
+        atomic_write(
+            os.path.join(self.index_dir, INDEX_FILE),
+            lambda f: f.write(_dumps_index(doc).encode("utf-8")),
+        )
         # committed: only now does the object's state change (incrementally, O(buffer))
         n_units = len(buf)
         self._sources, self._shards = sources, shards
@@ -832,8 +947,13 @@ class GalleryIndex:
             self._done.setdefault(sid, set()).add(frame)
         self._offsets.append(self._offsets[-1] + entry["detections"])
         self._clear_buffer(committed=True)
-        logger.debug("%s: committed %s (%d units, %d detections)", self.index_dir, name,
-                     n_units, entry["detections"])
+        logger.debug(
+            "%s: committed %s (%d units, %d detections)",
+            self.index_dir,
+            name,
+            n_units,
+            entry["detections"],
+        )
         return n_units
 
     # -- reading ----------------------------------------------------------------------------
@@ -856,22 +976,34 @@ class GalleryIndex:
         e = self._shards[i]
         path = os.path.join(self.index_dir, e["file"])
         n = e["detections"]
-        shapes = {"embeds": (n, self.dim), "boxes": (n, 4), "scores": (n,), "source": (n,),
-                  "frame": (n,)}
-        dtypes = {"embeds": np.float32, "boxes": np.float32, "scores": np.float32,
-                  "source": np.int32, "frame": np.int32}
+        shapes = {
+            "embeds": (n, self.dim),
+            "boxes": (n, 4),
+            "scores": (n,),
+            "source": (n,),
+            "frame": (n,),
+        }
+        dtypes = {
+            "embeds": np.float32,
+            "boxes": np.float32,
+            "scores": np.float32,
+            "source": np.int32,
+            "frame": np.int32,
+        }
         try:
             with np.load(path, allow_pickle=False) as z:
                 out = {f: z[f] for f in fields}
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise DamagedIndexError(
                 f"shard {path} is damaged ({type(exc).__name__}: {exc}); the gallery cannot be "
-                "read: re-index into a new folder") from None
+                "read: re-index into a new folder"
+            ) from None
         for f, a in out.items():
             if a.shape != shapes[f] or a.dtype != dtypes[f]:
                 raise DamagedIndexError(
                     f"shard {path} is damaged: {f} is {a.dtype} {a.shape}, expected "
-                    f"{np.dtype(dtypes[f])} {shapes[f]}")
+                    f"{np.dtype(dtypes[f])} {shapes[f]}"
+                )
         return out
 
     def load_arrays(self, fields: Sequence[str] = FIELDS) -> dict[str, np.ndarray]:
@@ -881,9 +1013,13 @@ class GalleryIndex:
         if bad:
             raise ValueError(f"unknown fields {bad}; the fields are {FIELDS}")
         parts = [self._read_shard(i, fields) for i in range(len(self._shards))]
-        empty = {"embeds": np.zeros((0, self.dim), np.float32),
-                 "boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
-                 "source": np.zeros(0, np.int32), "frame": np.zeros(0, np.int32)}
+        empty = {
+            "embeds": np.zeros((0, self.dim), np.float32),
+            "boxes": np.zeros((0, 4), np.float32),
+            "scores": np.zeros(0, np.float32),
+            "source": np.zeros(0, np.int32),
+            "frame": np.zeros(0, np.int32),
+        }
         return {f: np.concatenate([empty[f]] + [p[f] for p in parts]) for f in fields}
 
     def embeddings(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -906,14 +1042,15 @@ class GalleryIndex:
         """boxes, scores, source, frame of all committed detections (cached, grown per shard)."""
         if self._cols is None or self._cols_shards < len(self._shards):
             fields = ("boxes", "scores", "source", "frame")
-            new = [self._read_shard(i, fields)
-                   for i in range(self._cols_shards, len(self._shards))]
+            new = [self._read_shard(i, fields) for i in range(self._cols_shards, len(self._shards))]
             if self._cols is None:
-                self._cols = {"boxes": np.zeros((0, 4), np.float32),
-                              "scores": np.zeros(0, np.float32),
-                              "source": np.zeros(0, np.int32), "frame": np.zeros(0, np.int32)}
-            self._cols = {f: np.concatenate([self._cols[f]] + [p[f] for p in new])
-                          for f in fields}
+                self._cols = {
+                    "boxes": np.zeros((0, 4), np.float32),
+                    "scores": np.zeros(0, np.float32),
+                    "source": np.zeros(0, np.int32),
+                    "frame": np.zeros(0, np.int32),
+                }
+            self._cols = {f: np.concatenate([self._cols[f]] + [p[f] for p in new]) for f in fields}
             self._cols_shards = len(self._shards)
         return self._cols
 
@@ -922,21 +1059,28 @@ class GalleryIndex:
         if not _is_int(i) or not 0 <= i < self.num_detections:
             raise IndexError(f"detection id {i!r} out of range [0, {self.num_detections})")
         c = self._columns()
-        return {"id": int(i), "source": self._sources[int(c["source"][i])]["path"],
-                "frame": int(c["frame"][i]), "box": c["boxes"][i].tolist(),
-                "score": float(c["scores"][i])}
+        return {
+            "id": int(i),
+            "source": self._sources[int(c["source"][i])]["path"],
+            "frame": int(c["frame"][i]),
+            "box": c["boxes"][i].tolist(),
+            "score": float(c["scores"][i]),
+        }
 
     def _embed_chunks(self, start: int = 0) -> Iterator[np.ndarray]:
         """Embeddings of detections start..N-1, one shard at a time."""
         for i in range(len(self._shards)):
             lo, hi = self._offsets[i], self._offsets[i + 1]
             if hi > start and hi > lo:
-                yield self._read_shard(i, ("embeds",))["embeds"][max(0, start - lo):]
+                yield self._read_shard(i, ("embeds",))["embeds"][max(0, start - lo) :]
 
     def _sample_embeds(self, size: int, seed: int) -> np.ndarray:
         n = self.num_detections
-        ids = np.arange(n) if size >= n else np.sort(
-            np.random.default_rng(seed).choice(n, size, replace=False))
+        ids = (
+            np.arange(n)
+            if size >= n
+            else np.sort(np.random.default_rng(seed).choice(n, size, replace=False))
+        )
         out = []
         for i in range(len(self._shards)):
             lo, hi = self._offsets[i], self._offsets[i + 1]
@@ -947,9 +1091,14 @@ class GalleryIndex:
 
     # -- search -----------------------------------------------------------------------------
 
-    def build_search_index(self, kind: str = "flat", nlist: int | None = None,
-                           m: int | None = None, nprobe: int | None = None,
-                           seed: int = 0) -> dict[str, Any]:
+    def build_search_index(
+        self,
+        kind: str = "flat",
+        nlist: int | None = None,
+        m: int | None = None,
+        nprobe: int | None = None,
+        seed: int = 0,
+    ) -> dict[str, Any]:
         """Build the faiss index over all committed detections and save it (search.faiss).
 
         ``kind``: "flat" (exact, ``IndexFlatIP``), "ivf" (``IndexIVFFlat``) or "ivfpq"
@@ -959,15 +1108,27 @@ class GalleryIndex:
         n = self.num_detections
         params = search_params(kind, n, self.dim, nlist, m, nprobe)
         t0 = time.perf_counter()
-        index = _make_faiss(params, self.dim, seed, lambda s: self._sample_embeds(s, seed),
-                            self._embed_chunks())
-        info = {"uid": self._uid, "dim": self.dim, "ntotal": int(index.ntotal),
-                "params": params, "requested": {"nlist": nlist, "m": m, "nprobe": nprobe},
-                "seed": seed, "build_seconds": round(time.perf_counter() - t0, 3)}
+        index = _make_faiss(
+            params, self.dim, seed, lambda s: self._sample_embeds(s, seed), self._embed_chunks()
+        )
+        info = {
+            "uid": self._uid,
+            "dim": self.dim,
+            "ntotal": int(index.ntotal),
+            "params": params,
+            "requested": {"nlist": nlist, "m": m, "nprobe": nprobe},
+            "seed": seed,
+            "build_seconds": round(time.perf_counter() - t0, 3),
+        }
         self._search = (index, info)
         self._save_search()
-        logger.info("%s: built a %r search index over %d detections in %.1f s", self.index_dir,
-                    kind, n, info["build_seconds"])
+        logger.info(
+            "%s: built a %r search index over %d detections in %.1f s",
+            self.index_dir,
+            kind,
+            n,
+            info["build_seconds"],
+        )
         return dict(info)
 
     def _save_search(self) -> None:
@@ -976,8 +1137,7 @@ class GalleryIndex:
         faiss = _faiss()
         path = os.path.join(self.index_dir, SEARCH_FILE)
         try:  # a cache: not synced to disk (a damaged one is rebuilt when loaded)
-            fd, tmp = tempfile.mkstemp(dir=self.index_dir, prefix=f".{SEARCH_FILE}.",
-                                       suffix=".tmp")
+            fd, tmp = tempfile.mkstemp(dir=self.index_dir, prefix=f".{SEARCH_FILE}.", suffix=".tmp")
             os.close(fd)
             try:
                 faiss.write_index(index, tmp)
@@ -986,11 +1146,15 @@ class GalleryIndex:
                 with contextlib.suppress(OSError):
                     os.remove(tmp)
                 raise
-            atomic_write(os.path.join(self.index_dir, SEARCH_META),
-                          lambda f: f.write(json.dumps(info, indent=1).encode()), sync=False)
+            atomic_write(
+                os.path.join(self.index_dir, SEARCH_META),
+                lambda f: f.write(json.dumps(info, indent=1).encode()),
+                sync=False,
+            )
         except (OSError, RuntimeError) as e:  # e.g. a read-only gallery: search from memory
-            logger.warning("could not save the search index to %s (%s); it is kept in memory",
-                           path, e)
+            logger.warning(
+                "could not save the search index to %s (%s); it is kept in memory", path, e
+            )
 
     def _load_search(self) -> tuple[Any, dict] | None:
         """The saved search index if usable, else None (after a log line saying why)."""
@@ -1007,8 +1171,10 @@ class GalleryIndex:
             if index.d != self.dim or index.ntotal != info.get("ntotal"):
                 raise ValueError(f"{SEARCH_META} does not describe {SEARCH_FILE}")
             if index.ntotal > self.num_detections:
-                raise ValueError(f"it covers {index.ntotal} detections, more than the "
-                                 f"{self.num_detections} stored")
+                raise ValueError(
+                    f"it covers {index.ntotal} detections, more than the "
+                    f"{self.num_detections} stored"
+                )
             if info["params"]["kind"] != "flat":
                 _faiss().extract_index_ivf(index).nprobe = info["params"]["nprobe"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
@@ -1022,29 +1188,47 @@ class GalleryIndex:
         if self._search is None:
             self._search = self._load_search()
         if self._search is None:
-            logger.info("%s: no search index yet: building an exact ('flat') one over %d "
-                        "detections", self.index_dir, n)
+            logger.info(
+                "%s: no search index yet: building an exact ('flat') one over %d detections",
+                self.index_dir,
+                n,
+            )
             self.build_search_index("flat")
         index, info = self._search  # type: ignore[misc]
         if index.ntotal < n:
             kind = info["params"]["kind"]
             if kind == "flat":
-                logger.info("%s: the search index covers %d of %d detections: adding the %d "
-                            "new ones", self.index_dir, index.ntotal, n, n - index.ntotal)
+                logger.info(
+                    "%s: the search index covers %d of %d detections: adding the %d new ones",
+                    self.index_dir,
+                    index.ntotal,
+                    n,
+                    n - index.ntotal,
+                )
                 for chunk in self._embed_chunks(index.ntotal):
                     index.add(np.ascontiguousarray(chunk))
                 info["ntotal"] = int(index.ntotal)
                 self._save_search()
             else:
-                logger.info("%s: the %r search index covers %d of %d detections: rebuilding "
-                            "it", self.index_dir, kind, index.ntotal, n)
-                self.build_search_index(kind, seed=info.get("seed", 0),
-                                        **info.get("requested", {}))
+                logger.info(
+                    "%s: the %r search index covers %d of %d detections: rebuilding it",
+                    self.index_dir,
+                    kind,
+                    index.ntotal,
+                    n,
+                )
+                self.build_search_index(kind, seed=info.get("seed", 0), **info.get("requested", {}))
         return self._search[0]  # type: ignore[index]
 
-    def search(self, query_embeds: np.ndarray, topk: int = 10, min_sim: float | None = None,
-               min_score: float | None = None, best_per_image: bool = True,
-               nprobe: int | None = None) -> list[list[SearchHit]]:
+    def search(
+        self,
+        query_embeds: np.ndarray,
+        topk: int = 10,
+        min_sim: float | None = None,
+        min_score: float | None = None,
+        best_per_image: bool = True,
+        nprobe: int | None = None,
+    ) -> list[list[SearchHit]]:
         """The gallery detections most similar to each query, best first.
 
         ``query_embeds`` [Q, D] or [D] (normalised here). Hits have similarity >= ``min_sim``
@@ -1087,19 +1271,24 @@ class GalleryIndex:
         todo = np.arange(len(q))
         while len(todo):
             rows = max(1, SEARCH_BATCH_ENTRIES // k)
-            batches = [index.search(q[todo[a:a + rows]], k, **search_kw)
-                       for a in range(0, len(todo), rows)]
+            batches = [
+                index.search(q[todo[a : a + rows]], k, **search_kw)
+                for a in range(0, len(todo), rows)
+            ]
             sims = np.concatenate([b[0] for b in batches])
             ids = np.concatenate([b[1] for b in batches])
             again = []
             for row, qi in enumerate(todo):
-                keep = self._select(sims[row], ids[row], topk, min_sim, min_score,
-                                    best_per_image, cols)
-                exhausted = (k >= n or ids[row, -1] < 0
-                             or (min_sim is not None and sims[row, -1] < min_sim))
+                keep = self._select(
+                    sims[row], ids[row], topk, min_sim, min_score, best_per_image, cols
+                )
+                exhausted = (
+                    k >= n or ids[row, -1] < 0 or (min_sim is not None and sims[row, -1] < min_sim)
+                )
                 if len(keep) >= topk or exhausted:
-                    results[qi] = [self._hit(int(ids[row, j]), float(sims[row, j]), cols)
-                                   for j in keep]
+                    results[qi] = [
+                        self._hit(int(ids[row, j]), float(sims[row, j]), cols) for j in keep
+                    ]
                 else:
                     again.append(qi)
             todo = np.asarray(again, dtype=np.int64)
@@ -1107,9 +1296,15 @@ class GalleryIndex:
         return results
 
     @staticmethod
-    def _select(sims: np.ndarray, ids: np.ndarray, topk: int, min_sim: float | None,
-                min_score: float | None, best_per_image: bool,
-                cols: dict[str, np.ndarray]) -> np.ndarray:
+    def _select(
+        sims: np.ndarray,
+        ids: np.ndarray,
+        topk: int,
+        min_sim: float | None,
+        min_score: float | None,
+        best_per_image: bool,
+        cols: dict[str, np.ndarray],
+    ) -> np.ndarray:
         """Positions (in the candidate list) of the hits kept, best first."""
         ok = ids >= 0
         if min_sim is not None:
@@ -1126,9 +1321,17 @@ class GalleryIndex:
 
     def _hit(self, i: int, sim: float, cols: dict[str, np.ndarray]) -> SearchHit:
         source = self._sources[int(cols["source"][i])]["path"]
-        return SearchHit(id=i, similarity=sim, source=source, frame=int(cols["frame"][i]),
-                         box=cols["boxes"][i].tolist(), score=float(cols["scores"][i]))
+        return SearchHit(
+            id=i,
+            similarity=sim,
+            source=source,
+            frame=int(cols["frame"][i]),
+            box=cols["boxes"][i].tolist(),
+            score=float(cols["scores"][i]),
+        )
 
     def __repr__(self) -> str:
-        return (f"GalleryIndex({self.index_dir!r}, dim={self.dim}, detections="
-                f"{self.num_detections}, units={self.num_units}, sources={len(self._sources)})")
+        return (
+            f"GalleryIndex({self.index_dir!r}, dim={self.dim}, detections="
+            f"{self.num_detections}, units={self.num_units}, sources={len(self._sources)})"
+        )

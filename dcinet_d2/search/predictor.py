@@ -11,10 +11,12 @@ Building the model never reads a training set: ``MODEL.REID.NUM_IDS`` only sizes
 memories, and comes from the checkpoint (its ``"dcinet_d2"`` entry, written by
 :class:`~dcinet_d2.engine.checkpoint.PersonSearchCheckpointer`, or the shape of a memory it holds).
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,8 +59,9 @@ def _num_ids_from_state(state: dict[str, Any]) -> int:
     return 0
 
 
-def inference_config(weights: str, config_file: str | None = None,
-                     opts: Sequence[str] = ()) -> CfgNode:
+def inference_config(
+    weights: str, config_file: str | None = None, opts: Sequence[str] = ()
+) -> CfgNode:
     """A frozen config that builds the model of ``weights`` for inference.
 
     Args:
@@ -79,11 +82,15 @@ def inference_config(weights: str, config_file: str | None = None,
         try:
             cfg.merge_from_other_cfg(CfgNode.load_cfg(saved["config"]))
         except Exception as e:  # yacs raises KeyError for keys this version does not know
-            raise ValueError(f"weights '{weights}': its saved config does not fit this version of "
-                             f"dcinet_d2 ({type(e).__name__}: {e}); pass --config-file") from e
+            raise ValueError(
+                f"weights '{weights}': its saved config does not fit this version of "
+                f"dcinet_d2 ({type(e).__name__}: {e}); pass --config-file"
+            ) from e
     else:
-        raise ValueError(f"weights '{weights}' holds no config (written before dcinet_d2 saved it): "
-                         "pass the training config with --config-file")
+        raise ValueError(
+            f"weights '{weights}' holds no config (written before dcinet_d2 saved it): "
+            "pass the training config with --config-file"
+        )
     cfg.merge_from_list(list(opts))
     if int(cfg.MODEL.REID.NUM_IDS) == 0:
         num_ids = int(saved.get("num_ids", 0)) or _num_ids_from_state(checkpoint["model"])
@@ -119,7 +126,9 @@ class PersonSearchPredictor(DefaultPredictor):
         self.model = build_model(self.cfg)
         self.model.eval()
         if not cfg.MODEL.WEIGHTS:
-            raise IncompleteWeightsError("MODEL.WEIGHTS is empty: a predictor needs a trained model")
+            raise IncompleteWeightsError(
+                "MODEL.WEIGHTS is empty: a predictor needs a trained model"
+            )
         checkpointer = PersonSearchCheckpointer(self.model)
         checkpointer.load(cfg.MODEL.WEIGHTS)
         parameters = {name for name, _ in self.model.named_parameters()}
@@ -127,9 +136,11 @@ class PersonSearchPredictor(DefaultPredictor):
         if missing:
             raise IncompleteWeightsError(
                 f"'{cfg.MODEL.WEIGHTS}' holds no value for {len(missing)} of the model's "
-                f"parameters (e.g. {', '.join(missing[:3])}): not a trained person search model")
-        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST],
-                                        cfg.INPUT.MAX_SIZE_TEST)
+                f"parameters (e.g. {', '.join(missing[:3])}): not a trained person search model"
+            )
+        self.aug = T.ResizeShortestEdge(
+            [cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST
+        )
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be RGB or BGR, got {self.input_format!r}")
@@ -155,14 +166,21 @@ class PersonSearchPredictor(DefaultPredictor):
         return self.model([self._input(im) for im in images_bgr])
 
     @torch.no_grad()
-    def embed_boxes(self, image_bgr: np.ndarray, boxes: Sequence[Sequence[float]] | np.ndarray
-                    ) -> np.ndarray:
+    def embed_boxes(
+        self, image_bgr: np.ndarray, boxes: Sequence[Sequence[float]] | np.ndarray
+    ) -> np.ndarray:
         """Unit-norm embeddings ``[k, D]`` (float32) of ``boxes`` ``[k, 4]`` (x1, y1, x2, y2 in the
         image's pixels) of one image."""
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         h, w = image_bgr.shape[:2]
-        bad = (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1]) | (boxes[:, 0] >= w) \
-            | (boxes[:, 1] >= h) | (boxes[:, 2] <= 0) | (boxes[:, 3] <= 0)
+        bad = (
+            (boxes[:, 2] <= boxes[:, 0])
+            | (boxes[:, 3] <= boxes[:, 1])
+            | (boxes[:, 0] >= w)
+            | (boxes[:, 1] >= h)
+            | (boxes[:, 2] <= 0)
+            | (boxes[:, 3] <= 0)
+        )
         if bad.any():
             raise ValueError(f"box {boxes[bad][0].tolist()} is empty or outside the {w}x{h} image")
         embeds = self.model.embed_boxes([self._input(image_bgr)], [torch.from_numpy(boxes)])[0]

@@ -4,19 +4,27 @@ A *unit* is one picture to search: ``(image path, -1)`` for a still image, ``(vi
 frame ``k`` of a video. Videos are sampled at ``fps`` frames per second (every
 ``round(video fps / fps)``-th frame; all frames when ``fps`` is None or not below the video's).
 """
+
 from __future__ import annotations
 
 import glob
 import logging
 import math
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "VIDEO_EXTENSIONS", "Source", "expand_sources", "read_image_bgr",
-           "iter_units", "count_units"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "Source",
+    "expand_sources",
+    "read_image_bgr",
+    "iter_units",
+    "count_units",
+]
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -53,11 +61,15 @@ def expand_sources(paths: Sequence[str]) -> list[Source]:
             found = [f for f in found if _kind(f)]
         elif os.path.isfile(arg):
             if _kind(arg) is None:
-                raise ValueError(f"'{arg}' is neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor "
-                                 f"a video ({', '.join(VIDEO_EXTENSIONS)})")
+                raise ValueError(
+                    f"'{arg}' is neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor "
+                    f"a video ({', '.join(VIDEO_EXTENSIONS)})"
+                )
             found = [arg]
         else:
-            found = sorted(f for f in glob.glob(arg, recursive=True) if os.path.isfile(f) and _kind(f))
+            found = sorted(
+                f for f in glob.glob(arg, recursive=True) if os.path.isfile(f) and _kind(f)
+            )
         if not found:
             raise FileNotFoundError(f"'{arg}' matches no image or video file")
         for f in found:
@@ -83,10 +95,12 @@ def _video_step(video_fps: float, fps: float | None) -> int:
     return max(1, int(round(video_fps / fps)))
 
 
-def iter_units(sources: Iterable[Source], fps: float | None = None,
-               skip: set[tuple[str, int]] | frozenset = frozenset(),
-               unreadable: list[str] | None = None
-               ) -> Iterator[tuple[tuple[str, int], np.ndarray]]:
+def iter_units(
+    sources: Iterable[Source],
+    fps: float | None = None,
+    skip: set[tuple[str, int]] | frozenset = frozenset(),
+    unreadable: list[str] | None = None,
+) -> Iterator[tuple[tuple[str, int], np.ndarray]]:
     """``((path, frame), image BGR)`` for every unit of ``sources`` not in ``skip``.
 
     A file that cannot be read (an image that does not decode, a video that does not open) is
@@ -126,8 +140,12 @@ def iter_units(sources: Iterable[Source], fps: float | None = None,
                     yield (source.path, frame), image
                 frame += 1
             if 0 < frame < expected - 1:  # headers often count one frame more than there is
-                logger.warning("video '%s': decoding stopped at frame %d of the %d its header "
-                               "counts", source.path, frame, expected)
+                logger.warning(
+                    "video '%s': decoding stopped at frame %d of the %d its header counts",
+                    source.path,
+                    frame,
+                    expected,
+                )
         finally:
             capture.release()
 

@@ -1,4 +1,5 @@
 """The picture of a query's results: the query with its box, then the best matches with theirs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -61,7 +62,7 @@ def draw_query_results(query_bgr: np.ndarray, query_box, matches: list[dict], pa
             picture = np.full((TILE_HEIGHT, TILE_HEIGHT // 2, 3), 128, dtype=np.uint8)
             caption += " (unreadable)"
         tiles.append(_tile(picture, m["box"], (40, 200, 60), caption))
-    rows = [tiles[i:i + TILES_PER_ROW] for i in range(0, len(tiles), TILES_PER_ROW)]
+    rows = [tiles[i : i + TILES_PER_ROW] for i in range(0, len(tiles), TILES_PER_ROW)]
     width = max(sum(t.width for t in row) + 4 * (len(row) - 1) for row in rows)
     canvas = Image.new("RGB", (width, len(rows) * (TILE_HEIGHT + 4)), (255, 255, 255))
     for r, row in enumerate(rows):

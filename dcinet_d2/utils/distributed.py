@@ -4,8 +4,10 @@ Only torch and ``torch.distributed`` are used, so the memories of the re-id loss
 (:mod:`dcinet_d2.modeling.memory`) stay usable without Detectron2. Every function works, and
 does no communication, when ``torch.distributed`` is unavailable or not initialised.
 """
+
+from __future__ import annotations
+
 import logging
-from typing import Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -21,14 +23,14 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def get_world_size(group: Optional["dist.ProcessGroup"] = None) -> int:
+def get_world_size(group: dist.ProcessGroup | None = None) -> int:
     """Number of processes in ``group`` (the default group if None); 1 when not distributed."""
     if not is_distributed():
         return 1
     return dist.get_world_size(group)
 
 
-def get_rank(group: Optional["dist.ProcessGroup"] = None) -> int:
+def get_rank(group: dist.ProcessGroup | None = None) -> int:
     """Rank of this process in ``group`` (the default group if None); 0 when not distributed."""
     if not is_distributed():
         return 0
@@ -36,9 +38,7 @@ def get_rank(group: Optional["dist.ProcessGroup"] = None) -> int:
 
 
 @torch.no_grad()
-def all_gather_rows(
-    *tensors: Tensor, group: Optional["dist.ProcessGroup"] = None
-) -> Tuple[Tensor, ...]:
+def all_gather_rows(*tensors: Tensor, group: dist.ProcessGroup | None = None) -> tuple[Tensor, ...]:
     """Gather row-aligned tensors of every process and concatenate them in rank order.
 
     On process ``r`` all ``tensors`` share their first dimension ``N_r``, which may differ between

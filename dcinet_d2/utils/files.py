@@ -1,10 +1,12 @@
 """Atomic file writes: a file is whole or absent, whatever moment a process dies at."""
+
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 __all__ = ["atomic_write", "fsync_dir"]
 

@@ -24,16 +24,25 @@ counted: they do not wait for the device's queue.
 
 Only torch is used.
 """
+
+from __future__ import annotations
+
 from collections import Counter
-from typing import Dict
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 __all__ = ["HostSyncCounter", "SYNC_KINDS"]
 
-SYNC_KINDS = ("item", "nonzero", "bool_index", "unique", "masked_select", "repeat_interleave",
-              "tolist")
+SYNC_KINDS = (
+    "item",
+    "nonzero",
+    "bool_index",
+    "unique",
+    "masked_select",
+    "repeat_interleave",
+    "tolist",
+)
 
 _aten = torch.ops.aten
 _BY_OVERLOAD_PACKET = {
@@ -52,8 +61,10 @@ _INDEXING = {_aten.index, _aten.index_put, _aten.index_put_, _aten._index_put_im
 
 def _has_bool_index(args) -> bool:
     indices = args[1] if len(args) > 1 else ()
-    return any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)
-               for i in (indices or ()))
+    return any(
+        isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)
+        for i in (indices or ())
+    )
 
 
 class HostSyncCounter(TorchDispatchMode):
@@ -73,7 +84,7 @@ class HostSyncCounter(TorchDispatchMode):
     def total(self) -> int:
         return sum(self.counts.values())
 
-    def as_dict(self) -> Dict[str, int]:
+    def as_dict(self) -> dict[str, int]:
         """Every kind of :data:`SYNC_KINDS` with its count (0 included)."""
         return {kind: self.counts.get(kind, 0) for kind in SYNC_KINDS}
 
@@ -102,7 +113,9 @@ class HostSyncCounter(TorchDispatchMode):
             self.counts[kind] += 1
         elif func.overloadpacket in _INDEXING and _has_bool_index(args):
             self.counts["bool_index"] += 1
-        elif (func.overloadpacket is _aten.repeat_interleave
-              and (kwargs or {}).get("output_size") is None):
+        elif (
+            func.overloadpacket is _aten.repeat_interleave
+            and (kwargs or {}).get("output_size") is None
+        ):
             self.counts["repeat_interleave"] += 1
         return func(*args, **(kwargs or {}))

@@ -10,15 +10,18 @@ over the steps where the value was defined. Python numbers are summed on the hos
 
 Only torch is used.
 """
+
+from __future__ import annotations
+
 import math
-from typing import Dict, Mapping, Tuple, Union
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
 __all__ = ["PeriodicMeans"]
 
-Scalar = Union[float, int, Tensor]
+Scalar = float | int | Tensor
 
 
 class PeriodicMeans:
@@ -34,8 +37,8 @@ class PeriodicMeans:
 
     def __init__(self):
         # names of the tensor values of a step, in order -> (sums [M], counts [M]) on their device
-        self._device_sums: Dict[Tuple[str, ...], Tuple[Tensor, Tensor]] = {}
-        self._host_sums: Dict[str, Tuple[float, int]] = {}
+        self._device_sums: dict[tuple[str, ...], tuple[Tensor, Tensor]] = {}
+        self._host_sums: dict[str, tuple[float, int]] = {}
 
     def add(self, values: Mapping[str, Scalar]) -> None:
         """Add one step's values: 0-dim tensors (any device, no synchronisation) or numbers."""
@@ -55,8 +58,9 @@ class PeriodicMeans:
         if not tensors:
             return
         key = tuple(names)
-        stacked = torch.stack([t.to(device=tensors[0].device, dtype=torch.float32)
-                               for t in tensors])
+        stacked = torch.stack(
+            [t.to(device=tensors[0].device, dtype=torch.float32) for t in tensors]
+        )
         finite = torch.isfinite(stacked)
         if key not in self._device_sums:
             self._device_sums[key] = (torch.zeros_like(stacked), torch.zeros_like(stacked))
@@ -64,10 +68,10 @@ class PeriodicMeans:
         sums.add_(torch.where(finite, stacked, torch.zeros_like(stacked)))
         counts.add_(finite.to(counts.dtype))
 
-    def pop_means(self) -> Dict[str, float]:
+    def pop_means(self) -> dict[str, float]:
         """The mean of every value over the steps where it was finite (values never finite are
         left out), then forget everything. One device-to-host copy per set of names."""
-        totals: Dict[str, Tuple[float, float]] = {}
+        totals: dict[str, tuple[float, float]] = {}
         for names, (sums, counts) in self._device_sums.items():
             for name, (s, c) in zip(names, torch.stack([sums, counts], dim=1).tolist()):
                 old_s, old_c = totals.get(name, (0.0, 0.0))

@@ -1,9 +1,10 @@
 """Top-k gallery matches of a query, and a picture of them (query box, matched boxes, similarity,
 correct matches marked), from the predictions format of :mod:`dcinet_d2.evaluation.predictions`."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -26,18 +27,33 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
     ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
     inter = iw * ih
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
+    union = (
+        (box[2] - box[0]) * (box[3] - box[1])
+        + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        - inter
+    )
     return inter / np.maximum(union, 1e-12)
 
 
-def top_matches(query: SearchQuery, query_embed: np.ndarray, gallery: Mapping[str, Mapping[str, np.ndarray]],
-                all_image_ids: Sequence[str], *, det_thresh: float = 0.5, k: int = 5) -> list[Match]:
+def top_matches(
+    query: SearchQuery,
+    query_embed: np.ndarray,
+    gallery: Mapping[str, Mapping[str, np.ndarray]],
+    all_image_ids: Sequence[str],
+    *,
+    det_thresh: float = 0.5,
+    k: int = 5,
+) -> list[Match]:
     """The ``k`` gallery detections most similar to the query, with the protocol's correctness.
 
     A detection is correct when it is, in an image holding the target, the most similar detection
     with IoU >= min(0.5, w*h / ((w+10)(h+10))) to the target box (DESIGN.md section 4).
     """
-    image_ids = query.gallery if query.gallery is not None else [i for i in all_image_ids if i != query.image_id]
+    image_ids = (
+        query.gallery
+        if query.gallery is not None
+        else [i for i in all_image_ids if i != query.image_id]
+    )
     candidates = []
     for image_id in image_ids:
         pred = gallery[image_id]
@@ -45,11 +61,16 @@ def top_matches(query: SearchQuery, query_embed: np.ndarray, gallery: Mapping[st
         if not np.any(keep):
             continue
         boxes = np.asarray(pred["boxes"], dtype=np.float64)[keep]
-        sims = np.asarray(pred["embeds"], dtype=np.float64)[keep] @ np.asarray(query_embed, dtype=np.float64)
+        sims = np.asarray(pred["embeds"], dtype=np.float64)[keep] @ np.asarray(
+            query_embed, dtype=np.float64
+        )
         correct = np.zeros(len(sims), dtype=bool)
         target = query.targets.get(image_id)
         if target is not None:
-            ok = _iou(np.asarray(target, dtype=np.float64), boxes) >= small_box_iou_threshold(target[None])[0]
+            ok = (
+                _iou(np.asarray(target, dtype=np.float64), boxes)
+                >= small_box_iou_threshold(target[None])[0]
+            )
             order = np.argsort(-sims, kind="stable")
             first = [i for i in order if ok[i]]
             if first:
@@ -59,13 +80,17 @@ def top_matches(query: SearchQuery, query_embed: np.ndarray, gallery: Mapping[st
     return [Match(image_id, box, sim, corr) for sim, image_id, box, corr in candidates[:k]]
 
 
-def _tile_with_box(path: str, box: np.ndarray, color, size: tuple[int, int], label: str) -> Image.Image:
+def _tile_with_box(
+    path: str, box: np.ndarray, color, size: tuple[int, int], label: str
+) -> Image.Image:
     """The image scaled to fit ``size`` with ``box`` drawn on it (after scaling, so lines stay crisp)
     and ``label`` above it."""
     with Image.open(path) as im:
         im = im.convert("RGB")
     scale = min(size[0] / im.width, size[1] / im.height)
-    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
+    im = im.resize(
+        (max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR
+    )
     x0 = (size[0] - im.width) // 2
     tile = Image.new("RGB", (size[0], size[1] + 14), (255, 255, 255))
     tile.paste(im, (x0, 14))
@@ -76,8 +101,11 @@ def _tile_with_box(path: str, box: np.ndarray, color, size: tuple[int, int], lab
     return tile
 
 
-def draw_search_results(rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, Match]]]], out_path: str,
-                        tile_size: tuple[int, int] = (192, 144)) -> str:
+def draw_search_results(
+    rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str, Match]]]],
+    out_path: str,
+    tile_size: tuple[int, int] = (192, 144),
+) -> str:
     """One row per query: the query image with its box (blue), then its matches, each with its box
     and similarity, green when correct, red otherwise. ``rows``: (query image path, query box,
     [(match image path, Match)]). Writes a PNG to ``out_path`` and returns it."""
@@ -90,6 +118,8 @@ def draw_search_results(rows: Sequence[tuple[str, np.ndarray, Sequence[tuple[str
         for c, (mpath, m) in enumerate(matches):
             color = (20, 160, 40) if m.correct else (210, 30, 30)
             label = f"#{c + 1} sim {m.similarity:.2f}" + (" ok" if m.correct else "")
-            canvas.paste(_tile_with_box(mpath, m.box, color, tile_size, label), (6 + (c + 1) * (tw + 6), y))
+            canvas.paste(
+                _tile_with_box(mpath, m.box, color, tile_size, label), (6 + (c + 1) * (tw + 6), y)
+            )
     canvas.save(out_path)
     return out_path

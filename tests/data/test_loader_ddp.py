@@ -1,4 +1,7 @@
 """Paired loading under torch.distributed (2 gloo processes on CPU): each process gets other pairs."""
+
+from __future__ import annotations
+
 import os
 
 import pytest
@@ -10,12 +13,15 @@ from .test_pairing import _cfg, _image_dicts
 
 
 def _worker(rank, world, port, tmp, out):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         import pathlib
 
-        from dcinet_d2.data import build_paired_train_loader
         from detectron2.utils.env import seed_all_rng
+
+        from dcinet_d2.data import build_paired_train_loader
 
         seed_all_rng(7 + rank)  # as Detectron2's default_setup does: seed + rank
         cfg = _cfg(**{"SOLVER.IMS_PER_BATCH": 4})  # 2 images = 1 pair per process

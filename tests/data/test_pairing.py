@@ -1,17 +1,23 @@
 """Partner choice and the paired train loader: invariants over many draws, checked independently."""
+
+from __future__ import annotations
+
 import random
 from collections import Counter
 
-import numpy as np
 import pytest
-import torch
-
-from dcinet_d2 import add_dcinet_config
-from dcinet_d2.data import PairedDataset, PersonSearchDatasetMapper, build_paired_train_loader, flatten_pairs
-from dcinet_d2.data.build import PairsGroupedByAspectRatio
-from dcinet_d2.data.pairing import anchor_indices, build_partner_index, choose_partner, labelled_ids
 from detectron2.config import get_cfg
 from detectron2.structures import BoxMode
+
+from dcinet_d2 import add_dcinet_config
+from dcinet_d2.data import (
+    PairedDataset,
+    PersonSearchDatasetMapper,
+    build_paired_train_loader,
+    flatten_pairs,
+)
+from dcinet_d2.data.build import PairsGroupedByAspectRatio
+from dcinet_d2.data.pairing import anchor_indices, build_partner_index, choose_partner, labelled_ids
 
 from .official_files import write_image
 
@@ -25,7 +31,14 @@ def _dict(pids, cam=None, name="x"):
 
 # image: labelled ids / camera
 #   0: {1, 2} c1   1: {1} c2   2: {2} c1   3: {3} c1 (3 only here)   4: {} c2   5: {1} c1
-DICTS = [_dict([1, 2, -1], 1), _dict([1], 2), _dict([2, -1], 1), _dict([3], 1), _dict([-1], 2), _dict([1], 1)]
+DICTS = [
+    _dict([1, 2, -1], 1),
+    _dict([1], 2),
+    _dict([2, -1], 1),
+    _dict([3], 1),
+    _dict([-1], 2),
+    _dict([1], 1),
+]
 
 
 def test_partner_index_by_hand():
@@ -96,15 +109,34 @@ def _image_dicts(tmp_path, n=8):
     for i in range(n):
         path = str(tmp_path / f"im{i}.jpg")
         write_image(path, 64, 32)
-        dicts.append({
-            "file_name": path, "image_id": f"im{i}.jpg", "height": 32, "width": 64,
-            "annotations": [
-                {"bbox": [4.0 + i, 2.0, 20.0 + i, 30.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0,
-                 "person_id": i // 2},
-                {"bbox": [40.0, 1.0, 60.0, 31.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "person_id": -1},
-                {"bbox": [10.0, 5.0, 10.0, 20.0], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0, "person_id": 100 + i},  # unique: shared with nobody
-            ],
-        })
+        dicts.append(
+            {
+                "file_name": path,
+                "image_id": f"im{i}.jpg",
+                "height": 32,
+                "width": 64,
+                "annotations": [
+                    {
+                        "bbox": [4.0 + i, 2.0, 20.0 + i, 30.0],
+                        "bbox_mode": BoxMode.XYXY_ABS,
+                        "category_id": 0,
+                        "person_id": i // 2,
+                    },
+                    {
+                        "bbox": [40.0, 1.0, 60.0, 31.0],
+                        "bbox_mode": BoxMode.XYXY_ABS,
+                        "category_id": 0,
+                        "person_id": -1,
+                    },
+                    {
+                        "bbox": [10.0, 5.0, 10.0, 20.0],
+                        "bbox_mode": BoxMode.XYXY_ABS,
+                        "category_id": 0,
+                        "person_id": 100 + i,
+                    },  # unique: shared with nobody
+                ],
+            }
+        )
     return dicts
 
 
@@ -133,8 +165,13 @@ def test_mapper_keeps_pids_aligned_through_flip_and_filter(tmp_path):
 @pytest.mark.parametrize("grouping", [False, True])
 @pytest.mark.parametrize("workers", [0, 2])
 def test_loader_yields_pairs(tmp_path, workers, grouping):
-    cfg = _cfg(**{"DATALOADER.NUM_WORKERS": workers, "SEED": 3,
-                  "DATALOADER.ASPECT_RATIO_GROUPING": grouping})
+    cfg = _cfg(
+        **{
+            "DATALOADER.NUM_WORKERS": workers,
+            "SEED": 3,
+            "DATALOADER.ASPECT_RATIO_GROUPING": grouping,
+        }
+    )
     loader = build_paired_train_loader(cfg, dataset_dicts=_image_dicts(tmp_path))
     it = iter(loader)
     for _ in range(6):
@@ -145,12 +182,16 @@ def test_loader_yields_pairs(tmp_path, workers, grouping):
             assert a["image_id"] != b["image_id"]
             ia, ib = int(a["image_id"][2:-4]), int(b["image_id"][2:-4])
             assert ia ^ 1 == ib  # the only image sharing identity ia // 2
-            assert (set(a["instances"].gt_pids.tolist()) & set(b["instances"].gt_pids.tolist())) - {-1}
+            assert (set(a["instances"].gt_pids.tolist()) & set(b["instances"].gt_pids.tolist())) - {
+                -1
+            }
 
 
 def test_loader_checks_batch_size(tmp_path):
     with pytest.raises(ValueError, match="multiple of 2"):
-        build_paired_train_loader(_cfg(**{"SOLVER.IMS_PER_BATCH": 3}), dataset_dicts=_image_dicts(tmp_path))
+        build_paired_train_loader(
+            _cfg(**{"SOLVER.IMS_PER_BATCH": 3}), dataset_dicts=_image_dicts(tmp_path)
+        )
 
 
 def test_pairs_grouped_by_the_orientation_of_their_first_image():
@@ -158,10 +199,14 @@ def test_pairs_grouped_by_the_orientation_of_their_first_image():
         return {"image_id": name, "width": w, "height": h}
 
     # L = landscape first image, P = portrait (a pair's second image may differ)
-    pairs = [[img("L0", 64, 32), img("x", 32, 64)], [img("P0", 32, 64), img("y", 64, 32)],
-             [img("P1", 30, 30), img("z", 30, 30)],  # square counts as "not landscape"
-             [img("L1", 64, 32), img("w", 64, 32)], [img("L2", 64, 32), img("v", 64, 32)],
-             [img("P2", 32, 64), img("u", 32, 64)]]
+    pairs = [
+        [img("L0", 64, 32), img("x", 32, 64)],
+        [img("P0", 32, 64), img("y", 64, 32)],
+        [img("P1", 30, 30), img("z", 30, 30)],  # square counts as "not landscape"
+        [img("L1", 64, 32), img("w", 64, 32)],
+        [img("L2", 64, 32), img("v", 64, 32)],
+        [img("P2", 32, 64), img("u", 32, 64)],
+    ]
     batches = list(PairsGroupedByAspectRatio(pairs, 2))
     # a batch leaves when its group is full: the portrait one (at P1) before the landscape one (L1)
     assert [[d["image_id"] for d in b] for b in batches] == [

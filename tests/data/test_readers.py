@@ -3,17 +3,30 @@
 Every expected value below was worked out by hand from the file contents written in the fixtures
 (box conversions spelled out next to each value).
 """
+
+from __future__ import annotations
+
 import os
 
 import numpy as np
 import pytest
-from scipy.io import savemat
-
-from dcinet_d2.data.datasets import DatasetFormatError, DatasetNotFoundError, register_cuhk_sysu, register_prw
-from dcinet_d2.data.datasets.cuhk_sysu import load_cuhk_sysu, load_test_galleries, num_train_identities
-from dcinet_d2.data.datasets.prw import load_prw, num_train_identities as prw_num_train_ids
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
+from scipy.io import savemat
+
+from dcinet_d2.data.datasets import (
+    DatasetFormatError,
+    DatasetNotFoundError,
+    register_cuhk_sysu,
+    register_prw,
+)
+from dcinet_d2.data.datasets.cuhk_sysu import (
+    load_cuhk_sysu,
+    load_test_galleries,
+    num_train_identities,
+)
+from dcinet_d2.data.datasets.prw import load_prw
+from dcinet_d2.data.datasets.prw import num_train_identities as prw_num_train_ids
 
 from .official_files import write_cuhk_sysu, write_prw
 
@@ -32,8 +45,14 @@ CUHK_IMAGES = {
     "s5.jpg": [(12, 8, 22, 44), (70, 5, 10, 20)],
     "s6.jpg": [(30, 30, 10, 10), (3, 3, 25, 50)],
 }
-CUHK_SIZES = {"s1.jpg": (100, 80), "s2.jpg": (90, 70), "s3.jpg": (50, 60), "s4.jpg": (100, 60),
-              "s5.jpg": (120, 60), "s6.jpg": (64, 64)}
+CUHK_SIZES = {
+    "s1.jpg": (100, 80),
+    "s2.jpg": (90, 70),
+    "s3.jpg": (50, 60),
+    "s4.jpg": (100, 60),
+    "s5.jpg": (120, 60),
+    "s6.jpg": (64, 64),
+}
 CUHK_POOL = ["s4.jpg", "s5.jpg", "s6.jpg"]
 CUHK_TRAIN = [
     ("p1", [("s1.jpg", (10.7, 5.2, 20.6, 40.9)), ("s2.jpg", (5, 5, 30, 50))]),
@@ -48,7 +67,9 @@ CUHK_QUERIES = [
 @pytest.fixture
 def cuhk_root(tmp_path):
     root = str(tmp_path / "CUHK-SYSU")
-    write_cuhk_sysu(root, CUHK_IMAGES, CUHK_POOL, CUHK_TRAIN, CUHK_QUERIES, CUHK_SIZES, gallery_sizes=(50, 100))
+    write_cuhk_sysu(
+        root, CUHK_IMAGES, CUHK_POOL, CUHK_TRAIN, CUHK_QUERIES, CUHK_SIZES, gallery_sizes=(50, 100)
+    )
     return root
 
 
@@ -67,7 +88,9 @@ def test_cuhk_sysu_train(cuhk_root):
     d = dicts[0]
     assert (d["height"], d["width"]) == (80, 100)
     assert d["file_name"] == os.path.join(cuhk_root, "Image", "SSM", "s1.jpg")
-    assert all(a["bbox_mode"] == BoxMode.XYXY_ABS and a["category_id"] == 0 for a in d["annotations"])
+    assert all(
+        a["bbox_mode"] == BoxMode.XYXY_ABS and a["category_id"] == 0 for a in d["annotations"]
+    )
     assert "queries" not in d
     assert num_train_identities(cuhk_root) == 2
 
@@ -90,11 +113,15 @@ def test_cuhk_sysu_galleries(cuhk_root):
     assert [q["query_id"] for q in g] == [0, 1] and g[0]["image_id"] == "s4.jpg"
     assert g[0]["bbox"].tolist() == [10, 10, 30, 50]
     assert [(n, None if b is None else b.tolist()) for n, b in g[0]["gallery"]] == [
-        ("s5.jpg", [12, 8, 34, 52]), ("s6.jpg", None)]
+        ("s5.jpg", [12, 8, 34, 52]),
+        ("s6.jpg", None),
+    ]
     full = load_test_galleries(cuhk_root, -1)
     # full set: every pool image except the query's own, in pool order
     assert [(n, None if b is None else b.tolist()) for n, b in full[1]["gallery"]] == [
-        ("s4.jpg", None), ("s6.jpg", [3, 3, 28, 53])]
+        ("s4.jpg", None),
+        ("s6.jpg", [3, 3, 28, 53]),
+    ]
     assert len(full[0]["gallery"]) == 2 and full[0]["gallery"][-1] == ("s6.jpg", None)
     with pytest.raises(ValueError, match="gallery size"):
         load_test_galleries(cuhk_root, 77)
@@ -108,22 +135,30 @@ def test_cuhk_sysu_cache_reused_and_invalidated(cuhk_root, tmp_path):
     assert load_cuhk_sysu(cuhk_root, "train") == first
     # an edited annotation file gives a new key: Train.mat without identity p2
     write_cuhk_sysu(cuhk_root, CUHK_IMAGES, CUHK_POOL, CUHK_TRAIN[:1], CUHK_QUERIES, {})
-    os.utime(os.path.join(cuhk_root, "annotation", "test", "train_test", "Train.mat"), ns=(1, 10**18))
+    os.utime(
+        os.path.join(cuhk_root, "annotation", "test", "train_test", "Train.mat"), ns=(1, 10**18)
+    )
     assert _summary(load_cuhk_sysu(cuhk_root, "train"))["s3.jpg"] == [([1, 2, 4, 6], -1)]
 
 
 def test_cuhk_sysu_errors(cuhk_root, tmp_path):
     with pytest.raises(DatasetNotFoundError) as e:
         load_cuhk_sysu(str(tmp_path / "nowhere"), "train")
-    assert "nowhere/annotation/Images.mat" in str(e.value) and "ShuangLI59/person_search" in str(e.value)
+    assert "nowhere/annotation/Images.mat" in str(e.value) and "ShuangLI59/person_search" in str(
+        e.value
+    )
     # an identity box that is no box of its image: names the file and entry
     bad_train = [CUHK_TRAIN[0], ("p2", [("s2.jpg", (40, 6, 20, 44)), ("s3.jpg", (1, 2, 3, 5))])]
     write_cuhk_sysu(cuhk_root, CUHK_IMAGES, CUHK_POOL, bad_train, CUHK_QUERIES, {})
-    with pytest.raises(DatasetFormatError, match=r"Train.mat', Train entry 1.scene\(1\): box \[1, 2, 4, 7\]"):
+    with pytest.raises(
+        DatasetFormatError, match=r"Train.mat', Train entry 1.scene\(1\): box \[1, 2, 4, 7\]"
+    ):
         load_cuhk_sysu(cuhk_root, "train")
     # wrong variable name
     savemat(os.path.join(cuhk_root, "annotation", "pool.mat"), {"gallery": np.zeros((1, 1))})
-    with pytest.raises(DatasetFormatError, match=r"pool.mat.*no variable named 'pool'.*\['gallery'\]"):
+    with pytest.raises(
+        DatasetFormatError, match=r"pool.mat.*no variable named 'pool'.*\['gallery'\]"
+    ):
         load_cuhk_sysu(cuhk_root, "test")
     # not a MATLAB file at all
     with open(os.path.join(cuhk_root, "annotation", "Images.mat"), "w") as f:
@@ -136,11 +171,23 @@ def test_cuhk_sysu_bad_box_names_entry(cuhk_root):
     images = dict(CUHK_IMAGES)
     write_cuhk_sysu(cuhk_root, images, CUHK_POOL, CUHK_TRAIN, CUHK_QUERIES, {})
     from .official_files import struct_array
-    img = struct_array(["imname", "nAppear", "box"], [
-        (np.array(["s1.jpg"]), np.array([[1.0]]),
-         struct_array(["idlocate", "ishard"], [(np.array([[1.0, 2.0, 3.0]]), np.array([[0.0]]))]))])
+
+    img = struct_array(
+        ["imname", "nAppear", "box"],
+        [
+            (
+                np.array(["s1.jpg"]),
+                np.array([[1.0]]),
+                struct_array(
+                    ["idlocate", "ishard"], [(np.array([[1.0, 2.0, 3.0]]), np.array([[0.0]]))]
+                ),
+            )
+        ],
+    )
     savemat(os.path.join(cuhk_root, "annotation", "Images.mat"), {"Img": img})
-    with pytest.raises(DatasetFormatError, match=r"Img entry 0 \('s1.jpg'\), box 0: expected a box"):
+    with pytest.raises(
+        DatasetFormatError, match=r"Img entry 0 \('s1.jpg'\), box 0: expected a box"
+    ):
         load_cuhk_sysu(cuhk_root, "train")
 
 
@@ -209,16 +256,29 @@ def test_prw_errors(prw_root):
         load_prw(prw_root, "test")
     with open(os.path.join(prw_root, "query_info.txt"), "w") as f:
         f.write("100 1 1 2 2 c9s1_000099\r\n")
-    with pytest.raises(DatasetFormatError, match="c9s1_000099', which frame_test.mat does not list"):
+    with pytest.raises(
+        DatasetFormatError, match="c9s1_000099', which frame_test.mat does not list"
+    ):
         load_prw(prw_root, "test")
-    savemat(os.path.join(prw_root, "annotations", "c1s2_000003.jpg.mat"), {"boxes": np.zeros((1, 5))})
-    with pytest.raises(DatasetFormatError, match=r"c1s2_000003.jpg.mat.*'box_new' or 'anno_file' or 'anno_previous'"):
+    savemat(
+        os.path.join(prw_root, "annotations", "c1s2_000003.jpg.mat"), {"boxes": np.zeros((1, 5))}
+    )
+    with pytest.raises(
+        DatasetFormatError,
+        match=r"c1s2_000003.jpg.mat.*'box_new' or 'anno_file' or 'anno_previous'",
+    ):
         load_prw(prw_root, "train")
-    savemat(os.path.join(prw_root, "annotations", "c1s2_000003.jpg.mat"), {"box_new": np.zeros((1, 4))})
-    with pytest.raises(DatasetFormatError, match=r"c1s2_000003.jpg.mat', variable 'box_new'.*N x 5"):
+    savemat(
+        os.path.join(prw_root, "annotations", "c1s2_000003.jpg.mat"), {"box_new": np.zeros((1, 4))}
+    )
+    with pytest.raises(
+        DatasetFormatError, match=r"c1s2_000003.jpg.mat', variable 'box_new'.*N x 5"
+    ):
         load_prw(prw_root, "train")
     os.remove(os.path.join(prw_root, "frames", "c1s2_000003.jpg"))
-    savemat(os.path.join(prw_root, "annotations", "c1s2_000003.jpg.mat"), {"box_new": np.ones((1, 5))})
+    savemat(
+        os.path.join(prw_root, "annotations", "c1s2_000003.jpg.mat"), {"box_new": np.ones((1, 5))}
+    )
     with pytest.raises(DatasetNotFoundError, match="frames/c1s2_000003.jpg"):
         load_prw(prw_root, "train")
     os.remove(os.path.join(prw_root, "ID_train.mat"))
@@ -229,7 +289,11 @@ def test_prw_errors(prw_root):
 def test_registration_is_lazy_and_sets_metadata(tmp_path, prw_root, cuhk_root):
     register_prw("lazy_prw_test_only", str(tmp_path / "absent"))  # touches no file
     meta = MetadataCatalog.get("lazy_prw_test_only_test")
-    assert (meta.evaluator_type, meta.thing_classes, meta.protocol) == ("person_search", ["person"], "prw")
+    assert (meta.evaluator_type, meta.thing_classes, meta.protocol) == (
+        "person_search",
+        ["person"],
+        "prw",
+    )
     with pytest.raises(DatasetNotFoundError):
         DatasetCatalog.get("lazy_prw_test_only_train")
     register_prw("tiny_prw_reader_test", prw_root)
@@ -241,8 +305,16 @@ def test_registration_is_lazy_and_sets_metadata(tmp_path, prw_root, cuhk_root):
 
 
 def test_builtin_names_follow_environment():
-    for name in ("cuhk_sysu_train", "cuhk_sysu_test", "prw_train", "prw_test", "synthetic_cuhk_sysu_train",
-                 "synthetic_cuhk_sysu_test", "synthetic_prw_train", "synthetic_prw_test"):
+    for name in (
+        "cuhk_sysu_train",
+        "cuhk_sysu_test",
+        "prw_train",
+        "prw_test",
+        "synthetic_cuhk_sysu_train",
+        "synthetic_cuhk_sysu_test",
+        "synthetic_prw_train",
+        "synthetic_prw_test",
+    ):
         assert name in DatasetCatalog.list()
         assert MetadataCatalog.get(name).evaluator_type == "person_search"
     root = os.environ.get("DETECTRON2_DATASETS", "datasets")

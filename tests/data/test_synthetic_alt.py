@@ -4,6 +4,9 @@ It must be a valid CUHK-SYSU for the official reader (splits, identities, querie
 deterministic by seed, and be rendered by code of its own (none of the drawing of
 ``dcinet_d2.data.synthetic.looks`` / ``.painting``).
 """
+
+from __future__ import annotations
+
 import ast
 import dataclasses
 import hashlib
@@ -23,10 +26,17 @@ from dcinet_d2.data.synthetic import STATS_FILE
 from dcinet_d2.data.synthetic import alt as A
 
 W, H = 320, 240  # the default image size of the alternative dataset
-SMALL = dict(num_images=80, pool_size=52, num_train_ids=10, num_test_ids=6, gallery_sizes=[50],
-             progress=False)  # pool_size >= 51: the reader's test split needs TestG50.mat
-TINY = dict(num_images=12, pool_size=5, num_train_ids=3, num_test_ids=2, gallery_sizes=[4],
-            progress=False)
+SMALL = dict(
+    num_images=80,
+    pool_size=52,
+    num_train_ids=10,
+    num_test_ids=6,
+    gallery_sizes=[50],
+    progress=False,
+)  # pool_size >= 51: the reader's test split needs TestG50.mat
+TINY = dict(
+    num_images=12, pool_size=5, num_train_ids=3, num_test_ids=2, gallery_sizes=[4], progress=False
+)
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +60,8 @@ def _images_mat(root):
     for rec in loadmat(_ann(root, "Images.mat"))["Img"][0]:
         out[str(rec["imname"][0])] = [
             tuple(float(v) for v in b["idlocate"].reshape(-1)) + (float(b["ishard"][0, 0]),)
-            for b in rec["box"][0]]
+            for b in rec["box"][0]
+        ]
     return out
 
 
@@ -80,10 +91,13 @@ def test_official_reader_reads_it(small):
     assert len(test) == stats["pool_images"] == SMALL["pool_size"]
     assert num_train_identities(root) == SMALL["num_train_ids"]
     assert sum(len(d["annotations"]) for d in train + test) == stats["boxes"]
-    assert sum(a["person_id"] >= 0 for d in train + test for a in d["annotations"]) == \
-        stats["labelled_boxes"]
-    assert {a["person_id"] for d in train for a in d["annotations"]} == \
-        set(range(-1, SMALL["num_train_ids"]))
+    assert (
+        sum(a["person_id"] >= 0 for d in train + test for a in d["annotations"])
+        == stats["labelled_boxes"]
+    )
+    assert {a["person_id"] for d in train for a in d["annotations"]} == set(
+        range(-1, SMALL["num_train_ids"])
+    )
     assert sum(len(d.get("queries", [])) for d in test) == SMALL["num_test_ids"]
     for d in train + test:
         assert (d["width"], d["height"]) == (W, H)
@@ -130,8 +144,11 @@ def test_every_query_person_is_in_its_gallery_at_the_recorded_box(small):
         for name, box in targets:
             assert box in [b[:4] for b in boxes[name]]
             x, y, w, h = (int(v) for v in box)
-            pids = [a["person_id"] for a in by_name[name]["annotations"]
-                    if a["bbox"] == [x, y, x + w, y + h]]
+            pids = [
+                a["person_id"]
+                for a in by_name[name]["annotations"]
+                if a["bbox"] == [x, y, x + w, y + h]
+            ]
             assert pids == [k]
         assert [n for n, b in galleries[k]["gallery"] if b is not None] == [n for n, _ in targets]
 
@@ -180,12 +197,28 @@ def test_rendering_shares_no_code_with_synthetic():
     assert set(from_synthetic) == {"cuhk_sysu", "jobs"}
     assert from_synthetic["cuhk_sysu"] <= {"_plan_cuhk_sysu", "_render_cuhk_sysu"}
     assert from_synthetic["jobs"] <= {
-        "_check_range", "_draw_identities", "_Job", "_rng", "_scene_people"}
+        "_check_range",
+        "_draw_identities",
+        "_Job",
+        "_rng",
+        "_scene_people",
+    }
     names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     names |= {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
-    drawing = {"render_person", "_render_scene", "_render_background", "random_appearance",
-               "similar_appearance", "random_pose", "_random_background_style", "_random_lighting",
-               "make_identity_appearances", "_run_job", "PersonSprite", "Appearance"}
+    drawing = {
+        "render_person",
+        "_render_scene",
+        "_render_background",
+        "random_appearance",
+        "similar_appearance",
+        "random_pose",
+        "_random_background_style",
+        "_random_lighting",
+        "make_identity_appearances",
+        "_run_job",
+        "PersonSprite",
+        "Appearance",
+    }
     assert not names & drawing
 
 

@@ -3,6 +3,9 @@
 Every check reads the files with ``scipy.io.loadmat`` (default options) or as raw bytes, i.e. the
 way code written for the real datasets does; no reader logic of the package is used.
 """
+
+from __future__ import annotations
+
 import importlib.util
 import io
 import os
@@ -18,10 +21,24 @@ from dcinet_d2.data.synthetic import cuhk_sysu
 
 W, H = 96, 72  # CUHK image size used here
 PW, PH = 96, 64  # PRW frame size used here
-CUHK_KW = dict(num_images=100, pool_size=56, num_train_ids=12, num_test_ids=14, image_size=(W, H),
-               gallery_sizes=(10, 50), progress=False)
-PRW_KW = dict(num_cameras=3, num_train_frames=24, num_test_frames=30, num_train_ids=6,
-              num_test_ids=6, image_size=(PW, PH), progress=False)
+CUHK_KW = dict(
+    num_images=100,
+    pool_size=56,
+    num_train_ids=12,
+    num_test_ids=14,
+    image_size=(W, H),
+    gallery_sizes=(10, 50),
+    progress=False,
+)
+PRW_KW = dict(
+    num_cameras=3,
+    num_train_frames=24,
+    num_test_frames=30,
+    num_train_ids=6,
+    num_test_ids=6,
+    image_size=(PW, PH),
+    progress=False,
+)
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -308,8 +325,10 @@ def test_prw_splits_ids_and_queries(prw):
     assert train_frames.isdisjoint(test_frames) and train_frames | test_frames == set(ann)
     id_train = idt["ID_train"]
     assert id_train.shape == (1, 6) and id_train.dtype == np.float64
-    ids_in = {split: {int(i) for f in frames for i in ann[f][1][:, 0] if i > 0}
-              for split, frames in (("train", train_frames), ("test", test_frames))}
+    ids_in = {
+        split: {int(i) for f in frames for i in ann[f][1][:, 0] if i > 0}
+        for split, frames in (("train", train_frames), ("test", test_frames))
+    }
     assert ids_in["train"] == {int(i) for i in id_train[0]}
     assert ids_in["train"].isdisjoint(ids_in["test"]) and len(ids_in["test"]) == 6
 
@@ -358,7 +377,7 @@ def test_prw_pixels_inside_boxes_differ_from_background(prw):
             diff = np.abs(img - bg).mean(axis=2)
             inside = np.zeros(diff.shape, dtype=bool)
             for pid, x, y, w, h in ann[n][1]:
-                inside[max(0, int(y)):int(y + h), max(0, int(x)):int(x + w)] = True
+                inside[max(0, int(y)) : int(y + h), max(0, int(x)) : int(x + w)] = True
             ratios.append(diff[inside].mean() / max(diff[~inside].mean(), 1e-6))
     # a person replaces the background colour by clothing colours: mean difference several times
     # the lighting/noise difference of the empty background
@@ -404,15 +423,44 @@ def test_similar_appearance_differs_in_one_attribute():
 
 def test_cli_generates_then_leaves_existing(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location(
-        "prepare_synthetic", os.path.join(REPO, "datasets", "prepare_synthetic.py"))
+        "prepare_synthetic", os.path.join(REPO, "datasets", "prepare_synthetic.py")
+    )
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
-    argv = ["--out", str(tmp_path), "--quiet", "--which", "both",
-            "--cuhk-images", "60", "--cuhk-pool", "25",
-            "--cuhk-train-ids", "8", "--cuhk-test-ids", "6",
-            "--cuhk-image-size", "64", "48", "--gallery-sizes", "10", "20",
-            "--prw-cameras", "2", "--prw-train-frames", "8", "--prw-test-frames", "8",
-            "--prw-train-ids", "3", "--prw-test-ids", "3", "--prw-image-size", "64", "48"]
+    argv = [
+        "--out",
+        str(tmp_path),
+        "--quiet",
+        "--which",
+        "both",
+        "--cuhk-images",
+        "60",
+        "--cuhk-pool",
+        "25",
+        "--cuhk-train-ids",
+        "8",
+        "--cuhk-test-ids",
+        "6",
+        "--cuhk-image-size",
+        "64",
+        "48",
+        "--gallery-sizes",
+        "10",
+        "20",
+        "--prw-cameras",
+        "2",
+        "--prw-train-frames",
+        "8",
+        "--prw-test-frames",
+        "8",
+        "--prw-train-ids",
+        "3",
+        "--prw-test-ids",
+        "3",
+        "--prw-image-size",
+        "64",
+        "48",
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "queries" in out and "TestG sizes written" in out and "cameras" in out

@@ -3,6 +3,9 @@
 The expectations come from the generator's own statistics and from literal ``loadmat`` access to
 the written files, not from the readers.
 """
+
+from __future__ import annotations
+
 import os
 
 import numpy as np
@@ -22,16 +25,34 @@ def private_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def cuhk(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("rt") / "CUHK-SYSU")
-    stats = generate_cuhk_sysu(root, seed=5, num_images=100, num_train_ids=15, num_test_ids=10, pool_size=55,
-                               image_size=(96, 72), gallery_sizes=[50], progress=False)
+    stats = generate_cuhk_sysu(
+        root,
+        seed=5,
+        num_images=100,
+        num_train_ids=15,
+        num_test_ids=10,
+        pool_size=55,
+        image_size=(96, 72),
+        gallery_sizes=[50],
+        progress=False,
+    )
     return root, stats
 
 
 @pytest.fixture(scope="module")
 def prw(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("rt") / "PRW")
-    stats = generate_prw(root, seed=5, num_cameras=3, num_train_frames=30, num_test_frames=24, num_train_ids=10,
-                         num_test_ids=6, image_size=(96, 64), progress=False)
+    stats = generate_prw(
+        root,
+        seed=5,
+        num_cameras=3,
+        num_train_frames=30,
+        num_test_frames=24,
+        num_train_ids=10,
+        num_test_ids=6,
+        image_size=(96, 64),
+        progress=False,
+    )
     return root, stats
 
 
@@ -57,20 +78,30 @@ def test_cuhk_sysu_round_trip(cuhk):
     by_name = {d["image_id"]: d for d in train + test}
     # every image's non-degenerate boxes come back, converted
     for rec in loadmat(os.path.join(root, "annotation", "Images.mat"))["Img"][0]:
-        boxes = [_xyxy(b["idlocate"]) for b in rec["box"][0] if b["idlocate"][0, 2] > 0 and b["idlocate"][0, 3] > 0]
+        boxes = [
+            _xyxy(b["idlocate"])
+            for b in rec["box"][0]
+            if b["idlocate"][0, 2] > 0 and b["idlocate"][0, 3] > 0
+        ]
         assert [a["bbox"] for a in by_name[str(rec["imname"][0])]["annotations"]] == boxes
     # every Train.mat appearance is a box with the identity's index as person_id
-    train_mat = loadmat(os.path.join(root, "annotation", "test", "train_test", "Train.mat"))["Train"]
+    train_mat = loadmat(os.path.join(root, "annotation", "test", "train_test", "Train.mat"))[
+        "Train"
+    ]
     assert len(train_mat) == stats["train_ids"]
     for pid, cell in enumerate(train_mat[:, 0]):
         for scene in cell[0, 0]["scene"][0]:
             assert _find(by_name, str(scene["imname"][0]), _xyxy(scene["idlocate"])) == [pid]
     # every query is on its image with its index as identity, and gallery targets carry it too
-    testg = loadmat(os.path.join(root, "annotation", "test", "train_test", "TestG50.mat"))["TestG50"][0]
+    testg = loadmat(os.path.join(root, "annotation", "test", "train_test", "TestG50.mat"))[
+        "TestG50"
+    ][0]
     for k, item in enumerate(testg):
         q = item["Query"][0, 0]
         qbox = _xyxy(q["idlocate"])
-        assert {"query_id": k, "bbox": qbox, "person_id": k} in by_name[str(q["imname"][0])]["queries"]
+        assert {"query_id": k, "bbox": qbox, "person_id": k} in by_name[str(q["imname"][0])][
+            "queries"
+        ]
         for g in item["Gallery"][0]:
             if g["idlocate"].size:
                 assert _find(by_name, str(g["imname"][0]), _xyxy(g["idlocate"])) == [k]
@@ -81,7 +112,9 @@ def test_cuhk_sysu_round_trip(cuhk):
 def test_prw_round_trip(prw):
     root, stats = prw
     train, test = load_prw(root, "train"), load_prw(root, "test")
-    frames_train = [str(v[0][0]) for v in loadmat(os.path.join(root, "frame_train.mat"))["img_index_train"]]
+    frames_train = [
+        str(v[0][0]) for v in loadmat(os.path.join(root, "frame_train.mat"))["img_index_train"]
+    ]
     assert [d["image_id"] for d in train] == [f + ".jpg" for f in frames_train]
     ids = [int(v) for v in loadmat(os.path.join(root, "ID_train.mat"))["ID_train"].reshape(-1)]
     assert len(ids) == stats["train_ids"]
@@ -96,10 +129,12 @@ def test_prw_round_trip(prw):
             assert a["person_id"] == expected
             x, y, w, h = np.clip(row[1:], 0, None)
             assert a["bbox"] == [float(int(v)) for v in (x, y, x + w, y + h)]
-        assert d["camera_id"] == int(d["image_id"][1:d["image_id"].index("s")])
+        assert d["camera_id"] == int(d["image_id"][1 : d["image_id"].index("s")])
     with open(os.path.join(root, "query_info.txt"), newline="") as f:
         lines = [ln for ln in f.read().split("\r\n") if ln]
-    queries = sorted((q["query_id"], d["image_id"], q["person_id"]) for d in test for q in d.get("queries", []))
+    queries = sorted(
+        (q["query_id"], d["image_id"], q["person_id"]) for d in test for q in d.get("queries", [])
+    )
     assert len(queries) == len(lines) == stats["queries"]
     for (qid, image_id, pid), line in zip(queries, lines):
         parts = line.split()

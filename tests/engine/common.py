@@ -1,4 +1,7 @@
 """Helpers of the training tests: configs from the repository's YAML files, the synthetic data."""
+
+from __future__ import annotations
+
 import os
 
 from dcinet_d2.data.synthetic import ensure_synthetic_datasets
@@ -12,5 +15,7 @@ def quick_cfg(name: str, output_dir: str, *overrides: str):
     sure the default synthetic datasets exist (generated once, about 10 s)."""
     ensure_synthetic_datasets(progress=False)
     path = os.path.join(REPO, "configs", "quick_schedules", f"{name}_instant_test.yaml")
-    args = argument_parser().parse_args(["--config-file", path, "OUTPUT_DIR", output_dir, *overrides])
+    args = argument_parser().parse_args(
+        ["--config-file", path, "OUTPUT_DIR", output_dir, *overrides]
+    )
     return setup_cfg(args)

@@ -1,5 +1,8 @@
 """TEST.IMS_PER_BATCH: the evaluation loader yields every test image once, in batches, and a
 batch of same-size images gives the outputs of one-by-one inference."""
+
+from __future__ import annotations
+
 import torch
 from detectron2.modeling import build_model
 
@@ -28,7 +31,9 @@ def test_batched_test_loader_covers_every_image_once_and_matches_single_inferenc
         together = model(first)
         alone = [model([d])[0] for d in first]
     for a, b, d in zip(together, alone, first):
-        assert torch.allclose(a["instances"].pred_boxes.tensor, b["instances"].pred_boxes.tensor, atol=1e-3)
+        assert torch.allclose(
+            a["instances"].pred_boxes.tensor, b["instances"].pred_boxes.tensor, atol=1e-3
+        )
         assert torch.allclose(a["instances"].pred_embeds, b["instances"].pred_embeds, atol=1e-4)
         if d.get("queries"):
             assert torch.allclose(a["query_embeds"], b["query_embeds"], atol=1e-4)

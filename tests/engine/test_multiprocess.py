@@ -1,5 +1,8 @@
 """train_net.py on two CPU processes (gloo) through dcinet_d2.engine.launch: trains, checkpoints,
 evaluates with predictions gathered from both processes."""
+
+from __future__ import annotations
+
 import json
 import os
 import subprocess
@@ -14,9 +17,22 @@ from .common import REPO, quick_cfg
 @pytest.mark.timeout(900)
 def test_train_net_two_processes(tmp_path):
     quick_cfg("dcinet", str(tmp_path))  # generates the synthetic data if absent
-    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--num-gpus", "2", "--dist-url", "auto",
-           "--config-file", os.path.join(REPO, "configs", "quick_schedules", "dcinet_instant_test.yaml"),
-           "OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_ITER", "4", "SOLVER.CHECKPOINT_PERIOD", "100"]
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "train_net.py"),
+        "--num-gpus",
+        "2",
+        "--dist-url",
+        "auto",
+        "--config-file",
+        os.path.join(REPO, "configs", "quick_schedules", "dcinet_instant_test.yaml"),
+        "OUTPUT_DIR",
+        str(tmp_path),
+        "SOLVER.MAX_ITER",
+        "4",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "100",
+    ]
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=850)
     assert proc.returncode == 0, proc.stderr[-4000:]

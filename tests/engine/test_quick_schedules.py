@@ -1,4 +1,7 @@
 """The quick schedules (configs/quick_schedules): train a few iterations, evaluate, metrics come out."""
+
+from __future__ import annotations
+
 import json
 import math
 import os
@@ -33,7 +36,9 @@ def test_instant_schedule_trains_and_evaluates(name, tmp_path):
         metrics = json.load(f)
     assert set(metrics["search"]) == {"mAP", "top1", "top5", "top10"}
     assert set(metrics["detection"]) >= {"recall", "AP"}
-    assert all(0.0 <= v <= 100.0 for task in ("search", "detection") for v in metrics[task].values())
+    assert all(
+        0.0 <= v <= 100.0 for task in ("search", "detection") for v in metrics[task].values()
+    )
     # the small configs search by score times cosine: the file says so, and its gallery
     # embeddings have norm score ** power (checked when it is loaded)
     saved = load_predictions(os.path.join(out, "person_search_predictions.pth"))

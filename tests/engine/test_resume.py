@@ -1,5 +1,8 @@
 """An interrupted training resumes from its last checkpoint with identical weights, memories
 (feature dictionary, class centres) and iteration."""
+
+from __future__ import annotations
+
 import copy
 import os
 

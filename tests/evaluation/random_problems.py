@@ -4,6 +4,7 @@ Detections are placed near the ground-truth persons (some exact, some shifted, s
 embeddings are random unit vectors pulled towards an identity vector, so that true positives,
 misses, small boxes and ranks of every kind occur.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,16 @@ def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def random_problem(seed: int, n_images: int = 12, n_ids: int = 5, dim: int = 8, explicit: bool = True,
-                   cameras: int = 0, max_dets: int = 6, exclude_camera: bool = False):
+def random_problem(
+    seed: int,
+    n_images: int = 12,
+    n_ids: int = 5,
+    dim: int = 8,
+    explicit: bool = True,
+    cameras: int = 0,
+    max_dets: int = 6,
+    exclude_camera: bool = False,
+):
     """Return (gallery, query_embeds, queries, image_ids, ground_truth, image_cameras)."""
     rng = np.random.default_rng(seed)
     ids = unit(rng, n_ids, dim)
@@ -46,7 +55,9 @@ def random_problem(seed: int, n_images: int = 12, n_ids: int = 5, dim: int = 8, 
                 base = ids[pid] if pid >= 0 else unit(rng, 1, dim)[0]
                 e = base + 0.8 * rng.standard_normal(dim)
                 embeds.append(e / np.linalg.norm(e))
-        for _ in range(int(rng.integers(0, max_dets - len(dets) + 1)) if len(dets) < max_dets else 0):
+        for _ in range(
+            int(rng.integers(0, max_dets - len(dets) + 1)) if len(dets) < max_dets else 0
+        ):
             x, y = rng.uniform(0, 200, size=2)
             dets.append(np.array([x, y, x + rng.uniform(1, 60), y + rng.uniform(1, 100)]))
             embeds.append(unit(rng, 1, dim)[0])
@@ -76,8 +87,11 @@ def random_problem(seed: int, n_images: int = 12, n_ids: int = 5, dim: int = 8, 
             gallery_list = tuple(rng.permutation(pick).tolist())
         else:
             gallery_list = None
-        queries.append(SearchQuery(qid, q_name, q_box, targets, gallery_list,
-                                   cams[q_name] if exclude_camera else None))
+        queries.append(
+            SearchQuery(
+                qid, q_name, q_box, targets, gallery_list, cams[q_name] if exclude_camera else None
+            )
+        )
         e = ids[pid] + 0.5 * rng.standard_normal(dim)
         query_embeds[qid] = (e / np.linalg.norm(e)).astype(np.float32)
         qid += 1

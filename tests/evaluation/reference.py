@@ -12,12 +12,13 @@ inputs and outputs are the same. It lives with the tests (a test oracle), not in
 CBGM here finds the maximum-weight matching by enumerating all injective assignments, which is
 exponential: fine for tests (a few context persons and detections), not for real data.
 """
+
 from __future__ import annotations
 
 import itertools
 import logging
 import math
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -37,9 +38,11 @@ def _iou(a, b) -> float:
     x2 = min(float(a[2]), float(b[2]))
     y2 = min(float(a[3]), float(b[3]))
     inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (float(a[2]) - float(a[0])) * (float(a[3]) - float(a[1])) + (float(b[2]) - float(b[0])) * (
-        float(b[3]) - float(b[1])
-    ) - inter
+    union = (
+        (float(a[2]) - float(a[0])) * (float(a[3]) - float(a[1]))
+        + (float(b[2]) - float(b[0])) * (float(b[3]) - float(b[1]))
+        - inter
+    )
     if union == 0.0:
         return math.nan
     return inter / union
@@ -103,8 +106,8 @@ def evaluate_search(
     *,
     det_thresh: float = 0.5,
     topk: Sequence[int] = DEFAULT_TOPK,
-    image_cameras: Optional[Mapping[str, int]] = None,
-    cbgm: Optional[CBGMParams] = None,
+    image_cameras: Mapping[str, int] | None = None,
+    cbgm: CBGMParams | None = None,
 ) -> SearchResult:
     """Search metrics, one query and one gallery image at a time (same contract as
     :func:`dcinet_d2.evaluation.protocol.evaluate_search`)."""
@@ -171,7 +174,9 @@ def evaluate_search(
             aps.append(math.nan)
             hits.append([False] * len(topk))
             continue
-        aps.append(0.0 if count_tp == 0 else average_precision(y_true, y_score) * count_tp / count_gt)
+        aps.append(
+            0.0 if count_tp == 0 else average_precision(y_true, y_score) * count_tp / count_gt
+        )
         # ties against the query: at equal similarity, false positives come first
         ranked = sorted(zip(y_score, y_true), key=lambda p: (-p[0], p[1]))
         hits.append([any(t for _, t in ranked[:k]) for k in topk])
@@ -186,7 +191,9 @@ def evaluate_search(
     )
 
 
-def _cbgm_loop(q: SearchQuery, feat_q, name2sim: dict, kept: dict, image_rank: dict, cbgm: CBGMParams) -> None:
+def _cbgm_loop(
+    q: SearchQuery, feat_q, name2sim: dict, kept: dict, image_rank: dict, cbgm: CBGMParams
+) -> None:
     """CBGM as SeqNet's loop does it (rules in ``evaluation.cbgm``), modifying ``name2sim`` in place."""
     # images of the k1 most similar detections (ties: dataset image order, then detection order)
     cands = []
@@ -253,7 +260,10 @@ def evaluate_detection(
         count_gt += num_gt
         if num_det == 0:
             continue
-        ious = [[float(np.float32(_iou(gt_boxes[i], dets[j][0]))) for j in range(num_det)] for i in range(num_gt)]
+        ious = [
+            [float(np.float32(_iou(gt_boxes[i], dets[j][0]))) for j in range(num_det)]
+            for i in range(num_gt)
+        ]
 
         def first_max(values):
             best, best_key = None, None

@@ -1,4 +1,7 @@
 """Colour-histogram baseline: the histogram of hand-made images, and the predictions it builds."""
+
+from __future__ import annotations
+
 import math
 
 import numpy as np
@@ -32,10 +35,13 @@ def expected_4x2():
 
 def test_histogram_by_hand():
     assert HISTOGRAM_DIM == 128
-    np.testing.assert_allclose(colour_histogram(image_4x2(), (0, 0, 2, 4)), expected_4x2(), atol=1e-7)
+    np.testing.assert_allclose(
+        colour_histogram(image_4x2(), (0, 0, 2, 4)), expected_4x2(), atol=1e-7
+    )
     # a fractional box covers the same whole pixels
-    np.testing.assert_allclose(colour_histogram(image_4x2(), (0.5, 0.2, 1.2, 3.9)), expected_4x2(),
-                               atol=1e-7)
+    np.testing.assert_allclose(
+        colour_histogram(image_4x2(), (0.5, 0.2, 1.2, 3.9)), expected_4x2(), atol=1e-7
+    )
 
 
 def test_histogram_halves_and_clipping():
@@ -56,9 +62,12 @@ def test_histogram_halves_and_clipping():
 
 def dataset():
     return [
-        {"file_name": "a.jpg", "image_id": "a.jpg",
-         "annotations": [{"bbox": [0, 0, 2, 4]}, {"bbox": [1, 1, 1, 3]}],  # second: no area
-         "queries": [{"query_id": 0, "bbox": [0, 0, 2, 2], "person_id": 3}]},
+        {
+            "file_name": "a.jpg",
+            "image_id": "a.jpg",
+            "annotations": [{"bbox": [0, 0, 2, 4]}, {"bbox": [1, 1, 1, 3]}],  # second: no area
+            "queries": [{"query_id": 0, "bbox": [0, 0, 2, 2], "person_id": 3}],
+        },
         {"file_name": "b.jpg", "image_id": "b.jpg", "annotations": []},
     ]
 
@@ -67,10 +76,16 @@ def test_predictions_keep_boxes_and_replace_embeddings():
     read = lambda path: image_4x2()  # noqa: E731
     learned = {
         "gallery": {
-            "a.jpg": {"boxes": np.array([[0, 0, 2, 4]], np.float32), "scores": np.array([0.7], np.float32),
-                      "embeds": np.array([[1.0] + [0.0] * 7], np.float32)},
-            "b.jpg": {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
-                      "embeds": np.zeros((0, 8), np.float32)},
+            "a.jpg": {
+                "boxes": np.array([[0, 0, 2, 4]], np.float32),
+                "scores": np.array([0.7], np.float32),
+                "embeds": np.array([[1.0] + [0.0] * 7], np.float32),
+            },
+            "b.jpg": {
+                "boxes": np.zeros((0, 4), np.float32),
+                "scores": np.zeros(0, np.float32),
+                "embeds": np.zeros((0, 8), np.float32),
+            },
         },
         "queries": {0: {"embed": np.array([1.0] + [0.0] * 7, np.float32)}},
     }
@@ -85,23 +100,35 @@ def test_predictions_keep_boxes_and_replace_embeddings():
     np.testing.assert_allclose(hist["queries"][0]["embed"], q, atol=1e-7)
 
     gt = validate_predictions(ground_truth_predictions(dataset(), read_image=read))
-    np.testing.assert_array_equal(gt["gallery"]["a.jpg"]["boxes"], [[0, 0, 2, 4]])  # no-area box left out
+    np.testing.assert_array_equal(
+        gt["gallery"]["a.jpg"]["boxes"], [[0, 0, 2, 4]]
+    )  # no-area box left out
     np.testing.assert_array_equal(gt["gallery"]["a.jpg"]["scores"], [1.0])
     assert gt["gallery"]["b.jpg"]["boxes"].shape == (0, 4)
     with pytest.raises(ValueError, match="not in the dataset"):
-        histogram_predictions({"gallery": {"c.jpg": learned["gallery"]["a.jpg"]}, "queries": {}},
-                              dataset(), read_image=read)
+        histogram_predictions(
+            {"gallery": {"c.jpg": learned["gallery"]["a.jpg"]}, "queries": {}},
+            dataset(),
+            read_image=read,
+        )
 
 
 def test_histograms_weighted_by_score_as_the_model_weighs_its_embeddings():
     read = lambda path: image_4x2()  # noqa: E731
-    entry = {"boxes": np.array([[0, 0, 2, 4]], np.float32), "scores": np.array([0.25], np.float32),
-             "embeds": np.array([[0.25] + [0.0] * 7], np.float32)}
-    learned = {"gallery": {"a.jpg": entry}, "queries": {0: {"embed": np.ones(8, np.float32)}},
-               "meta": {"embed_score_power": 2.0}}
+    entry = {
+        "boxes": np.array([[0, 0, 2, 4]], np.float32),
+        "scores": np.array([0.25], np.float32),
+        "embeds": np.array([[0.25] + [0.0] * 7], np.float32),
+    }
+    learned = {
+        "gallery": {"a.jpg": entry},
+        "queries": {0: {"embed": np.ones(8, np.float32)}},
+        "meta": {"embed_score_power": 2.0},
+    }
     hist = histogram_predictions(learned, dataset(), read_image=read)  # power from the meta
-    np.testing.assert_allclose(hist["gallery"]["a.jpg"]["embeds"][0], expected_4x2() / 16,
-                               atol=1e-7)  # 0.25 ** 2
+    np.testing.assert_allclose(
+        hist["gallery"]["a.jpg"]["embeds"][0], expected_4x2() / 16, atol=1e-7
+    )  # 0.25 ** 2
     assert hist["meta"]["embed_score_power"] == 2.0
     unit = histogram_predictions(learned, dataset(), read_image=read, score_power=0.0)
     np.testing.assert_allclose(unit["gallery"]["a.jpg"]["embeds"][0], expected_4x2(), atol=1e-7)
@@ -115,13 +142,24 @@ def test_false_detection_stats_by_hand():
     # image a: person (0,0,10,10). Detections: (0,0,10,10) IoU 1; (5,0,15,10) IoU 50/150 = 1/3
     # (false); (0,0,10,20) IoU 100/200 = 0.5 (true: >= 0.5); (20,20,30,30) score 0.4 (dropped).
     # image b: no person, one kept detection (false).
-    np.testing.assert_allclose(box_iou_matrix([[5, 0, 15, 10], [0, 0, 10, 20]], [[0, 0, 10, 10]]),
-                               [[1 / 3], [0.5]])
-    dicts = [{"image_id": "a", "file_name": "a", "annotations": [{"bbox": [0, 0, 10, 10], "person_id": 1}]},
-             {"image_id": "b", "file_name": "b", "annotations": []}]
+    np.testing.assert_allclose(
+        box_iou_matrix([[5, 0, 15, 10], [0, 0, 10, 20]], [[0, 0, 10, 10]]), [[1 / 3], [0.5]]
+    )
+    dicts = [
+        {
+            "image_id": "a",
+            "file_name": "a",
+            "annotations": [{"bbox": [0, 0, 10, 10], "person_id": 1}],
+        },
+        {"image_id": "b", "file_name": "b", "annotations": []},
+    ]
     gallery = {
-        "a": {"boxes": np.array([[0, 0, 10, 10], [5, 0, 15, 10], [0, 0, 10, 20], [20, 20, 30, 30]], float),
-              "scores": np.array([0.9, 0.8, 0.6, 0.4])},
+        "a": {
+            "boxes": np.array(
+                [[0, 0, 10, 10], [5, 0, 15, 10], [0, 0, 10, 20], [20, 20, 30, 30]], float
+            ),
+            "scores": np.array([0.9, 0.8, 0.6, 0.4]),
+        },
         "b": {"boxes": np.array([[1, 1, 5, 5]], float), "scores": np.array([0.7])},
     }
     stats = false_detection_stats(gallery, dicts, det_thresh=0.5)
@@ -133,14 +171,17 @@ def test_detection_kinds_by_hand():
     from dcinet_d2.evaluation.diagnostics import classify_detections, false_detection_stats
 
     persons = np.array([[0, 0, 10, 20], [10, 0, 20, 20]], float)  # P1, P2: 200 px^2 each
-    boxes = np.array([
-        [0, 0, 10, 20],    # IoU 1 with P1: true
-        [0, 0, 10, 18],    # IoU 0.9 with P1, already matched: duplicate
-        [0, 0, 20, 21],    # IoU 200/420 = 0.476 with each; covers both wholly: merge
-        [0, 0, 10, 8],     # IoU 80/200 = 0.4; wholly inside P1: part
-        [4, 5, 14, 25],    # IoU 90/310 = 0.29 with P1; 45 % inside, covers 45 %: loose
-        [50, 50, 60, 60],  # overlaps nobody: background
-    ], float)
+    boxes = np.array(
+        [
+            [0, 0, 10, 20],  # IoU 1 with P1: true
+            [0, 0, 10, 18],  # IoU 0.9 with P1, already matched: duplicate
+            [0, 0, 20, 21],  # IoU 200/420 = 0.476 with each; covers both wholly: merge
+            [0, 0, 10, 8],  # IoU 80/200 = 0.4; wholly inside P1: part
+            [4, 5, 14, 25],  # IoU 90/310 = 0.29 with P1; 45 % inside, covers 45 %: loose
+            [50, 50, 60, 60],  # overlaps nobody: background
+        ],
+        float,
+    )
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.58, 0.55])
     expected = ["true", "duplicate", "merge", "part", "loose", "background"]
     assert classify_detections(boxes, scores, persons) == expected
@@ -150,15 +191,28 @@ def test_detection_kinds_by_hand():
     with pytest.raises(ValueError, match="6 boxes but 5 scores"):
         classify_detections(boxes, scores[:5], persons)
 
-    dicts = [{"image_id": "a", "file_name": "a", "annotations": [
-                 {"bbox": list(p), "person_id": k} for k, p in enumerate(persons)]},
-             {"image_id": "b", "file_name": "b", "annotations": []}]
-    gallery = {"a": {"boxes": np.vstack([boxes, [[0, 0, 5, 5]]]), "scores": np.append(scores, 0.4)},
-               "b": {"boxes": np.array([[1, 1, 5, 5]], float), "scores": np.array([0.7])}}
+    dicts = [
+        {
+            "image_id": "a",
+            "file_name": "a",
+            "annotations": [{"bbox": list(p), "person_id": k} for k, p in enumerate(persons)],
+        },
+        {"image_id": "b", "file_name": "b", "annotations": []},
+    ]
+    gallery = {
+        "a": {"boxes": np.vstack([boxes, [[0, 0, 5, 5]]]), "scores": np.append(scores, 0.4)},
+        "b": {"boxes": np.array([[1, 1, 5, 5]], float), "scores": np.array([0.7])},
+    }
     stats = false_detection_stats(gallery, dicts, det_thresh=0.5)
     assert stats["num_detections"] == 7 and stats["num_false"] == 5  # all but true, duplicate
-    assert stats["kinds"] == {"true": 1, "duplicate": 1, "part": 1, "merge": 1, "loose": 1,
-                              "background": 2}
+    assert stats["kinds"] == {
+        "true": 1,
+        "duplicate": 1,
+        "part": 1,
+        "merge": 1,
+        "loose": 1,
+        "background": 2,
+    }
 
 
 def test_bootstrap_query_means_by_hand():

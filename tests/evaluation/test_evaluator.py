@@ -1,6 +1,9 @@
 """PersonSearchEvaluator and ``python -m dcinet_d2.evaluation`` end to end, on small test sets whose
 numbers are worked out by hand: a PRW-protocol set built in memory, and a CUHK-SYSU set written
 in the official file formats and read by the project's own readers."""
+
+from __future__ import annotations
+
 import json
 import math
 import os
@@ -42,17 +45,38 @@ def anno(box, pid):
 # ------------------------------------------------------------------------------------ PRW-like
 QB, B, FARB = [0, 0, 40, 90], [100, 0, 140, 90], [300, 0, 340, 90]
 PRW_DICTS = [
-    {"image_id": "q.jpg", "camera_id": 1, "height": 200, "width": 400, "annotations": [anno(QB, 7)],
-     "queries": [{"query_id": 0, "bbox": QB, "person_id": 7}]},
+    {
+        "image_id": "q.jpg",
+        "camera_id": 1,
+        "height": 200,
+        "width": 400,
+        "annotations": [anno(QB, 7)],
+        "queries": [{"query_id": 0, "bbox": QB, "person_id": 7}],
+    },
     {"image_id": "e.jpg", "camera_id": 1, "height": 200, "width": 400, "annotations": [anno(B, 7)]},
-    {"image_id": "f.jpg", "camera_id": 2, "height": 200, "width": 400, "annotations": [anno(B, 7), anno(FARB, -1)]},
-    {"image_id": "g.jpg", "camera_id": 2, "height": 200, "width": 400, "annotations": [anno(B, -1)]},
+    {
+        "image_id": "f.jpg",
+        "camera_id": 2,
+        "height": 200,
+        "width": 400,
+        "annotations": [anno(B, 7), anno(FARB, -1)],
+    },
+    {
+        "image_id": "g.jpg",
+        "camera_id": 2,
+        "height": 200,
+        "width": 400,
+        "annotations": [anno(B, -1)],
+    },
 ]
 # model outputs per image: [(box, score, embedding)]
 PRW_OUTPUTS = {
     "q.jpg": [(QB, 0.9, emb(0.95))],
     "e.jpg": [(B, 0.9, emb(0.9))],
-    "f.jpg": [(B, 0.9, emb(0.6)), (FARB, 0.3, emb(0.99))],  # the 0.3 detection is below the threshold
+    "f.jpg": [
+        (B, 0.9, emb(0.6)),
+        (FARB, 0.3, emb(0.99)),
+    ],  # the 0.3 detection is below the threshold
     "g.jpg": [(B, 0.9, emb(0.7))],
 }
 # Search, all frames (q.jpg is the query's own): e .9 P, g .7 N, f .6 P -> AP 1/2 + 1/2 * 2/3 = 5/6.
@@ -70,8 +94,9 @@ PRW_EXPECTED = {
 def register_memory(dicts, protocol, root=None) -> str:
     name = f"test_person_search_{uuid.uuid4().hex[:8]}"
     DatasetCatalog.register(name, lambda: dicts)
-    MetadataCatalog.get(name).set(evaluator_type="person_search", thing_classes=["person"], protocol=protocol,
-                                  root=root)
+    MetadataCatalog.get(name).set(
+        evaluator_type="person_search", thing_classes=["person"], protocol=protocol, root=root
+    )
     return name
 
 
@@ -81,15 +106,21 @@ def model_io(dicts, outputs, query_embeds):
     for d in dicts:
         rows = outputs[d["image_id"]]
         inst = Instances((d.get("height", 200), d.get("width", 400)))
-        inst.pred_boxes = Boxes(torch.tensor([r[0] for r in rows], dtype=torch.float32).reshape(-1, 4))
+        inst.pred_boxes = Boxes(
+            torch.tensor([r[0] for r in rows], dtype=torch.float32).reshape(-1, 4)
+        )
         inst.scores = torch.tensor([r[1] for r in rows], dtype=torch.float32)
-        inst.pred_embeds = torch.tensor([r[2] for r in rows], dtype=torch.float32).reshape(len(rows), 3)
+        inst.pred_embeds = torch.tensor([r[2] for r in rows], dtype=torch.float32).reshape(
+            len(rows), 3
+        )
         inst.pred_classes = torch.zeros(len(rows), dtype=torch.int64)
         out = {"instances": inst}
         inp = {"image_id": d["image_id"], "file_name": d["image_id"]}
         if d.get("queries"):
             inp["queries"] = d["queries"]
-            out["query_embeds"] = torch.tensor([query_embeds[q["query_id"]] for q in d["queries"]], dtype=torch.float32)
+            out["query_embeds"] = torch.tensor(
+                [query_embeds[q["query_id"]] for q in d["queries"]], dtype=torch.float32
+            )
         pairs.append((inp, out))
     return pairs
 
@@ -126,32 +157,50 @@ def test_prw_evaluator(tmp_path):
 def test_from_config_and_det_thresh():
     name = register_memory(PRW_DICTS, "prw")
     cfg = add_dcinet_config(get_cfg())
-    cfg.TEST.PERSON_SEARCH.DET_THRESH = 0.2  # keeps FARB's 0.3 detection (similarity .99, a negative)
+    cfg.TEST.PERSON_SEARCH.DET_THRESH = (
+        0.2  # keeps FARB's 0.3 detection (similarity .99, a negative)
+    )
     ev = PersonSearchEvaluator.from_config(cfg, name, distributed=False)
     res = run(ev, model_io(PRW_DICTS, PRW_OUTPUTS, {0: E1}), batch=3)
     # f .99 N, e .9 P, g .7 N, f .6 P -> AP 1/2 * 1/2 + 1/2 * 2/4 = 1/2; top-1 0
     assert res["search"] == pytest.approx({"mAP": 50.0, "top1": 0.0, "top5": 100.0, "top10": 100.0})
     # detection: FARB's detection (.3) now kept and a match: 5 of 5 found, every detection a match
     # (4 at .9: P 1, R 4/5; then .3: P 1, R 1) -> AP 1, recall 1
-    assert res["detection"]["recall"] == pytest.approx(100.0) and res["detection"]["AP"] == pytest.approx(100.0)
+    assert res["detection"]["recall"] == pytest.approx(100.0) and res["detection"][
+        "AP"
+    ] == pytest.approx(100.0)
     assert "search_cross_camera" not in res
 
 
 def test_process_keeps_only_detections_above_threshold():
     name = register_memory(PRW_DICTS, "prw")
     ev = PersonSearchEvaluator(name, distributed=False)
-    outputs = {"q.jpg": [(QB, 0.3, emb(0.5)), (B, 0.49, emb(0.5))], "e.jpg": [], "f.jpg": [(B, 0.5, emb(0.5))],
-               "g.jpg": []}
+    outputs = {
+        "q.jpg": [(QB, 0.3, emb(0.5)), (B, 0.49, emb(0.5))],
+        "e.jpg": [],
+        "f.jpg": [(B, 0.5, emb(0.5))],
+        "g.jpg": [],
+    }
     for inp, out in model_io(PRW_DICTS, outputs, {0: E1}):
         ev.process([inp], [out])
-    shapes = {k: tuple(v[f].shape for f in ("boxes", "scores", "embeds")) for k, v in ev._gallery.items()}
-    assert shapes == {"q.jpg": ((0, 4), (0,), (0, 3)), "e.jpg": ((0, 4), (0,), (0, 3)),
-                      "f.jpg": ((1, 4), (1,), (1, 3)), "g.jpg": ((0, 4), (0,), (0, 3))}
+    shapes = {
+        k: tuple(v[f].shape for f in ("boxes", "scores", "embeds")) for k, v in ev._gallery.items()
+    }
+    assert shapes == {
+        "q.jpg": ((0, 4), (0,), (0, 3)),
+        "e.jpg": ((0, 4), (0,), (0, 3)),
+        "f.jpg": ((1, 4), (1,), (1, 3)),
+        "g.jpg": ((0, 4), (0,), (0, 3)),
+    }
     # only f.jpg's detection (similarity .5) is left, on the target: AP 1 x 1/2 (e.jpg's target
     # is never found); detection: 1 of 5 persons found, 1 detection, a match -> recall 20, AP 20
     res = ev.evaluate()
-    assert res["search"] == pytest.approx({"mAP": 50.0, "top1": 100.0, "top5": 100.0, "top10": 100.0})
-    assert res["detection"]["recall"] == pytest.approx(20.0) and res["detection"]["AP"] == pytest.approx(20.0)
+    assert res["search"] == pytest.approx(
+        {"mAP": 50.0, "top1": 100.0, "top5": 100.0, "top10": 100.0}
+    )
+    assert res["detection"]["recall"] == pytest.approx(20.0) and res["detection"][
+        "AP"
+    ] == pytest.approx(20.0)
 
 
 def test_evaluator_errors():
@@ -159,11 +208,15 @@ def test_evaluator_errors():
     ev = PersonSearchEvaluator(name, distributed=False)
     pairs = model_io(PRW_DICTS, PRW_OUTPUTS, {0: E1})
     del pairs[0][1]["query_embeds"]
-    with pytest.raises(KeyError, match="input q.jpg has queries but the output has no 'query_embeds'"):
+    with pytest.raises(
+        KeyError, match="input q.jpg has queries but the output has no 'query_embeds'"
+    ):
         ev.process([pairs[0][0]], [pairs[0][1]])
     # a model whose embeddings are not normalised
     pairs = model_io(PRW_DICTS, PRW_OUTPUTS, {0: [2.0, 0.0, 0.0]})
-    with pytest.raises(ValueError, match=r"queries\[0\]\['embed'\]: embeddings must be L2-normalised"):
+    with pytest.raises(
+        ValueError, match=r"queries\[0\]\['embed'\]: embeddings must be L2-normalised"
+    ):
         run(ev, pairs)
     # an image that was never processed
     pairs = model_io(PRW_DICTS, PRW_OUTPUTS, {0: E1})[:-1]
@@ -186,8 +239,14 @@ CUHK_IMAGES = {
     "t1.jpg": [(0, 0, 20, 40)],
 }
 CUHK_SIZES = {n: (200, 200) for n in CUHK_IMAGES}
-CUHK_QUERIES = [("p0", "s1.jpg", (0, 0, 20, 40), [("s2.jpg", (10, 10, 20, 40)), ("s3.jpg", None),
-                                                  ("s4.jpg", (0, 0, 20, 40))])]
+CUHK_QUERIES = [
+    (
+        "p0",
+        "s1.jpg",
+        (0, 0, 20, 40),
+        [("s2.jpg", (10, 10, 20, 40)), ("s3.jpg", None), ("s4.jpg", (0, 0, 20, 40))],
+    )
+]
 CUHK_OUTPUTS = {
     "s1.jpg": [([0, 0, 20, 40], 0.9, emb(0.99)), ([50, 0, 70, 40], 0.8, emb(0.2))],
     "s2.jpg": [([10, 10, 30, 50], 0.9, emb(0.5))],
@@ -203,23 +262,36 @@ CUHK_OUTPUTS = {
 #   5 matched), at .8 the 6th (P 5/6, R 1): AP = 4/5 * 4/5 + 1/5 * 5/6 = 0.80667, x 5/6.
 # Labelled only (p0 in s1, s2, s4; s3, s5 skipped): s1 .9 T, s1 .8 F (unlabelled person), s2 .9 T,
 #   s4 .9 F: 3 boxes, 2 matches -> recall 2/3; at .9: P 2/3, R 1 -> AP 2/3 x 2/3 = 4/9.
-CUHK_DETECTION = {"recall": 100 * 5 / 6, "AP": 100 * (0.64 + 1 / 6) * 5 / 6,
-                  "recall_labeled": 100 * 2 / 3, "AP_labeled": 100 * 4 / 9}
+CUHK_DETECTION = {
+    "recall": 100 * 5 / 6,
+    "AP": 100 * (0.64 + 1 / 6) * 5 / 6,
+    "recall_labeled": 100 * 2 / 3,
+    "AP_labeled": 100 * 4 / 9,
+}
 
 
 @pytest.fixture
 def cuhk_dataset(tmp_path):
     root = str(tmp_path / "CUHK-SYSU")
-    write_cuhk_sysu(root, CUHK_IMAGES, ["s1.jpg", "s2.jpg", "s3.jpg", "s4.jpg", "s5.jpg"],
-                    [("p9", [("t1.jpg", (0, 0, 20, 40))])], CUHK_QUERIES, CUHK_SIZES, gallery_sizes=(50, 100))
+    write_cuhk_sysu(
+        root,
+        CUHK_IMAGES,
+        ["s1.jpg", "s2.jpg", "s3.jpg", "s4.jpg", "s5.jpg"],
+        [("p9", [("t1.jpg", (0, 0, 20, 40))])],
+        CUHK_QUERIES,
+        CUHK_SIZES,
+        gallery_sizes=(50, 100),
+    )
     prefix = f"test_cuhk_{uuid.uuid4().hex[:8]}"
     register_cuhk_sysu(prefix, root)
     return prefix + "_test"
 
 
 def cuhk_expected(headline_ap, curve):
-    out = {"search": {"mAP": 100 * headline_ap, "top1": 0.0, "top5": 100.0, "top10": 100.0},
-           "detection": CUHK_DETECTION}
+    out = {
+        "search": {"mAP": 100 * headline_ap, "top1": 0.0, "top5": 100.0, "top10": 100.0},
+        "detection": CUHK_DETECTION,
+    }
     for task, ap in curve:
         out[task] = {"mAP": 100 * ap, "top1": 0.0, "top5": 100.0, "top10": 100.0}
     return out
@@ -227,10 +299,17 @@ def cuhk_expected(headline_ap, curve):
 
 def test_cuhk_sysu_evaluator_with_official_files(cuhk_dataset, tmp_path):
     dicts = DatasetCatalog.get(cuhk_dataset)
-    ev = PersonSearchEvaluator(cuhk_dataset, str(tmp_path / "out"), gallery_size=50,
-                               gallery_size_curve=(50, 100, -1), distributed=False)
+    ev = PersonSearchEvaluator(
+        cuhk_dataset,
+        str(tmp_path / "out"),
+        gallery_size=50,
+        gallery_size_curve=(50, 100, -1),
+        distributed=False,
+    )
     res = run(ev, model_io(dicts, CUHK_OUTPUTS, {0: E1}))
-    assert_results(res, cuhk_expected(1 / 6, [("search_gallery100", 1 / 6), ("search_full_set", 1 / 8)]))
+    assert_results(
+        res, cuhk_expected(1 / 6, [("search_gallery100", 1 / 6), ("search_full_set", 1 / 8)])
+    )
     ev = PersonSearchEvaluator(cuhk_dataset, gallery_size=-1, distributed=False)
     assert_results(run(ev, model_io(dicts, CUHK_OUTPUTS, {0: E1})), cuhk_expected(1 / 8, []))
 
@@ -238,14 +317,30 @@ def test_cuhk_sysu_evaluator_with_official_files(cuhk_dataset, tmp_path):
 def test_command_line(cuhk_dataset, tmp_path, capsys):
     gallery = {}
     for name, rows in CUHK_OUTPUTS.items():
-        gallery[name] = {"boxes": np.array([r[0] for r in rows], np.float32),
-                         "scores": np.array([r[1] for r in rows], np.float32),
-                         "embeds": np.array([r[2] for r in rows], np.float32)}
+        gallery[name] = {
+            "boxes": np.array([r[0] for r in rows], np.float32),
+            "scores": np.array([r[1] for r in rows], np.float32),
+            "embeds": np.array([r[2] for r in rows], np.float32),
+        }
     preds = str(tmp_path / "preds.pth")
     save_predictions(preds, gallery, {0: {"embed": np.array(E1, np.float32)}})
     out_json = str(tmp_path / "json" / "metrics.json")
-    assert main(["--dataset", cuhk_dataset, "--predictions", preds, "--gallery-size", "50", "-1",
-                 "--json", out_json]) == 0
+    assert (
+        main(
+            [
+                "--dataset",
+                cuhk_dataset,
+                "--predictions",
+                preds,
+                "--gallery-size",
+                "50",
+                "-1",
+                "--json",
+                out_json,
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "search_full_set" in printed and "16.67" in printed and "12.50" in printed
     with open(out_json) as f:
@@ -255,7 +350,9 @@ def test_command_line(cuhk_dataset, tmp_path, capsys):
     save_predictions(preds, gallery, {})
     assert main(["--dataset", cuhk_dataset, "--predictions", preds]) == 2
     assert "'queries' misses 1 of the dataset's 1 queries: 0" in capsys.readouterr().err
-    save_predictions(preds, {**gallery, "zz.jpg": gallery["s1.jpg"]}, {0: {"embed": np.array(E1, np.float32)}})
+    save_predictions(
+        preds, {**gallery, "zz.jpg": gallery["s1.jpg"]}, {0: {"embed": np.array(E1, np.float32)}}
+    )
     assert main(["--dataset", cuhk_dataset, "--predictions", preds]) == 2
     assert "1 unknown image ids in 'gallery': 'zz.jpg'" in capsys.readouterr().err
     assert main(["--dataset", cuhk_dataset, "--predictions", str(tmp_path / "nope.pth")]) == 2

@@ -1,5 +1,8 @@
 """PersonSearchEvaluator under torch.distributed (2 gloo processes on CPU): each process sees half of
 the images; rank 0 gathers everything and gets the single-process numbers, rank 1 returns {}."""
+
+from __future__ import annotations
+
 import json
 import os
 
@@ -11,7 +14,9 @@ from ..ddp import free_port
 
 
 def _worker(rank, world, port, out):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     try:
         from dcinet_d2.evaluation import PersonSearchEvaluator
 
@@ -39,4 +44,7 @@ def test_gather_on_two_processes(tmp_path):
         assert_results(json.load(f), PRW_EXPECTED)
     with open(tmp_path / "rank1.json") as f:
         assert json.load(f) == {}
-    assert sorted(os.listdir(tmp_path / "files")) == ["person_search_metrics.json", "person_search_predictions.pth"]
+    assert sorted(os.listdir(tmp_path / "files")) == [
+        "person_search_metrics.json",
+        "person_search_predictions.pth",
+    ]

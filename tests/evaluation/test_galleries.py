@@ -1,4 +1,7 @@
 """Per-query galleries and targets built from dataset dicts (CUHK-SYSU TestG / full set, PRW)."""
+
+from __future__ import annotations
+
 import logging
 
 import numpy as np
@@ -22,10 +25,16 @@ def dicts(with_cameras=False):
     (an annotation error: the first box is the target); s4 nobody labelled. Query 1 (person 1)
     is in s2."""
     out = [
-        {"image_id": "s1.jpg", "annotations": [anno([0, 0, 10, 20], 0), anno([30, 0, 40, 20], 1)],
-         "queries": [{"query_id": 0, "bbox": [0, 0, 10, 20], "person_id": 0}]},
-        {"image_id": "s2.jpg", "annotations": [anno([5, 5, 15, 25], 0), anno([50, 0, 60, 20], 1)],
-         "queries": [{"query_id": 1, "bbox": [50, 0, 60, 20], "person_id": 1}]},
+        {
+            "image_id": "s1.jpg",
+            "annotations": [anno([0, 0, 10, 20], 0), anno([30, 0, 40, 20], 1)],
+            "queries": [{"query_id": 0, "bbox": [0, 0, 10, 20], "person_id": 0}],
+        },
+        {
+            "image_id": "s2.jpg",
+            "annotations": [anno([5, 5, 15, 25], 0), anno([50, 0, 60, 20], 1)],
+            "queries": [{"query_id": 1, "bbox": [50, 0, 60, 20], "person_id": 1}],
+        },
         {"image_id": "s3.jpg", "annotations": [anno([1, 1, 11, 21], 0), anno([2, 2, 12, 22], 0)]},
         {"image_id": "s4.jpg", "annotations": [anno([0, 0, 9, 9], -1)]},
     ]
@@ -44,7 +53,10 @@ def test_full_set_queries(caplog):
         qs = cuhk_sysu_queries(dicts(), None)
     assert [q.query_id for q in qs] == [0, 1]
     assert qs[0].image_id == "s1.jpg" and qs[0].gallery is None
-    assert as_lists(qs[0]) == {"s2.jpg": [5, 5, 15, 25], "s3.jpg": [1, 1, 11, 21]}  # own image left out
+    assert as_lists(qs[0]) == {
+        "s2.jpg": [5, 5, 15, 25],
+        "s3.jpg": [1, 1, 11, 21],
+    }  # own image left out
     assert as_lists(qs[1]) == {"s1.jpg": [30, 0, 40, 20]}
     assert "person 0 annotated twice in s3.jpg" in caplog.text
     assert qs[0].box.dtype == np.int32 and qs[0].box.tolist() == [0, 0, 10, 20]
@@ -52,11 +64,24 @@ def test_full_set_queries(caplog):
 
 def test_testg_queries_dedup_own_image_and_errors(caplog):
     galleries = [
-        {"query_id": 0, "image_id": "s1.jpg", "bbox": np.array([0, 0, 10, 20]),
-         "gallery": [("s2.jpg", np.array([5, 5, 15, 25])), ("s4.jpg", None), ("s4.jpg", None),
-                     ("s1.jpg", None), ("s3.jpg", np.array([1, 1, 11, 21]))]},
-        {"query_id": 1, "image_id": "s2.jpg", "bbox": np.array([50, 0, 60, 20]),
-         "gallery": [("s1.jpg", [30, 0, 40, 20])]},
+        {
+            "query_id": 0,
+            "image_id": "s1.jpg",
+            "bbox": np.array([0, 0, 10, 20]),
+            "gallery": [
+                ("s2.jpg", np.array([5, 5, 15, 25])),
+                ("s4.jpg", None),
+                ("s4.jpg", None),
+                ("s1.jpg", None),
+                ("s3.jpg", np.array([1, 1, 11, 21])),
+            ],
+        },
+        {
+            "query_id": 1,
+            "image_id": "s2.jpg",
+            "bbox": np.array([50, 0, 60, 20]),
+            "gallery": [("s1.jpg", [30, 0, 40, 20])],
+        },
     ]
     with caplog.at_level(logging.WARNING):
         qs = cuhk_sysu_queries(dicts(), galleries)
@@ -64,14 +89,18 @@ def test_testg_queries_dedup_own_image_and_errors(caplog):
     assert as_lists(qs[0]) == {"s2.jpg": [5, 5, 15, 25], "s3.jpg": [1, 1, 11, 21]}
     assert "1 repeated gallery entries" in caplog.text
 
-    conflicting = [dict(galleries[0], gallery=[("s2.jpg", None), ("s2.jpg", np.array([5, 5, 15, 25]))])]
+    conflicting = [
+        dict(galleries[0], gallery=[("s2.jpg", None), ("s2.jpg", np.array([5, 5, 15, 25]))])
+    ]
     with pytest.raises(ValueError, match="s2.jpg listed twice with different targets"):
         cuhk_sysu_queries(dicts(), conflicting)
     unknown = [dict(galleries[0], gallery=[("s9.jpg", None)])]
     with pytest.raises(ValueError, match="gallery image s9.jpg is not in the dataset"):
         cuhk_sysu_queries(dicts(), unknown)
     moved = [dict(galleries[0], image_id="s2.jpg")]
-    with pytest.raises(ValueError, match="query 0: gallery list says image s2.jpg, dataset says s1.jpg"):
+    with pytest.raises(
+        ValueError, match="query 0: gallery list says image s2.jpg, dataset says s1.jpg"
+    ):
         cuhk_sysu_queries(dicts(), moved)
 
 
@@ -92,7 +121,12 @@ def test_dataset_helpers():
         dataset_image_ids(d + [{"image_id": "s1.jpg"}])
     gt = detection_ground_truth(d)
     assert gt["s4.jpg"][0].tolist() == [[0, 0, 9, 9]] and gt["s4.jpg"][1].tolist() == [-1]
-    assert to_int_box([1.9, 2.2, 10.7, 20.1]).tolist() == [1, 2, 10, 20]  # truncation, as int32 casts
+    assert to_int_box([1.9, 2.2, 10.7, 20.1]).tolist() == [
+        1,
+        2,
+        10,
+        20,
+    ]  # truncation, as int32 casts
     with pytest.raises(ValueError, match="x1 <= x2"):
         to_int_box([10, 0, 5, 5])
     with pytest.raises(ValueError, match="4 finite numbers"):

@@ -1,5 +1,8 @@
 """The vectorised protocol equals the loop reference on random problems, whatever the memory budget
 (chunking), and its results do not depend on the order of the gallery."""
+
+from __future__ import annotations
+
 import numpy as np
 import pytest
 
@@ -32,10 +35,19 @@ def test_vectorised_equals_loop(kind, cbgm):
     n_nontrivial = 0
     for seed in range(40):
         gallery, qemb, queries, image_ids, _, cams = random_problem(seed, **KINDS[kind])
-        loop = reference.evaluate_search(gallery, qemb, queries, image_ids, image_cameras=cams, cbgm=cbgm)
+        loop = reference.evaluate_search(
+            gallery, qemb, queries, image_ids, image_cameras=cams, cbgm=cbgm
+        )
         for chunk_bytes in (1, 3000, 1 << 28):  # one row per block ... everything in one block
-            vec = protocol.evaluate_search(gallery, qemb, queries, image_ids, image_cameras=cams, cbgm=cbgm,
-                                           chunk_bytes=chunk_bytes)
+            vec = protocol.evaluate_search(
+                gallery,
+                qemb,
+                queries,
+                image_ids,
+                image_cameras=cams,
+                cbgm=cbgm,
+                chunk_bytes=chunk_bytes,
+            )
             assert_same(vec, loop)
         n_nontrivial += int(np.sum((loop.ap > 0) & (loop.ap < 1)))
     assert n_nontrivial > 20  # the random problems exercise partial APs, not just 0 and 1
@@ -44,13 +56,21 @@ def test_vectorised_equals_loop(kind, cbgm):
 @pytest.mark.parametrize("det_thresh", [0.0, 0.5, 0.8])
 def test_vectorised_equals_loop_det_thresh_and_topk(det_thresh):
     for seed in range(15):
-        gallery, qemb, queries, image_ids, gt, _ = random_problem(100 + seed, explicit=seed % 2 == 0)
+        gallery, qemb, queries, image_ids, gt, _ = random_problem(
+            100 + seed, explicit=seed % 2 == 0
+        )
         kw = dict(det_thresh=det_thresh, topk=(1, 2, 3, 20))
-        assert_same(protocol.evaluate_search(gallery, qemb, queries, image_ids, **kw),
-                    reference.evaluate_search(gallery, qemb, queries, image_ids, **kw))
+        assert_same(
+            protocol.evaluate_search(gallery, qemb, queries, image_ids, **kw),
+            reference.evaluate_search(gallery, qemb, queries, image_ids, **kw),
+        )
         for labeled_only in (False, True):
-            a = protocol.evaluate_detection(gallery, gt, image_ids, det_thresh=det_thresh, labeled_only=labeled_only)
-            b = reference.evaluate_detection(gallery, gt, image_ids, det_thresh=det_thresh, labeled_only=labeled_only)
+            a = protocol.evaluate_detection(
+                gallery, gt, image_ids, det_thresh=det_thresh, labeled_only=labeled_only
+            )
+            b = reference.evaluate_detection(
+                gallery, gt, image_ids, det_thresh=det_thresh, labeled_only=labeled_only
+            )
             assert (a.count_gt, a.count_tp, a.num_det) == (b.count_gt, b.count_tp, b.num_det)
             np.testing.assert_allclose([a.recall, a.ap], [b.recall, b.ap], rtol=0, atol=1e-12)
 
@@ -63,8 +83,16 @@ def test_detection_with_duplicate_scores_and_ious():
         boxes = np.hstack([boxes, boxes + rng.integers(1, 20, size=(6, 2))]).astype(np.float32)
         boxes = np.vstack([boxes, boxes[:3]])
         scores = rng.choice([0.6, 0.7, 0.9], size=len(boxes)).astype(np.float32)
-        gt_boxes = np.vstack([boxes[:4] + rng.integers(-2, 3, size=(4, 4)), boxes[:1]]).astype(float)
-        g = {"im": {"boxes": boxes, "scores": scores, "embeds": np.zeros((len(boxes), 1), np.float32)}}
+        gt_boxes = np.vstack([boxes[:4] + rng.integers(-2, 3, size=(4, 4)), boxes[:1]]).astype(
+            float
+        )
+        g = {
+            "im": {
+                "boxes": boxes,
+                "scores": scores,
+                "embeds": np.zeros((len(boxes), 1), np.float32),
+            }
+        }
         gt = {"im": (gt_boxes, np.array([1, -1, 2, -1, 3]))}
         for lo in (False, True):
             a = protocol.evaluate_detection(g, gt, ["im"], labeled_only=lo)
@@ -88,16 +116,26 @@ def test_gallery_order_does_not_matter():
                 perm = rng.permutation(len(p["scores"]))
                 gallery2[name] = {k: v[perm] for k, v in p.items()}
             queries2 = [
-                SearchQuery(q.query_id, q.image_id, q.box, dict(reversed(list(q.targets.items()))),
-                            None if q.gallery is None else tuple(rng.permutation(list(q.gallery))), q.exclude_camera)
+                SearchQuery(
+                    q.query_id,
+                    q.image_id,
+                    q.box,
+                    dict(reversed(list(q.targets.items()))),
+                    None if q.gallery is None else tuple(rng.permutation(list(q.gallery))),
+                    q.exclude_camera,
+                )
                 for q in queries
             ]
             shuffled = protocol.evaluate_search(gallery2, qemb, queries2, ids2, image_cameras=cams)
             assert_same(shuffled, base)
-            assert_same(reference.evaluate_search(gallery2, qemb, queries2, ids2, image_cameras=cams), base)
+            assert_same(
+                reference.evaluate_search(gallery2, qemb, queries2, ids2, image_cameras=cams), base
+            )
             a = protocol.evaluate_detection(gallery, gt, image_ids)
             b = protocol.evaluate_detection(gallery2, gt, ids2)
-            assert (a.count_tp, a.count_gt) == (b.count_tp, b.count_gt) and a.ap == pytest.approx(b.ap, abs=1e-12)
+            assert (a.count_tp, a.count_gt) == (b.count_tp, b.count_gt) and a.ap == pytest.approx(
+                b.ap, abs=1e-12
+            )
 
 
 def test_query_order_only_permutes_results():
@@ -121,11 +159,15 @@ def test_mixed_explicit_and_whole_set_queries():
 def test_bad_inputs():
     gallery, qemb, queries, image_ids, _, _ = random_problem(1, explicit=True)
     with pytest.raises(ValueError, match="no predictions for gallery image img000.jpg"):
-        protocol.evaluate_search({k: v for k, v in gallery.items() if k != "img000.jpg"}, qemb, queries, image_ids)
+        protocol.evaluate_search(
+            {k: v for k, v in gallery.items() if k != "img000.jpg"}, qemb, queries, image_ids
+        )
     with pytest.raises(ValueError, match="no embedding for query 0"):
         protocol.evaluate_search(gallery, {}, queries, image_ids)
     bad = [SearchQuery(0, queries[0].image_id, queries[0].box, {}, ("nowhere.jpg",))]
-    with pytest.raises(ValueError, match="query 0: gallery image 'nowhere.jpg' is not a test image"):
+    with pytest.raises(
+        ValueError, match="query 0: gallery image 'nowhere.jpg' is not a test image"
+    ):
         protocol.evaluate_search(gallery, qemb, bad, image_ids)
     with pytest.raises(ValueError, match="embedding dimension 3 != gallery dimension 8"):
         protocol.evaluate_search(gallery, {0: np.ones(3)}, queries[:1], image_ids)

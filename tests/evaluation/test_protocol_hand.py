@@ -1,5 +1,8 @@
 """The protocol on small cases worked out by hand; every case runs through both implementations
 (vectorised ``protocol`` and loop ``reference``)."""
+
+from __future__ import annotations
+
 import math
 
 import numpy as np
@@ -25,8 +28,11 @@ def emb(sim: float, dim: int = 3) -> np.ndarray:
 def image(dets):
     """dets: [(box, score, embedding)] -> a gallery entry."""
     if not dets:
-        return {"boxes": np.zeros((0, 4), np.float32), "scores": np.zeros(0, np.float32),
-                "embeds": np.zeros((0, 3), np.float32)}
+        return {
+            "boxes": np.zeros((0, 4), np.float32),
+            "scores": np.zeros(0, np.float32),
+            "embeds": np.zeros((0, 3), np.float32),
+        }
     return {
         "boxes": np.array([d[0] for d in dets], dtype=np.float32),
         "scores": np.array([d[1] for d in dets], dtype=np.float32),
@@ -48,14 +54,18 @@ def test_average_precision_by_hand(ap_fn):
     assert ap_fn([0, 1, 1], [0.9, 0.9, 0.5]) == pytest.approx(7 / 12, abs=1e-15)
     assert ap_fn([1, 0, 1], [0.9, 0.9, 0.5]) == pytest.approx(7 / 12, abs=1e-15)
     # input order does not matter
-    assert ap_fn([0, 1, 0, 1], [0.6, 0.7, 0.8, 0.9]) == pytest.approx(1 / 2 * 1 + 1 / 2 * 2 / 3, abs=1e-15)
+    assert ap_fn([0, 1, 0, 1], [0.6, 0.7, 0.8, 0.9]) == pytest.approx(
+        1 / 2 * 1 + 1 / 2 * 2 / 3, abs=1e-15
+    )
     assert ap_fn([0, 0], [0.3, 0.2]) == 0.0  # no positive
 
 
 def test_small_box_iou_threshold():
     # w=10, h=20: 200 / (20 * 30) = 1/3; w=100, h=200: 20000 / (110 * 210) = 0.866 -> 0.5;
     # w=0: 0. The precedence slip w*h*1.0/(w+10)*(h+10) would give 200/20*30 = 300 -> 0.5.
-    got = protocol.small_box_iou_threshold(np.array([[5, 5, 15, 25], [0, 0, 100, 200], [3, 3, 3, 40]]))
+    got = protocol.small_box_iou_threshold(
+        np.array([[5, 5, 15, 25], [0, 0, 100, 200], [3, 3, 3, 40]])
+    )
     np.testing.assert_allclose(got, [1 / 3, 0.5, 0.0], rtol=0, atol=1e-15)
 
 
@@ -89,7 +99,9 @@ def cuhk_like_case():
         "q.jpg": image([([0, 0, 30, 60], 0.99, emb(0.99))]),
     }
     query = SearchQuery(
-        0, "q.jpg", np.array([0, 0, 30, 60], np.int32),
+        0,
+        "q.jpg",
+        np.array([0, 0, 30, 60], np.int32),
         {"a.jpg": target_a, "c.jpg": target_c, "d.jpg": np.array([0, 0, 40, 80], np.int32)},
         ("a.jpg", "b.jpg", "b.jpg", "c.jpg", "d.jpg", "q.jpg"),
     )
@@ -103,7 +115,9 @@ def test_search_by_hand(impl):
     assert res.count_gt.tolist() == [3] and res.count_tp.tolist() == [2]
     assert res.ap[0] == pytest.approx(5 / 18, abs=1e-12)
     assert res.hits.tolist() == [[False, True, True]]
-    assert res.metrics() == pytest.approx({"mAP": 100 * 5 / 18, "top1": 0.0, "top5": 100.0, "top10": 100.0})
+    assert res.metrics() == pytest.approx(
+        {"mAP": 100 * 5 / 18, "top1": 0.0, "top5": 100.0, "top10": 100.0}
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -145,7 +159,9 @@ def test_search_ties_go_against_the_query(impl):
         "n.jpg": image([(FAR, 0.9, emb(0.8))]),
         "q.jpg": image([]),
     }
-    q = SearchQuery(0, "q.jpg", np.array([0, 0, 5, 5], np.int32), {"t.jpg": np.array([0, 0, 50, 100], np.int32)})
+    q = SearchQuery(
+        0, "q.jpg", np.array([0, 0, 5, 5], np.int32), {"t.jpg": np.array([0, 0, 50, 100], np.int32)}
+    )
     res = impl.evaluate_search(gallery, {0: E1}, [q], list(gallery))
     assert res.ap[0] == pytest.approx(0.5, abs=1e-12)
     assert res.hits.tolist() == [[False, True, True]]
@@ -188,20 +204,29 @@ def test_query_without_ground_truth_is_left_out(impl):
     box = np.array([0, 0, 40, 90], np.int32)
     gallery = {"q.jpg": image([]), "e.jpg": image([]), "f.jpg": image([(box, 0.9, emb(0.6))])}
     cams = {"q.jpg": 1, "e.jpg": 1, "f.jpg": 2}
-    queries = [SearchQuery(0, "q.jpg", box, {"f.jpg": box}, None, 1),
-               SearchQuery(1, "q.jpg", box, {"e.jpg": box}, None, 1)]
+    queries = [
+        SearchQuery(0, "q.jpg", box, {"f.jpg": box}, None, 1),
+        SearchQuery(1, "q.jpg", box, {"e.jpg": box}, None, 1),
+    ]
     res = impl.evaluate_search(gallery, {0: E1, 1: E1}, queries, list(gallery), image_cameras=cams)
     assert res.count_gt.tolist() == [1, 0] and res.num_skipped == 1
     assert res.ap[0] == pytest.approx(1.0) and math.isnan(res.ap[1])
-    assert res.metrics() == pytest.approx({"mAP": 100.0, "top1": 100.0, "top5": 100.0, "top10": 100.0})
+    assert res.metrics() == pytest.approx(
+        {"mAP": 100.0, "top1": 100.0, "top5": 100.0, "top10": 100.0}
+    )
 
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_zero_area_target(impl):
     # A zero-width target (x1 == x2): threshold min(0.5, 0) = 0 and IoU = 0 / det area = 0 >= 0, so
     # the most similar detection of the image is the true positive, as in the reference scripts.
-    gallery = {"t.jpg": image([(FAR, 0.9, emb(0.3)), ([0, 0, 5, 5], 0.9, emb(0.2))]), "q.jpg": image([])}
-    q = SearchQuery(0, "q.jpg", np.array([0, 0, 5, 5], np.int32), {"t.jpg": np.array([7, 7, 7, 30], np.int32)})
+    gallery = {
+        "t.jpg": image([(FAR, 0.9, emb(0.3)), ([0, 0, 5, 5], 0.9, emb(0.2))]),
+        "q.jpg": image([]),
+    }
+    q = SearchQuery(
+        0, "q.jpg", np.array([0, 0, 5, 5], np.int32), {"t.jpg": np.array([7, 7, 7, 30], np.int32)}
+    )
     res = impl.evaluate_search(gallery, {0: E1}, [q], list(gallery))
     assert res.count_tp[0] == 1 and res.hits[0, 0]  # the 0.3 detection, far from the target
 
@@ -228,13 +253,20 @@ def cbgm_case():
     target = np.array([100, 0, 140, 100], np.int32)
 
     def entry(rows):
-        return {"boxes": np.array([r[0] for r in rows], np.float32),
-                "scores": np.array([r[1] for r in rows], np.float32),
-                "embeds": np.stack([r[2] for r in rows])}
+        return {
+            "boxes": np.array([r[0] for r in rows], np.float32),
+            "scores": np.array([r[1] for r in rows], np.float32),
+            "embeds": np.stack([r[2] for r in rows]),
+        }
 
     gallery = {
-        "q.jpg": entry([([1, 0, 41, 100], 0.99, e[3]), ([200, 0, 240, 100], 0.9, e[1]),
-                        ([300, 0, 340, 100], 0.3, e[2])]),
+        "q.jpg": entry(
+            [
+                ([1, 0, 41, 100], 0.99, e[3]),
+                ([200, 0, 240, 100], 0.9, e[1]),
+                ([300, 0, 340, 100], 0.3, e[2]),
+            ]
+        ),
         "g.jpg": entry([([0, 0, 40, 100], 0.9, g1), (target, 0.9, g2)]),
         "h.jpg": entry([([0, 0, 40, 100], 0.9, h1)]),
     }
@@ -296,10 +328,20 @@ def detection_case():
     recall 1, AP = 1/2 (1 + 2/4) = 3/4.
     """
     g = {
-        "im1": {"boxes": np.array([[0, 0, 10, 10], [0, 0, 10, 5], [20, 0, 30, 10], [50, 50, 60, 60]], np.float32),
-                "scores": np.array([0.9, 0.8, 0.4, 0.7], np.float32)},
-        "im2": {"boxes": np.array([[0, 0, 10, 10]], np.float32), "scores": np.array([0.95], np.float32)},
-        "im3": {"boxes": np.array([[0, 0, 10, 10]], np.float32), "scores": np.array([0.6], np.float32)},
+        "im1": {
+            "boxes": np.array(
+                [[0, 0, 10, 10], [0, 0, 10, 5], [20, 0, 30, 10], [50, 50, 60, 60]], np.float32
+            ),
+            "scores": np.array([0.9, 0.8, 0.4, 0.7], np.float32),
+        },
+        "im2": {
+            "boxes": np.array([[0, 0, 10, 10]], np.float32),
+            "scores": np.array([0.95], np.float32),
+        },
+        "im3": {
+            "boxes": np.array([[0, 0, 10, 10]], np.float32),
+            "scores": np.array([0.6], np.float32),
+        },
     }
     for v in g.values():
         v["embeds"] = np.zeros((len(v["scores"]), 2), np.float32)
@@ -328,8 +370,13 @@ def test_detection_mutual_best(impl):
     # with Gb; Dy = Gb (.8): IoU 1 with Gb, 60/140 = .43 with Ga. Dx's best gt is Gb, whose best
     # detection is Dy: Dx matches nothing (no fall-back to Ga, as in the reference). 1 match of 2:
     # recall 1/2; Dx .9 F, Dy .8 T: AP = 1 * 1/2 = 1/2, x 1/2 = 1/4.
-    g = {"im": {"boxes": np.array([[3, 0, 13, 10], [4, 0, 14, 10]], np.float32),
-                "scores": np.array([0.9, 0.8], np.float32), "embeds": np.zeros((2, 1), np.float32)}}
+    g = {
+        "im": {
+            "boxes": np.array([[3, 0, 13, 10], [4, 0, 14, 10]], np.float32),
+            "scores": np.array([0.9, 0.8], np.float32),
+            "embeds": np.zeros((2, 1), np.float32),
+        }
+    }
     gt = {"im": (np.array([[0, 0, 10, 10], [4, 0, 14, 10]], float), np.array([-1, -1]))}
     res = impl.evaluate_detection(g, gt, ["im"])
     assert res.count_tp == 1 and res.recall == pytest.approx(0.5) and res.ap == pytest.approx(0.25)
@@ -339,10 +386,21 @@ def test_detection_mutual_best(impl):
 def test_detection_image_without_ground_truth(impl):
     # ours: detections in an image without any person are false positives.
     # im: G [0,0,10,10], D = G (.6); empty: D' (.9). D' .9 F, D .6 T: AP 1/2, recall 1 -> 1/2.
-    g = {"im": {"boxes": np.array([[0, 0, 10, 10]], np.float32), "scores": np.array([0.6], np.float32),
-                "embeds": np.zeros((1, 1), np.float32)},
-         "empty": {"boxes": np.array([[0, 0, 10, 10]], np.float32), "scores": np.array([0.9], np.float32),
-                   "embeds": np.zeros((1, 1), np.float32)}}
-    gt = {"im": (np.array([[0, 0, 10, 10]], float), np.array([1])), "empty": (np.zeros((0, 4)), np.zeros(0, int))}
+    g = {
+        "im": {
+            "boxes": np.array([[0, 0, 10, 10]], np.float32),
+            "scores": np.array([0.6], np.float32),
+            "embeds": np.zeros((1, 1), np.float32),
+        },
+        "empty": {
+            "boxes": np.array([[0, 0, 10, 10]], np.float32),
+            "scores": np.array([0.9], np.float32),
+            "embeds": np.zeros((1, 1), np.float32),
+        },
+    }
+    gt = {
+        "im": (np.array([[0, 0, 10, 10]], float), np.array([1])),
+        "empty": (np.zeros((0, 4)), np.zeros(0, int)),
+    }
     res = impl.evaluate_detection(g, gt, ["im", "empty"])
     assert res.recall == pytest.approx(1.0) and res.ap == pytest.approx(0.5)

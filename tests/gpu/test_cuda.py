@@ -1,4 +1,7 @@
 """CUDA checks (skipped without a GPU; run by tools/device_check.sh on a GPU machine)."""
+
+from __future__ import annotations
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,8 +16,20 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUD
 
 @pytest.mark.parametrize("name", ["inet", "dcinet"])
 def test_amp_trains_both_heads(name, tmp_path):
-    cfg = quick_cfg(name, str(tmp_path), "MODEL.DEVICE", "cuda", "SOLVER.AMP.ENABLED", "True",
-                    "SOLVER.MAX_ITER", "4", "DATASETS.TEST", "()", "TEST.EVAL_PERIOD", "0")
+    cfg = quick_cfg(
+        name,
+        str(tmp_path),
+        "MODEL.DEVICE",
+        "cuda",
+        "SOLVER.AMP.ENABLED",
+        "True",
+        "SOLVER.MAX_ITER",
+        "4",
+        "DATASETS.TEST",
+        "()",
+        "TEST.EVAL_PERIOD",
+        "0",
+    )
     trainer = PersonSearchTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
@@ -29,7 +44,20 @@ def test_reid_training_path_does_not_synchronise(losses):
     """Issue 13, item 1: the re-id losses and memory updates as the ROI heads call them (number of
     images given, identities checked upstream on the host). The CPU counterpart, run in CI:
     tests/utils/test_periodic_means_and_host_sync.py."""
-    crit = ReIDCriterion(20, 8, losses=losses, dictionary_size=32, options={"hep": {"pool_size": 8, "num_hard": 2}, "c2hep": {"pool_size": 8, "num_hard": 2}}).cuda().train()
+    crit = (
+        ReIDCriterion(
+            20,
+            8,
+            losses=losses,
+            dictionary_size=32,
+            options={
+                "hep": {"pool_size": 8, "num_hard": 2},
+                "c2hep": {"pool_size": 8, "num_hard": 2},
+            },
+        )
+        .cuda()
+        .train()
+    )
     g = torch.Generator(device="cuda").manual_seed(0)
     embeds = F.normalize(torch.randn(12, 8, device="cuda", generator=g), dim=1).requires_grad_()
     pids = torch.randint(-1, 20, (12,), device="cuda", generator=g)
@@ -44,8 +72,9 @@ def test_reid_training_path_does_not_synchronise(losses):
         torch.cuda.set_sync_debug_mode("default")
 
 
-@pytest.mark.parametrize("config_file", ["configs/synthetic/inet_small.yaml",
-                                         "configs/synthetic/dcinet_small.yaml"])
+@pytest.mark.parametrize(
+    "config_file", ["configs/synthetic/inet_small.yaml", "configs/synthetic/dcinet_small.yaml"]
+)
 def test_training_step_reid_path_does_not_synchronise(config_file):
     """The same through a training step of each small model: its ``_reid_losses`` (criterion,
     memory updates, metric averaging) under ``set_sync_debug_mode("error")``, second step."""

@@ -1,8 +1,11 @@
 """Helpers of the model tests: configs from the project's YAML files, reduced for a CPU, and
 small synthetic Siamese batches."""
+
+from __future__ import annotations
+
 import glob
 import os
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from detectron2.config import CfgNode, get_cfg
@@ -17,18 +20,18 @@ CONFIGS_DIR = os.path.join(REPO_ROOT, "configs")
 IMAGENET_WEIGHTS = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
 
 
-def config_files() -> List[str]:
+def config_files() -> list[str]:
     """Every YAML file under ``configs/``, sorted, as paths relative to the repository root."""
     paths = glob.glob(os.path.join(CONFIGS_DIR, "**", "*.yaml"), recursive=True)
     return sorted(os.path.relpath(p, REPO_ROOT) for p in paths)
 
 
-def paper_config_files() -> List[str]:
+def paper_config_files() -> list[str]:
     """The ResNet-50 paper configs (CUHK-SYSU and PRW, I-Net and DC-I-Net)."""
     return [p for p in config_files() if p.endswith("_R50_C4.yaml")]
 
 
-def small_config_files() -> List[str]:
+def small_config_files() -> list[str]:
     """The small CPU configs."""
     return [p for p in config_files() if p.startswith(os.path.join("configs", "synthetic"))]
 
@@ -54,8 +57,8 @@ def reduce_for_cpu(
     cfg: CfgNode,
     num_ids: int = 8,
     image_size: int = 128,
-    rois_per_image: Optional[int] = None,
-    test_proposals: Optional[int] = None,
+    rois_per_image: int | None = None,
+    test_proposals: int | None = None,
 ) -> CfgNode:
     """Make a config runnable in a unit test on a CPU: nothing downloaded, small images.
 
@@ -99,8 +102,8 @@ PAIR_BATCH_GT = [
 
 
 def make_pair_batch(
-    gt: Sequence[Dict] = PAIR_BATCH_GT, height: int = 128, width: int = 96, seed: int = 0
-) -> List[Dict]:
+    gt: Sequence[dict] = PAIR_BATCH_GT, height: int = 128, width: int = 96, seed: int = 0
+) -> list[dict]:
     """A training batch in the format of the paired loader: random images, given ground truth.
 
     Returns:
@@ -122,9 +125,9 @@ def make_pair_batch(
 def make_test_inputs(
     sizes: Sequence = ((128, 96), (96, 128)),
     scale: float = 2.0,
-    queries: Optional[Sequence[Optional[List[Dict]]]] = None,
+    queries: Sequence[list[dict] | None] | None = None,
     seed: int = 1,
-) -> List[Dict]:
+) -> list[dict]:
     """Test inputs: ``image`` of the given input sizes (H, W) with ``height``/``width`` = the
     original size = ``scale`` x the input size, and optional ``queries`` per image."""
     g = torch.Generator().manual_seed(seed)

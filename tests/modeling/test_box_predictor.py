@@ -1,5 +1,8 @@
 """Tests of the IoU-aware box predictor (``MODEL.ROI_BOX_HEAD.IOU_SCORE_WEIGHT``): targets, loss
 and scores worked out by hand, and the switch in both heads."""
+
+from __future__ import annotations
+
 import math
 import os
 
@@ -24,8 +27,9 @@ from tests.modeling.common import (
     reduce_for_cpu,
 )
 
-SMALL_CONFIGS = [os.path.join("configs", "synthetic", f) for f in ("inet_small.yaml",
-                                                                   "dcinet_small.yaml")]
+SMALL_CONFIGS = [
+    os.path.join("configs", "synthetic", f) for f in ("inet_small.yaml", "dcinet_small.yaml")
+]
 
 
 def _proposals():
@@ -45,8 +49,12 @@ def _predictor(iou_bias, score_weight=0.5):
     """One class, 4 input channels, all weights 0: zero deltas (regressed box = proposal), equal
     class logits, IoU logit = ``iou_bias`` everywhere."""
     layers = IoUAwareOutputLayers(
-        ShapeSpec(channels=4), box2box_transform=Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0)),
-        num_classes=1, iou_score_weight=score_weight, test_score_thresh=0.0)
+        ShapeSpec(channels=4),
+        box2box_transform=Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0)),
+        num_classes=1,
+        iou_score_weight=score_weight,
+        test_score_thresh=0.0,
+    )
     with torch.no_grad():
         for layer in (layers.cls_score, layers.bbox_pred, layers.iou_pred):
             layer.weight.zero_()
@@ -75,8 +83,12 @@ def test_iou_loss_is_bce_against_the_iou_and_does_not_train_the_regressor():
     assert float(losses["loss_box_iou"]) == pytest.approx(expected, rel=1e-6)
     losses["loss_box_iou"].backward()
     assert layers.iou_pred.bias.grad is not None and float(layers.iou_pred.bias.grad) != 0
-    assert layers.bbox_pred.weight.grad is None or float(layers.bbox_pred.weight.grad.abs().sum()) == 0
-    assert layers.cls_score.weight.grad is None or float(layers.cls_score.weight.grad.abs().sum()) == 0
+    assert (
+        layers.bbox_pred.weight.grad is None or float(layers.bbox_pred.weight.grad.abs().sum()) == 0
+    )
+    assert (
+        layers.cls_score.weight.grad is None or float(layers.cls_score.weight.grad.abs().sum()) == 0
+    )
 
 
 def test_iou_loss_weight_scales_the_loss():
@@ -141,11 +153,15 @@ def test_inference_indices_point_at_the_proposals_past_a_non_finite_prediction()
     # deltas: every detection's box is its proposal's box. Detectron2 numbers the kept rows after
     # dropping the NaN row (0, 1); the indices must be the proposals' (1, 2).
     predictor = FastRCNNOutputLayers(
-        ShapeSpec(channels=4), box2box_transform=Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0)),
-        num_classes=1, test_score_thresh=0.0)
+        ShapeSpec(channels=4),
+        box2box_transform=Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0)),
+        num_classes=1,
+        test_score_thresh=0.0,
+    )
     props = Instances((100, 100))
-    props.proposal_boxes = Boxes(torch.tensor([[0.0, 0, 10, 10], [20.0, 20, 30, 30],
-                                               [50.0, 50, 60, 70]]))
+    props.proposal_boxes = Boxes(
+        torch.tensor([[0.0, 0, 10, 10], [20.0, 20, 30, 30], [50.0, 50, 60, 70]])
+    )
     logits = torch.tensor([[float("nan"), 0.0], [2.0, 0.0], [0.0, 0.0]])
     predictions = (logits, torch.zeros(3, 4))
     (inst,), (kept,) = inference_with_proposal_indices(predictor, predictions, [props])

@@ -1,4 +1,7 @@
 """Every YAML under configs/ merges with the project's keys and says what the paper says."""
+
+from __future__ import annotations
+
 import os
 import re
 
@@ -52,10 +55,18 @@ def test_unknown_shipped_weights_name_the_folder():
     with pytest.raises(FileNotFoundError, match="synthetic_r50q_c4.pth"):
         PathManager.get_local_path("dcinet_d2://no_such_file.pth")
 
+
 # Keys that exist on Detectron2's main branch but not in v0.6: a config using one would not load
 # on v0.6.
-POST_V06_KEYS = ("BASE_LR_END", "NUM_DECAYS", "USE_FED_LOSS", "FED_LOSS", "FLOAT32_PRECISION",
-                 "RESCALE_INTERVAL", "AMP_DTYPE")
+POST_V06_KEYS = (
+    "BASE_LR_END",
+    "NUM_DECAYS",
+    "USE_FED_LOSS",
+    "FED_LOSS",
+    "FLOAT32_PRECISION",
+    "RESCALE_INTERVAL",
+    "AMP_DTYPE",
+)
 
 
 def test_project_has_the_expected_configs():

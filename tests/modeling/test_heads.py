@@ -1,6 +1,9 @@
 """Tests of the I-Net / DC-I-Net ROI heads: embedding head, choice of the ROIs to embed, config
 glue, forward/backward of every config on a CPU, checkpoints of the memories and of the re-id
 module."""
+
+from __future__ import annotations
+
 import math
 import os
 
@@ -157,8 +160,9 @@ def test_training_rois_are_foreground_proposals_then_gt_boxes():
     heads = build_test_model(reduce_for_cpu(load_cfg(SMALL_INET))).roi_heads
     # one foreground class: label 0 = person, 1 = background
     props = [
-        _proposals([[0, 0, 10, 10], [1, 1, 9, 9], [2, 2, 8, 8], [3, 3, 7, 7]], [0, 1, 0, 1],
-                   [2, 7, -1, 3]),
+        _proposals(
+            [[0, 0, 10, 10], [1, 1, 9, 9], [2, 2, 8, 8], [3, 3, 7, 7]], [0, 1, 0, 1], [2, 7, -1, 3]
+        ),
         _proposals([[4, 4, 6, 6], [5, 5, 7, 7]], [1, 1]),  # image without ground truth
     ]
     tgts = [_targets([[0, 0, 12, 12], [2, 2, 9, 9]], [2, -1]), _targets([], [])]
@@ -242,8 +246,14 @@ def test_forward_backward_of_every_config(config_file):
                 assert p.grad is not None and torch.isfinite(p.grad).all()
         assert heads.embed_head.proj.weight.grad.abs().sum() > 0
         if isinstance(heads, DCINetROIHeads):
-            assert sum(float(p.grad.abs().sum()) for p in heads.reid_res5.parameters()
-                       if p.requires_grad) > 0
+            assert (
+                sum(
+                    float(p.grad.abs().sum())
+                    for p in heads.reid_res5.parameters()
+                    if p.requires_grad
+                )
+                > 0
+            )
 
         latest = {k: v.latest() for k, v in storage.histories().items()}
         expected_keys = ["reid/dict_fill", "reid/num_embeds"]
@@ -284,16 +294,21 @@ def test_dcinet_divides_the_gradients_between_detection_and_reid_modules():
     det_loss = sum(v for k, v in losses.items() if k in DETECTION_LOSSES)
 
     grads = torch.autograd.grad(
-        det_loss, list(heads.reid_res5.parameters()) + list(heads.res5.parameters()),
-        allow_unused=True, retain_graph=True,
+        det_loss,
+        list(heads.reid_res5.parameters()) + list(heads.res5.parameters()),
+        allow_unused=True,
+        retain_graph=True,
     )
     n = len(list(heads.reid_res5.parameters()))
     assert all(g is None for g in grads[:n])  # detection never reaches the re-id module
     assert any(g is not None and g.abs().sum() > 0 for g in grads[n:])
 
     grads = torch.autograd.grad(
-        reid_loss, list(heads.res5.parameters()) + list(heads.box_predictor.parameters())
-        + list(heads.reid_res5.parameters()), allow_unused=True,
+        reid_loss,
+        list(heads.res5.parameters())
+        + list(heads.box_predictor.parameters())
+        + list(heads.reid_res5.parameters()),
+        allow_unused=True,
     )
     n = len(list(heads.res5.parameters())) + len(list(heads.box_predictor.parameters()))
     assert all(g is None for g in grads[:n])  # re-id never reaches the detection module
@@ -311,8 +326,11 @@ def test_inet_shares_res5_between_detection_and_reid():
 
 
 def _norm_types(module):
-    return {type(m).__name__ for m in module.modules()
-            if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm))}
+    return {
+        type(m).__name__
+        for m in module.modules()
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm))
+    }
 
 
 @pytest.mark.parametrize("res5_norm, expected", [("", "BatchNorm2d"), ("GN", "GroupNorm")])
@@ -394,7 +412,8 @@ def test_reid_metrics_are_averaged_over_the_period_and_written_once():
         histories = storage.histories()
         assert len(histories["reid/dict_fill"].values()) == 1
         assert histories["reid/dict_fill"].latest() == pytest.approx(
-            (filled[0] + filled[1]) / 2 / dictionary.size)
+            (filled[0] + filled[1]) / 2 / dictionary.size
+        )
         assert histories["reid/num_embeds"].latest() == pytest.approx(filled[1] / 2)
         assert storage.smoothing_hints()["reid/dict_fill"] is False  # already a mean
 
@@ -464,8 +483,13 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=120))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=120),
+    )
     try:
         cfg = reduce_for_cpu(load_cfg(SMALL_DCINET))
         cfg.MODEL.REID.LOSSES = ["olp", "hep", "c2hep"]  # every memory and the HEP classifier

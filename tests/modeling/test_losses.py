@@ -3,6 +3,9 @@
 Every expected value below is written out from the paper's formulas with ``math.exp`` /
 ``math.log`` on the literal numbers of the test, never copied from the code's output.
 """
+
+from __future__ import annotations
+
 import math
 
 import pytest
@@ -174,8 +177,15 @@ class TestLabelPool:
     cand_feats = T([[0.8, 0.6], [0.6, -0.8], [1.0, 0.0], [0.0, 1.0], [-0.6, 0.8], [0.28, 0.96]])
     cand_pids = T([3, 4, 0, -1, 5, 2])
 
-    def hard(self, num_hard, anchor_feats=None, anchor_pids=None, cand_pids=None, cand_feats=None,
-             num_classes=10):
+    def hard(
+        self,
+        num_hard,
+        anchor_feats=None,
+        anchor_pids=None,
+        cand_pids=None,
+        cand_feats=None,
+        num_classes=10,
+    ):
         """Per row, the sorted hard classes; and their union."""
         a = self.anchor_feats if anchor_feats is None else anchor_feats
         ya = self.anchor_pids if anchor_pids is None else anchor_pids
@@ -189,8 +199,15 @@ class TestLabelPool:
     def pool(self, pool_size, num_hard, num_classes=10, fill_allowed=None, generator=None):
         hardness = class_hardness(self.anchor_feats, self.cand_feats, self.cand_pids, num_classes)
         hard = hard_negative_mask(hardness, self.anchor_pids, num_hard)
-        pools = build_label_pools(self.anchor_pids, T([0, 0]), 1, hard, pool_size,
-                                  fill_allowed=fill_allowed, generator=generator)
+        pools = build_label_pools(
+            self.anchor_pids,
+            T([0, 0]),
+            1,
+            hard,
+            pool_size,
+            fill_allowed=fill_allowed,
+            generator=generator,
+        )
         assert pools.shape == (1, num_classes)
         return pools[0].nonzero().flatten().tolist()
 
@@ -251,8 +268,10 @@ class TestLabelPool:
         # Entries of a=(1,0) pid 0, by similarity: k0 pid 3 (1.0), k1 pid 3 (0.8), k2 pid 7 (0.6),
         # k3 pid 9 (0.0), k4 pid 0 (own, 0.8 ignored). Classes by their best entry: 3 (1.0),
         # 7 (0.6), 9 (0.0). The top-2 *classes* are {3, 7}; the top-2 entries would give {3}.
-        cand = dict(cand_feats=T([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0], [0.8, -0.6]]),
-                    cand_pids=T([3, 3, 7, 9, 0]))
+        cand = dict(
+            cand_feats=T([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0], [0.8, -0.6]]),
+            cand_pids=T([3, 3, 7, 9, 0]),
+        )
         a = dict(anchor_feats=T([[1.0, 0.0]]), anchor_pids=T([0]))
         assert self.hard(2, **a, **cand)[1] == [3, 7]
         assert self.hard(1, **a, **cand)[1] == [3]
@@ -430,7 +449,13 @@ class TestC2HEP:
 class TestCriterion:
     def test_first_step_sees_empty_dictionary_then_enqueues_all(self):
         crit = ReIDCriterion(
-            num_classes=3, dim=2, losses=["olp"], weights={"olp": 0.5}, dictionary_size=8, options={"olp": {"scale": 1.0}})
+            num_classes=3,
+            dim=2,
+            losses=["olp"],
+            weights={"olp": 0.5},
+            dictionary_size=8,
+            options={"olp": {"scale": 1.0}},
+        )
         # image 0: (1,0) pid 0, (0,1) unlabelled;  image 1: (0.8,0.6) pid 0
         embeds = T([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]], requires_grad=True)
         pids, image_ids = T([0, -1, 0]), T([0, 0, 1])
@@ -452,8 +477,13 @@ class TestCriterion:
     def test_weights_and_selection(self):
         torch.manual_seed(0)
         crit = ReIDCriterion(
-            num_classes=4, dim=2, losses=["c2hep", "hep"], weights={"hep": 2.0, "c2hep": 3.0},
-            dictionary_size=8, options={"hep": {"pool_size": 4}, "c2hep": {"pool_size": 4}})
+            num_classes=4,
+            dim=2,
+            losses=["c2hep", "hep"],
+            weights={"hep": 2.0, "c2hep": 3.0},
+            dictionary_size=8,
+            options={"hep": {"pool_size": 4}, "c2hep": {"pool_size": 4}},
+        )
         assert crit.olp is None and crit.dictionary is not None
         embeds = F.normalize(torch.randn(4, 2), dim=1)
         pids, image_ids = T([0, 1, 1, 2]), T([0, 0, 1, 1])
@@ -476,11 +506,14 @@ class TestCriterion:
 
     def test_options_reach_the_loss_modules_and_bad_ones_are_named(self):
         crit = ReIDCriterion(
-            num_classes=4, dim=2, losses=["olp", "c2hep"],
-            options={"olp": {"scale": 3.0, "term_weight": "identity"},
-                     "c2hep": {"pool_size": 2, "num_hard": 1, "momentum": 0.25,
-                               "update": "per_sample"},
-                     "oim": {"queue_size": 7}},  # not selected: ignored
+            num_classes=4,
+            dim=2,
+            losses=["olp", "c2hep"],
+            options={
+                "olp": {"scale": 3.0, "term_weight": "identity"},
+                "c2hep": {"pool_size": 2, "num_hard": 1, "momentum": 0.25, "update": "per_sample"},
+                "oim": {"queue_size": 7},
+            },  # not selected: ignored
         )
         assert (crit.olp.scale, crit.olp.term_weight) == (3.0, "identity")
         c2hep = crit.c2hep
@@ -496,7 +529,12 @@ class TestCriterion:
 
     def test_no_labelled_person_all_zero_and_connected(self):
         crit = ReIDCriterion(
-            num_classes=3, dim=2, losses=["olp", "hep", "c2hep"], dictionary_size=4, options={"hep": {"pool_size": 3}, "c2hep": {"pool_size": 3}})
+            num_classes=3,
+            dim=2,
+            losses=["olp", "hep", "c2hep"],
+            dictionary_size=4,
+            options={"hep": {"pool_size": 3}, "c2hep": {"pool_size": 3}},
+        )
         crit.dictionary.enqueue(T([[1.0, 0.0]]), T([1]))
         embeds = T([[0.6, 0.8], [0.8, 0.6]], requires_grad=True)
         losses, metrics = crit(embeds, T([-1, -1]), T([0, 1]))
@@ -531,15 +569,30 @@ class TestCriterion:
     def test_state_dict_round_trip(self):
         torch.manual_seed(1)
         crit = ReIDCriterion(
-            num_classes=5, dim=3, losses=["olp", "hep", "c2hep"], dictionary_size=6, options={"hep": {"pool_size": 3}, "c2hep": {"pool_size": 3}})
+            num_classes=5,
+            dim=3,
+            losses=["olp", "hep", "c2hep"],
+            dictionary_size=6,
+            options={"hep": {"pool_size": 3}, "c2hep": {"pool_size": 3}},
+        )
         for _ in range(3):
             crit(F.normalize(torch.randn(4, 3), dim=1), T([0, 3, -1, 0]), T([0, 0, 1, 1]))
         fresh = ReIDCriterion(
-            num_classes=5, dim=3, losses=["olp", "hep", "c2hep"], dictionary_size=6, options={"hep": {"pool_size": 3}, "c2hep": {"pool_size": 3}})
+            num_classes=5,
+            dim=3,
+            losses=["olp", "hep", "c2hep"],
+            dictionary_size=6,
+            options={"hep": {"pool_size": 3}, "c2hep": {"pool_size": 3}},
+        )
         fresh.load_state_dict(crit.state_dict())
         keys = {
-            "dictionary.feats", "dictionary.pids", "dictionary.ptr", "dictionary.num_filled",
-            "hep.weight", "c2hep.centres.centres", "c2hep.centres.initialized",
+            "dictionary.feats",
+            "dictionary.pids",
+            "dictionary.ptr",
+            "dictionary.num_filled",
+            "hep.weight",
+            "c2hep.centres.centres",
+            "c2hep.centres.initialized",
         }
         assert set(crit.state_dict()) == keys
         for k, v in crit.state_dict().items():
@@ -575,9 +628,11 @@ class TestOLPTermWeight:
         assert self.loss("pair") == pytest.approx((2 * L1 + L2 + 3 * LOG2) / 6, abs=1e-6)
         # each anchor weighs 1: b1's two terms weigh 1/2 each; 5 anchors
         assert self.loss("anchor") == pytest.approx(
-            (L1 + L2 + 0.5 * (L1 + LOG2) + 2 * LOG2) / 5, abs=1e-6)
+            (L1 + L2 + 0.5 * (L1 + LOG2) + 2 * LOG2) / 5, abs=1e-6
+        )
         # each identity of the pair weighs 1: identity 0's 4 terms 1/4 each, identity 1's 2 terms 1/2
         assert self.loss("identity") == pytest.approx(
-            (0.25 * (2 * L1 + L2 + LOG2) + 0.5 * 2 * LOG2) / 2, abs=1e-6)
+            (0.25 * (2 * L1 + L2 + LOG2) + 0.5 * 2 * LOG2) / 2, abs=1e-6
+        )
         with pytest.raises(ValueError, match="term_weight"):
             self.loss("image")

@@ -1,4 +1,7 @@
 """Feature dictionary (FIFO ring buffer) and class centres (momentum update), single process."""
+
+from __future__ import annotations
+
 import math
 
 import pytest

@@ -5,6 +5,9 @@ into a ReIDCriterion (feature dictionary + class centres) for several steps. Aft
 buffers of both ranks must be identical, and equal to those of a single-process criterion fed
 the concatenation of the ranks' inputs in rank order.
 """
+
+from __future__ import annotations
+
 import datetime
 import os
 
@@ -30,7 +33,13 @@ def make_criterion() -> ReIDCriterion:
         num_classes=NUM_CLASSES,
         dim=DIM,
         losses=["olp", "hep", "c2hep"],
-        dictionary_size=8, options={"olp": {"scale": 10.0}, "hep": {"pool_size": 4, "num_hard": 2}, "c2hep": {"pool_size": 4, "num_hard": 2, "momentum": 0.5}})
+        dictionary_size=8,
+        options={
+            "olp": {"scale": 10.0},
+            "hep": {"pool_size": 4, "num_hard": 2},
+            "c2hep": {"pool_size": 4, "num_hard": 2, "momentum": 0.5},
+        },
+    )
 
 
 def make_batch(rank: int, step: int):
@@ -60,8 +69,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             flags = torch.arange(sizes[rank]) % 2 == rank
             gx, gflags = all_gather_rows(x, flags)
             expected = torch.cat(
-                [torch.arange(sizes[r] * 2, dtype=torch.float32).view(-1, 2) + 100 * r
-                 for r in range(WORLD_SIZE)]
+                [
+                    torch.arange(sizes[r] * 2, dtype=torch.float32).view(-1, 2) + 100 * r
+                    for r in range(WORLD_SIZE)
+                ]
             )
             assert torch.equal(gx, expected), (rank, sizes, gx)
             assert gflags.dtype == torch.bool
@@ -96,10 +107,18 @@ def test_buffers_identical_across_ranks_and_equal_to_single_process(tmp_path):
         ref(embeds, pids, image_ids)
     expected = dict(ref.named_buffers())
 
-    assert set(per_rank[0]) == set(expected) == {
-        "dictionary.feats", "dictionary.pids", "dictionary.ptr", "dictionary.num_filled",
-        "c2hep.centres.centres", "c2hep.centres.initialized",
-    }
+    assert (
+        set(per_rank[0])
+        == set(expected)
+        == {
+            "dictionary.feats",
+            "dictionary.pids",
+            "dictionary.ptr",
+            "dictionary.num_filled",
+            "c2hep.centres.centres",
+            "c2hep.centres.initialized",
+        }
+    )
     for name, value in expected.items():
         for r in range(WORLD_SIZE):
             assert torch.equal(per_rank[r][name], value), (name, r)

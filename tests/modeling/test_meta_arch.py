@@ -1,5 +1,8 @@
 """Tests of PersonSearchRCNN: pairing check in training, inference outputs (detections with
 embeddings, query embeddings), ``embed_boxes`` and its coordinate scaling."""
+
+from __future__ import annotations
+
 import os
 
 import pytest
@@ -60,8 +63,14 @@ def test_training_checks_the_identities_on_the_host_before_the_step():
     batch[1]["instances"].gt_pids[0] = num_ids
     calls = []
     model.backbone.register_forward_hook(lambda *args: calls.append(1))
-    with EventStorage(), pytest.raises(ValueError, match=rf"must be in \[-1, {num_ids - 1}\], "
-                                                           rf"got \[-?\d+, {num_ids}\]"):
+    with (
+        EventStorage(),
+        pytest.raises(
+            ValueError,
+            match=rf"must be in \[-1, {num_ids - 1}\], "
+            rf"got \[-?\d+, {num_ids}\]",
+        ),
+    ):
         model(batch)
     assert not calls  # failed before any computation
     batch[1]["instances"].gt_pids[0] = num_ids - 1
@@ -131,7 +140,9 @@ def test_detections_embeddings_are_the_embeddings_of_the_final_boxes(config_file
     # random weights: keep every detection after NMS, so that there are some to check
     model, cfg = _eval_model(config_file, score_thresh=0.0)
     if hasattr(model.roi_heads, "embed_detections_from"):
-        model.roi_heads.embed_detections_from = "boxes"  # I-Net: second res5 pass on the final boxes
+        model.roi_heads.embed_detections_from = (
+            "boxes"  # I-Net: second res5 pass on the final boxes
+        )
     inputs = make_test_inputs()
     with torch.no_grad():
         outputs = model(inputs)
@@ -157,8 +168,9 @@ def test_embed_score_power_scales_each_detection_embedding_by_its_score(config_f
     for u, w in zip(unit, weighted):
         scores = u["instances"].scores
         torch.testing.assert_close(w["instances"].scores, scores)
-        torch.testing.assert_close(w["instances"].pred_embeds,
-                                   u["instances"].pred_embeds * (scores * scores)[:, None])
+        torch.testing.assert_close(
+            w["instances"].pred_embeds, u["instances"].pred_embeds * (scores * scores)[:, None]
+        )
     # the queries (given boxes, no score) stay unit vectors
     torch.testing.assert_close(weighted[0]["query_embeds"], unit[0]["query_embeds"])
 
@@ -185,8 +197,12 @@ def test_inet_embeds_detections_from_their_proposals():
         from_boxes = model(inputs)
     for a, b in zip(from_proposals, from_boxes):
         assert len(a["instances"]) > 1
-        torch.testing.assert_close(a["instances"].pred_boxes.tensor, b["instances"].pred_boxes.tensor)
-        torch.testing.assert_close(a["instances"].pred_embeds, b["instances"].pred_embeds, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            a["instances"].pred_boxes.tensor, b["instances"].pred_boxes.tensor
+        )
+        torch.testing.assert_close(
+            a["instances"].pred_embeds, b["instances"].pred_embeds, rtol=1e-4, atol=1e-5
+        )
     # and without zeroing, the two differ (the regressed box is not the proposal box)
     model2, _ = _eval_model(SMALL_INET, score_thresh=0.0)
     with torch.no_grad():

@@ -3,6 +3,9 @@
 Expected values are written out from OIM's formulas (Xiao et al. 2017) with ``math`` on the
 literal numbers of the test, never copied from the code's output.
 """
+
+from __future__ import annotations
+
 import math
 
 import pytest
@@ -74,8 +77,9 @@ class TestCentresPerSample:
 
     def test_exclude_and_bad_rule(self):
         c = ClassCentres(2, 2, 0.5, "per_sample")
-        changed = c.update(T([[1.0, 0.0], [0.0, 1.0]]), T([0, 1]), exclude=T([False, True]),
-                           sync=False)
+        changed = c.update(
+            T([[1.0, 0.0], [0.0, 1.0]]), T([0, 1]), exclude=T([False, True]), sync=False
+        )
         assert changed.tolist() == [True, False] and c.initialized.tolist() == [True, False]
         with pytest.raises(ValueError, match="exclude must be a \\[2\\] bool mask"):
             c.update(T([[1.0, 0.0]]), T([0]), exclude=T([1]), sync=False)
@@ -130,7 +134,9 @@ class TestOIM:
             oim(T([[1.0, 0.0]]), T([2]), T([0]))
 
     def test_criterion_selects_oim(self):
-        crit = ReIDCriterion(num_classes=2, dim=2, losses=["oim"], options={"oim": {"queue_size": 2, "scale": 2.0}})
+        crit = ReIDCriterion(
+            num_classes=2, dim=2, losses=["oim"], options={"oim": {"queue_size": 2, "scale": 2.0}}
+        )
         assert crit.dictionary is None and crit.olp is None and crit.oim is not None
         losses, metrics = crit(T([[1.0, 0.0], [0.0, 1.0]]), T([0, -1]), T([0, 1]))
         assert set(losses) == {"loss_oim"}

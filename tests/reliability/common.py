@@ -1,4 +1,7 @@
 """Helpers of the fault-injection tests."""
+
+from __future__ import annotations
+
 import contextlib
 import logging
 

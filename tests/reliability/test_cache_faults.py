@@ -1,6 +1,9 @@
 """The dataset cache holds data, never code, and is checked before it is trusted (hardening issue,
 item 9): a crafted file must not run, a well-formed but wrong one must be rebuilt, and what a
 cache file gives back must equal, type for type, what the readers build."""
+
+from __future__ import annotations
+
 import json
 import logging
 import os
@@ -48,13 +51,17 @@ def same(a, b) -> bool:
 @pytest.fixture
 def tiny_cuhk(tmp_path):
     root = str(tmp_path / "CUHK-SYSU")
-    images = {"t1.jpg": [(10.7, 5.2, 20.6, 40.9), (50, 10, 0, 30)], "q1.jpg": [(1, 2, 30, 40)],
-              "q2.jpg": [(5, 5, 20, 30), (30, 6, 20, 44)]}
+    images = {
+        "t1.jpg": [(10.7, 5.2, 20.6, 40.9), (50, 10, 0, 30)],
+        "q1.jpg": [(1, 2, 30, 40)],
+        "q2.jpg": [(5, 5, 20, 30), (30, 6, 20, 44)],
+    }
     train = [("a", [("t1.jpg", (10.7, 5.2, 20.6, 40.9))])]
     queries = [("p", "q1.jpg", (1, 2, 30, 40), [("q2.jpg", (30, 6, 20, 44))])]
     sizes = {n: (64, 96) for n in images}
-    write_cuhk_sysu(root, images, ["q1.jpg", "q2.jpg"], train, queries, sizes,
-                    gallery_sizes=(50, 100))
+    write_cuhk_sysu(
+        root, images, ["q1.jpg", "q2.jpg"], train, queries, sizes, gallery_sizes=(50, 100)
+    )
     return root
 
 
@@ -63,27 +70,65 @@ def tiny_prw(tmp_path):
     root = str(tmp_path / "PRW")
     train = {"c1s1_000001": [[5, 10.5, 20, 30, 60], [-2, -4, 3, 20, 40]]}
     test = {"c3s1_000010": [[100, -1.5, 2.5, 10, 20], [-2, 5, 5, 5, 5]]}
-    write_prw(root, train, test, [5], ["100 -1.5 2.5 10 20 c3s1_000010"],
-              {f: (64, 48) for f in {**train, **test}})
+    write_prw(
+        root,
+        train,
+        test,
+        [5],
+        ["100 -1.5 2.5 10 20 c3s1_000010"],
+        {f: (64, 48) for f in {**train, **test}},
+    )
     return root
 
 
 def _kinds(cuhk_root, prw_root):
     """(kind, root, split, sources, build, validator) of every cached value, as the loaders use."""
     testg = [cuhk_sysu.testg_path(cuhk_root, 100), cuhk_sysu._paths(cuhk_root)["image_dir"]]
-    prw_sources = {s: prw._sources(prw_root, s) + prw._annotation_sources(prw_root, s)
-                   for s in ("train", "test")}
+    prw_sources = {
+        s: prw._sources(prw_root, s) + prw._annotation_sources(prw_root, s)
+        for s in ("train", "test")
+    }
     return [
-        ("cuhk_sysu", cuhk_root, "train", cuhk_sysu._sources(cuhk_root, "train"),
-         lambda: cuhk_sysu._build_train(cuhk_root), cache.check_train),
-        ("cuhk_sysu", cuhk_root, "test", cuhk_sysu._sources(cuhk_root, "test"),
-         lambda: cuhk_sysu._build_test(cuhk_root), cache.check_image_dicts),
-        ("cuhk_sysu", cuhk_root, "testg100", testg,
-         lambda: cuhk_sysu._read_testg_checked(cuhk_root, 100), cache.check_testg),
-        ("prw", prw_root, "train", prw_sources["train"], lambda: prw._build_train(prw_root),
-         lambda v: cache.check_train(v, camera=True)),
-        ("prw", prw_root, "test", prw_sources["test"], lambda: prw._build_test(prw_root),
-         lambda v: cache.check_image_dicts(v, camera=True)),
+        (
+            "cuhk_sysu",
+            cuhk_root,
+            "train",
+            cuhk_sysu._sources(cuhk_root, "train"),
+            lambda: cuhk_sysu._build_train(cuhk_root),
+            cache.check_train,
+        ),
+        (
+            "cuhk_sysu",
+            cuhk_root,
+            "test",
+            cuhk_sysu._sources(cuhk_root, "test"),
+            lambda: cuhk_sysu._build_test(cuhk_root),
+            cache.check_image_dicts,
+        ),
+        (
+            "cuhk_sysu",
+            cuhk_root,
+            "testg100",
+            testg,
+            lambda: cuhk_sysu._read_testg_checked(cuhk_root, 100),
+            cache.check_testg,
+        ),
+        (
+            "prw",
+            prw_root,
+            "train",
+            prw_sources["train"],
+            lambda: prw._build_train(prw_root),
+            lambda v: cache.check_train(v, camera=True),
+        ),
+        (
+            "prw",
+            prw_root,
+            "test",
+            prw_sources["test"],
+            lambda: prw._build_test(prw_root),
+            lambda v: cache.check_image_dicts(v, camera=True),
+        ),
     ]
 
 
@@ -160,7 +205,8 @@ def test_crafted_pickle_is_not_run_but_rebuilt(tiny_prw, private_cache, tmp_path
     assert load_prw(tiny_prw, "test") == fresh
     assert not marker.exists()
     assert len(cache_warnings) == 1 and cache_warnings[0].startswith(
-        f"Ignoring invalid dataset cache '{path}' (")
+        f"Ignoring invalid dataset cache '{path}' ("
+    )
     assert cache_warnings[0].endswith("); rebuilding.")
     assert load_prw(tiny_prw, "test") == fresh and len(cache_warnings) == 1  # rewritten, valid
 
@@ -177,24 +223,36 @@ def _first_annotation(v):
     return v["__tuple__"][0][0]["annotations"][0]
 
 
-@pytest.mark.parametrize("change, reason", [
-    (lambda v: [], "value: expected a tuple (image dicts, C), found []"),
-    (lambda v: v["__tuple__"], "value: expected a tuple (image dicts, C)"),
-    (lambda v: {"__tuple__": [[], 2]}, "value: expected a non-empty list of image dicts"),
-    (lambda v: {"__tuple__": [v["__tuple__"][0], "2"]},
-     "value[1]: expected the number of identities"),
-    (lambda v: _first_annotation(v).update(bbox_mode=0) or v,
-     "image dict 0['annotations'][0]['bbox_mode']: expected BoxMode.XYXY_ABS, found 0"),
-    (lambda v: _first_annotation(v).update(bbox=[1.0, 2.0, 3.0]) or v,
-     "image dict 0['annotations'][0]['bbox']: expected 4 finite floats"),
-    (lambda v: v["__tuple__"][0][0].pop("height") and v, "image dict 0: expected keys"),
-    (lambda v: v["__tuple__"][0][0].update(width=-5) or v,
-     "image dict 0['width']: expected a positive int, found -5"),
-    (lambda v: json.dumps(v)[:-10], "JSONDecodeError"),
-    (lambda v: json.dumps(v).replace("10.0", "NaN", 1), "non-finite number NaN"),
-])
-def test_wrong_but_well_formed_cache_is_rebuilt(tiny_cuhk, private_cache, cache_warnings, change,
-                                                reason):
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (lambda v: [], "value: expected a tuple (image dicts, C), found []"),
+        (lambda v: v["__tuple__"], "value: expected a tuple (image dicts, C)"),
+        (lambda v: {"__tuple__": [[], 2]}, "value: expected a non-empty list of image dicts"),
+        (
+            lambda v: {"__tuple__": [v["__tuple__"][0], "2"]},
+            "value[1]: expected the number of identities",
+        ),
+        (
+            lambda v: _first_annotation(v).update(bbox_mode=0) or v,
+            "image dict 0['annotations'][0]['bbox_mode']: expected BoxMode.XYXY_ABS, found 0",
+        ),
+        (
+            lambda v: _first_annotation(v).update(bbox=[1.0, 2.0, 3.0]) or v,
+            "image dict 0['annotations'][0]['bbox']: expected 4 finite floats",
+        ),
+        (lambda v: v["__tuple__"][0][0].pop("height") and v, "image dict 0: expected keys"),
+        (
+            lambda v: v["__tuple__"][0][0].update(width=-5) or v,
+            "image dict 0['width']: expected a positive int, found -5",
+        ),
+        (lambda v: json.dumps(v)[:-10], "JSONDecodeError"),
+        (lambda v: json.dumps(v).replace("10.0", "NaN", 1), "non-finite number NaN"),
+    ],
+)
+def test_wrong_but_well_formed_cache_is_rebuilt(
+    tiny_cuhk, private_cache, cache_warnings, change, reason
+):
     fresh = load_cuhk_sysu(tiny_cuhk, "train")
     path = _only_file(private_cache)
     _edit(path, change)
@@ -203,16 +261,27 @@ def test_wrong_but_well_formed_cache_is_rebuilt(tiny_cuhk, private_cache, cache_
     assert reason in cache_warnings[0]
 
 
-@pytest.mark.parametrize("change, reason", [
-    (lambda v: v[0].update(bbox=v[0]["bbox"]["__ndarray__"]["data"]) or v,
-     "query 0['bbox']: expected an int32 array of shape (4,)"),
-    (lambda v: v[0]["bbox"]["__ndarray__"].update(dtype="object") or v,
-     "__ndarray__ of unsupported dtype 'object'"),
-    (lambda v: v[0]["bbox"]["__ndarray__"].update(shape=[5]) or v,
-     "__ndarray__ with shape [5] holds malformed data"),
-    (lambda v: v[0].update(gallery=[list(g["__tuple__"]) for g in v[0]["gallery"]]) or v,
-     "query 0['gallery'][0]: expected (image name, int32[4] box or None)"),
-])
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        (
+            lambda v: v[0].update(bbox=v[0]["bbox"]["__ndarray__"]["data"]) or v,
+            "query 0['bbox']: expected an int32 array of shape (4,)",
+        ),
+        (
+            lambda v: v[0]["bbox"]["__ndarray__"].update(dtype="object") or v,
+            "__ndarray__ of unsupported dtype 'object'",
+        ),
+        (
+            lambda v: v[0]["bbox"]["__ndarray__"].update(shape=[5]) or v,
+            "__ndarray__ with shape [5] holds malformed data",
+        ),
+        (
+            lambda v: v[0].update(gallery=[list(g["__tuple__"]) for g in v[0]["gallery"]]) or v,
+            "query 0['gallery'][0]: expected (image name, int32[4] box or None)",
+        ),
+    ],
+)
 def test_wrong_testg_cache_is_rebuilt(tiny_cuhk, private_cache, cache_warnings, change, reason):
     fresh = load_test_galleries(tiny_cuhk, 100)
     path = _only_file(private_cache)
@@ -234,8 +303,14 @@ def test_synthetic_prw_test_empty_cache_is_not_trusted(private_cache, cache_warn
 
 
 def test_encode_refuses_what_it_cannot_restore():
-    for value in (np.float32(1.0), {1: "a"}, {"__tuple__": []}, float("nan"), {"x"},
-                  np.zeros(2, dtype=object)):
+    for value in (
+        np.float32(1.0),
+        {1: "a"},
+        {"__tuple__": []},
+        float("nan"),
+        {"x"},
+        np.zeros(2, dtype=object),
+    ):
         with pytest.raises(TypeError):
             cache.encode(value)
     value = {"a": (1, [np.arange(3, dtype=np.int32), None]), "b": BoxMode.XYWH_ABS, "c": 0.1}

@@ -4,6 +4,9 @@ Two gloo processes run a training step of the re-id criterion; rank 1's batch ho
 the model has no class for. Before, rank 1 raised and rank 0 waited in the memories' all-gather
 until the process group's timeout; now both raise the same ValueError at once.
 """
+
+from __future__ import annotations
+
 import datetime
 import os
 
@@ -24,11 +27,22 @@ TIMEOUT_S = 60  # the process group's timeout: a hang would end here, not in a V
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=WORLD_SIZE, timeout=datetime.timedelta(seconds=TIMEOUT_S))
+    dist.init_process_group(
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=WORLD_SIZE,
+        timeout=datetime.timedelta(seconds=TIMEOUT_S),
+    )
     outcome = "no error"
     try:
-        crit = ReIDCriterion(NUM_CLASSES, DIM, losses=["olp", "c2hep"], dictionary_size=16, options={"c2hep": {"pool_size": 4, "num_hard": 2}})
+        crit = ReIDCriterion(
+            NUM_CLASSES,
+            DIM,
+            losses=["olp", "c2hep"],
+            dictionary_size=16,
+            options={"c2hep": {"pool_size": 4, "num_hard": 2}},
+        )
         embeds = F.normalize(torch.randn(4, DIM), dim=1)
         pids = torch.tensor([0, 1, 2, NUM_CLASSES if rank == 1 else 3])
         crit(embeds, pids, torch.tensor([0, 0, 1, 1]))
@@ -44,9 +58,11 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 def test_bad_identity_on_one_rank_fails_every_rank_promptly(tmp_path):
     mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in range(WORLD_SIZE)]
-    assert outcomes[1].startswith("ValueError: identities (pids) must be in [-1, 4], got [0, 5] "
-                                  "(on this process; rank 1)")
+    assert outcomes[1].startswith(
+        "ValueError: identities (pids) must be in [-1, 4], got [0, 5] (on this process; rank 1)"
+    )
     # rank 0's own batch is valid: it raises because of rank 1's (a hang would have ended in a
     # timeout error of the all-gather instead)
-    assert outcomes[0].startswith("ValueError: identities (pids) must be in [-1, 4], got [0, 5] "
-                                  "(on another process; rank 0)")
+    assert outcomes[0].startswith(
+        "ValueError: identities (pids) must be in [-1, 4], got [0, 5] (on another process; rank 0)"
+    )

@@ -3,6 +3,9 @@
 Every file is written by hand in the official format (``tests/data/official_files.py``); the
 expected boxes are worked out next to them. Images are 192 x 256 (width x height).
 """
+
+from __future__ import annotations
+
 import logging
 import os
 
@@ -49,15 +52,24 @@ CUHK_IMAGES = {  # Img entries 0..3, in this order
 }
 CUHK_POOL = ["q1.jpg", "q2.jpg"]
 # identity b's only appearance is the dropped (5000, 5000) box
-CUHK_TRAIN = [("a", [("t1.jpg", (10, 10, 20, 40)), ("t2.jpg", (10, 10, 20, 40))]),
-              ("b", [("t1.jpg", (5000, 5000, 20, 40))])]
+CUHK_TRAIN = [
+    ("a", [("t1.jpg", (10, 10, 20, 40)), ("t2.jpg", (10, 10, 20, 40))]),
+    ("b", [("t1.jpg", (5000, 5000, 20, 40))]),
+]
 CUHK_QUERIES = [("p1", "q1.jpg", (10, 10, 20, 40), [("q2.jpg", (30, 30, 20, 40))])]
 
 
 def _cuhk(tmp_path, images=CUHK_IMAGES, queries=CUHK_QUERIES):
     root = str(tmp_path / "CUHK-SYSU")
-    write_cuhk_sysu(root, images, CUHK_POOL, CUHK_TRAIN, queries, {n: SIZE for n in images},
-                    gallery_sizes=(50, 100))
+    write_cuhk_sysu(
+        root,
+        images,
+        CUHK_POOL,
+        CUHK_TRAIN,
+        queries,
+        {n: SIZE for n in images},
+        gallery_sizes=(50, 100),
+    )
     return root
 
 
@@ -82,8 +94,10 @@ def test_cuhk_test_split_keeps_unusable_boxes_and_warns(tmp_path, reader_warning
     root = _cuhk(tmp_path)
     dicts = load_cuhk_sysu(root, "test")
     # the protocol counts every box: the (5000, 5000) one stays, unlabelled
-    assert _summary(dicts) == {"q1.jpg": [([10, 10, 30, 50], 0), ([5000, 5000, 5020, 5040], -1)],
-                               "q2.jpg": [([30, 30, 50, 70], 0)]}
+    assert _summary(dicts) == {
+        "q1.jpg": [([10, 10, 30, 50], 0), ([5000, 5000, 5020, 5040], -1)],
+        "q2.jpg": [([30, 30, 50, 70], 0)],
+    }
     images_mat = os.path.join(root, "annotation", "Images.mat")
     assert reader_warnings == [
         f"'{images_mat}': 1 box is degenerate or outside their image, kept in the test split, as "
@@ -96,8 +110,10 @@ def test_cuhk_query_outside_its_image_is_refused(tmp_path):
     queries = [("p1", "q1.jpg", (5000, 5000, 20, 40), [("q2.jpg", (30, 30, 20, 40))])]
     root = _cuhk(tmp_path, queries=queries)
     testg = os.path.join(root, "annotation", "test", "train_test", "TestG50.mat")
-    msg = (f"'{testg}', TestG50 entry 0.Query ('q1.jpg'): query box [5000, 5000, 5020, 5040] "
-           "(xyxy) lies outside the 192x256 (width x height) image")
+    msg = (
+        f"'{testg}', TestG50 entry 0.Query ('q1.jpg'): query box [5000, 5000, 5020, 5040] "
+        "(xyxy) lies outside the 192x256 (width x height) image"
+    )
     with pytest.raises(DatasetFormatError) as e:
         load_cuhk_sysu(root, "test")
     assert str(e.value) == msg
@@ -141,8 +157,10 @@ def _prw(tmp_path, queries=(PRW_QUERY,)):
 def test_prw_training_split_drops_unusable_boxes_with_one_warning(tmp_path, reader_warnings):
     root = _prw(tmp_path)
     dicts = load_prw(root, "train")
-    assert _summary(dicts) == {"c1s1_000001.jpg": [([10, 10, 30, 40], 0)],
-                               "c1s1_000002.jpg": [([1, 1, 11, 11], 1)]}
+    assert _summary(dicts) == {
+        "c1s1_000001.jpg": [([10, 10, 30, 40], 0)],
+        "c1s1_000002.jpg": [([1, 1, 11, 11], 1)],
+    }
     assert reader_warnings == [
         f"'{os.path.join(root, 'annotations')}': 2 boxes in 2 annotation files are degenerate or "
         "outside their image, dropped from the training split: 'c1s1_000001.jpg.mat' row 1: "
@@ -163,13 +181,20 @@ def test_prw_test_split_keeps_unusable_boxes_and_warns(tmp_path, reader_warnings
     ]
 
 
-@pytest.mark.parametrize("line, problem", [
-    # x2 = 192 - 32 = 160 < x1, y2 = 15 - 15 = 0 < y1
-    ("100 192 15 -32 -15 c2s1_000010",
-     "[192, 15, 160, 0] (xyxy) is degenerate (width -32, height -15)"),
-    ("100 500 10 20 30 c2s1_000010",
-     "[500, 10, 520, 40] (xyxy) lies outside the 192x256 (width x height) image"),
-])
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        # x2 = 192 - 32 = 160 < x1, y2 = 15 - 15 = 0 < y1
+        (
+            "100 192 15 -32 -15 c2s1_000010",
+            "[192, 15, 160, 0] (xyxy) is degenerate (width -32, height -15)",
+        ),
+        (
+            "100 500 10 20 30 c2s1_000010",
+            "[500, 10, 520, 40] (xyxy) lies outside the 192x256 (width x height) image",
+        ),
+    ],
+)
 def test_prw_unusable_query_is_refused(tmp_path, line, problem):
     root = _prw(tmp_path, queries=(PRW_QUERY, line))
     with pytest.raises(DatasetFormatError) as e:

@@ -3,6 +3,9 @@
 One short training run (the quick DC-I-Net schedule: 8 iterations, a checkpoint every 4) is made
 once; every test copies its output folder and damages the copy.
 """
+
+from __future__ import annotations
+
 import os
 import shutil
 
@@ -119,8 +122,9 @@ def test_half_loaded_dictionary_is_reset_whole(trained_dir, tmp_path):
 
 def test_checkpoint_candidates_order(tmp_path):
     # written in this order (a run resumed with a larger MAX_ITER writes model_0001499 last)
-    for age, name in enumerate(["model_0001499.pth", "model_final.pth", "model_0000999.pth",
-                                "other.pth", "x.txt"]):
+    for age, name in enumerate(
+        ["model_0001499.pth", "model_final.pth", "model_0000999.pth", "other.pth", "x.txt"]
+    ):
         (tmp_path / name).write_bytes(b"")
         os.utime(tmp_path / name, (1_000_000 - age, 1_000_000 - age))
     order = [os.path.basename(p) for p in checkpoint_candidates(str(tmp_path), "")]
@@ -135,7 +139,9 @@ def test_backbone_file_is_not_resumed_and_stale_temporaries_are_removed(trained_
     for f in os.listdir(out):
         if f.endswith(".pth"):
             _truncate(os.path.join(out, f))
-    torch.save({"model": {}}, os.path.join(out, "backbone.pth"))  # no 'iteration': not a run's state
+    torch.save(
+        {"model": {}}, os.path.join(out, "backbone.pth")
+    )  # no 'iteration': not a run's state
     with open(os.path.join(out, ".model_0000011.pth.abc.tmp"), "wb") as f:
         f.write(b"half a checkpoint")
     with pytest.raises(NoIntactCheckpointError, match=r"backbone.pth \(not a training checkpoint"):

@@ -1,5 +1,8 @@
 """Bad inputs are refused before the first iteration, with the key / file named (issue 12, items
 1, 4, 7 and 8)."""
+
+from __future__ import annotations
+
 import json
 import os
 import shutil
@@ -29,7 +32,9 @@ def _register(name, dicts, **metadata):
         MetadataCatalog.remove(name)
     _registered.add(name)
     DatasetCatalog.register(name, lambda: dicts)
-    MetadataCatalog.get(name).set(evaluator_type="person_search", thing_classes=["person"], **metadata)
+    MetadataCatalog.get(name).set(
+        evaluator_type="person_search", thing_classes=["person"], **metadata
+    )
 
 
 def _copied_subset(split, tmp_path, count):
@@ -53,8 +58,11 @@ def _truncate(path, keep=600):
 # ----------------------------------------------------------------------------- item 1: NUM_IDS
 def test_num_ids_too_small_fails_before_training_naming_the_key(tmp_path):
     cfg = quick_cfg("dcinet", str(tmp_path), "MODEL.REID.NUM_IDS", "50")
-    with pytest.raises(ValueError, match=r"MODEL.REID.NUM_IDS: the model has 50 identity classes.*"
-                                         r"need 120 classes"):
+    with pytest.raises(
+        ValueError,
+        match=r"MODEL.REID.NUM_IDS: the model has 50 identity classes.*"
+        r"need 120 classes",
+    ):
         PersonSearchTrainer(cfg)
 
 
@@ -64,9 +72,23 @@ def _two_sets(tmp_path):
     Image.new("RGB", (64, 48), (90, 120, 30)).save(img)
 
     def dicts(pids):
-        return [{"file_name": str(img), "image_id": f"{i}", "height": 48, "width": 64,
-                 "annotations": [{"bbox": [1.0, 1.0, 20.0, 40.0], "bbox_mode": 0, "category_id": 0,
-                                  "person_id": p}]} for i, p in enumerate(pids)]
+        return [
+            {
+                "file_name": str(img),
+                "image_id": f"{i}",
+                "height": 48,
+                "width": 64,
+                "annotations": [
+                    {
+                        "bbox": [1.0, 1.0, 20.0, 40.0],
+                        "bbox_mode": 0,
+                        "category_id": 0,
+                        "person_id": p,
+                    }
+                ],
+            }
+            for i, p in enumerate(pids)
+        ]
 
     _register("reliability_set_a", dicts([0, 2, -1, 1]), num_train_ids=3)
     _register("reliability_set_b", dicts([1, -1, 0]), num_train_ids=2)
@@ -77,34 +99,52 @@ def test_several_training_sets_get_distinct_identities(tmp_path):
     dicts, ranges = load_training_sets(["reliability_set_a", "reliability_set_b"])
     pids = [a["person_id"] for d in dicts for a in d["annotations"]]
     assert pids == [0, 2, -1, 1, 1 + 3, -1, 0 + 3]  # B shifted by A's 3 identities, -1 kept
-    assert ranges == [{"dataset": "reliability_set_a", "offset": 0, "count": 3},
-                      {"dataset": "reliability_set_b", "offset": 3, "count": 2}]
+    assert ranges == [
+        {"dataset": "reliability_set_a", "offset": 0, "count": 3},
+        {"dataset": "reliability_set_b", "offset": 3, "count": 2},
+    ]
     # the registered dicts are not modified
-    assert [a["person_id"] for d in DatasetCatalog.get("reliability_set_b") for a in d["annotations"]] \
-        == [1, -1, 0]
-    cfg = quick_cfg("dcinet", str(tmp_path), "DATASETS.TRAIN", "('reliability_set_a','reliability_set_b')")
+    assert [
+        a["person_id"] for d in DatasetCatalog.get("reliability_set_b") for a in d["annotations"]
+    ] == [1, -1, 0]
+    cfg = quick_cfg(
+        "dcinet", str(tmp_path), "DATASETS.TRAIN", "('reliability_set_a','reliability_set_b')"
+    )
     assert num_train_identities(cfg) == 5
-    with pytest.raises(ValueError, match=r"holds identity 4 .* need 5 classes \(reliability_set_a: 3 "
-                                         r"identities from 0, reliability_set_b: 2 identities from 3\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"holds identity 4 .* need 5 classes \(reliability_set_a: 3 "
+        r"identities from 0, reliability_set_b: 2 identities from 3\)",
+    ):
         check_identities(dicts, 4, ranges)
     check_identities(dicts, 5, ranges)
 
 
 def test_trainer_records_the_identity_ranges(tmp_path):
     _two_sets(tmp_path)
-    cfg = quick_cfg("dcinet", str(tmp_path / "out"), "DATASETS.TRAIN",
-                    "('reliability_set_a','reliability_set_b')", "DATASETS.TEST", "()")
+    cfg = quick_cfg(
+        "dcinet",
+        str(tmp_path / "out"),
+        "DATASETS.TRAIN",
+        "('reliability_set_a','reliability_set_b')",
+        "DATASETS.TEST",
+        "()",
+    )
     PersonSearchTrainer.build_train_loader(cfg)
     with open(tmp_path / "out" / "train_identities.json") as f:
-        assert json.load(f) == [{"dataset": "reliability_set_a", "offset": 0, "count": 3},
-                                {"dataset": "reliability_set_b", "offset": 3, "count": 2}]
+        assert json.load(f) == [
+            {"dataset": "reliability_set_a", "offset": 0, "count": 3},
+            {"dataset": "reliability_set_b", "offset": 3, "count": 2},
+        ]
 
 
 # ------------------------------------------------------------------- item 4: unreadable images
 def test_fast_image_check_finds_truncated_and_missing_files(tmp_path):
     good, png = tmp_path / "good.jpg", tmp_path / "cut.png"
     Image.new("RGB", (64, 48), (200, 10, 10)).save(good, quality=90)
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(png)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
+        png
+    )
     cut = tmp_path / "cut.jpg"
     shutil.copy(good, cut)
     _truncate(cut, keep=cut.stat().st_size - 10)
@@ -116,18 +156,28 @@ def test_fast_image_check_finds_truncated_and_missing_files(tmp_path):
     assert image_problem(str(tmp_path / "text.jpg")).startswith("not a readable image")
     assert image_problem(str(tmp_path / "absent.jpg")) == "no such file"
     names = [str(good), str(cut), str(good), str(tmp_path / "absent.jpg")]
-    assert find_unreadable_images(names) == [(str(cut), "truncated JPEG (no end-of-image marker)"),
-                                             (str(tmp_path / "absent.jpg"), "no such file")]
+    assert find_unreadable_images(names) == [
+        (str(cut), "truncated JPEG (no end-of-image marker)"),
+        (str(tmp_path / "absent.jpg"), "no such file"),
+    ]
 
 
 def test_truncated_training_image_is_named_before_training_or_skipped(tmp_path):
     dicts = _copied_subset("train", tmp_path, 12)
     _truncate(dicts[3]["file_name"])
     _register("reliability_truncated_train", dicts, num_train_ids=120)
-    cfg = quick_cfg("dcinet", str(tmp_path / "out"), "DATASETS.TRAIN", "('reliability_truncated_train',)",
-                    "DATASETS.TEST", "()")
-    with pytest.raises(UnreadableImageError, match="(?s)1 training images cannot be read.*"
-                       + os.path.basename(dicts[3]["file_name"])):
+    cfg = quick_cfg(
+        "dcinet",
+        str(tmp_path / "out"),
+        "DATASETS.TRAIN",
+        "('reliability_truncated_train',)",
+        "DATASETS.TEST",
+        "()",
+    )
+    with pytest.raises(
+        UnreadableImageError,
+        match="(?s)1 training images cannot be read.*" + os.path.basename(dicts[3]["file_name"]),
+    ):
         PersonSearchTrainer(cfg)
     cfg.defrost()
     cfg.DATALOADER.SKIP_UNREADABLE_IMAGES = True
@@ -142,8 +192,10 @@ def test_mapper_names_an_image_that_fails_to_decode_or_skips_it(tmp_path):
     _truncate(dicts[0]["file_name"])  # the mapper decodes: the fast check is not involved here
     cfg = quick_cfg("dcinet", str(tmp_path))
     mapper = PersonSearchDatasetMapper(cfg, is_train=True)
-    with pytest.raises(UnreadableImageError, match=os.path.basename(dicts[0]["file_name"])
-                       + ".*SKIP_UNREADABLE_IMAGES"):
+    with pytest.raises(
+        UnreadableImageError,
+        match=os.path.basename(dicts[0]["file_name"]) + ".*SKIP_UNREADABLE_IMAGES",
+    ):
         mapper(dicts[0])
     cfg.defrost()
     cfg.DATALOADER.SKIP_UNREADABLE_IMAGES = True
@@ -161,9 +213,14 @@ def test_corrupt_test_image_is_found_before_training(tmp_path):
     dicts = _copied_subset("test", tmp_path, 6)
     _truncate(dicts[2]["file_name"])
     _register("reliability_truncated_test", dicts)
-    cfg = quick_cfg("dcinet", str(tmp_path / "out"), "DATASETS.TEST", "('reliability_truncated_test',)")
-    with pytest.raises(UnreadableImageError, match="(?s)test set .reliability_truncated_test.*"
-                       + os.path.basename(dicts[2]["file_name"])):
+    cfg = quick_cfg(
+        "dcinet", str(tmp_path / "out"), "DATASETS.TEST", "('reliability_truncated_test',)"
+    )
+    with pytest.raises(
+        UnreadableImageError,
+        match="(?s)test set .reliability_truncated_test.*"
+        + os.path.basename(dicts[2]["file_name"]),
+    ):
         PersonSearchTrainer(cfg)
 
 
@@ -171,7 +228,16 @@ def test_corrupt_test_image_is_found_before_training(tmp_path):
 def _eval_only_args(tmp_path, weights):
     config = os.path.join(REPO, "configs", "quick_schedules", "dcinet_instant_test.yaml")
     return argument_parser().parse_args(
-        ["--config-file", config, "--eval-only", "MODEL.WEIGHTS", weights, "OUTPUT_DIR", str(tmp_path)])
+        [
+            "--config-file",
+            config,
+            "--eval-only",
+            "MODEL.WEIGHTS",
+            weights,
+            "OUTPUT_DIR",
+            str(tmp_path),
+        ]
+    )
 
 
 def test_eval_only_without_weights_is_refused(tmp_path):
@@ -218,6 +284,8 @@ def test_a_set_whose_identities_exceed_its_metadata_is_refused(tmp_path):
     _two_sets(tmp_path)
     MetadataCatalog.get("reliability_set_a").num_train_ids  # noqa: B018  (3)
     _register("reliability_set_a_small", DatasetCatalog.get("reliability_set_a"), num_train_ids=2)
-    with pytest.raises(ValueError, match="'reliability_set_a_small' holds identity 2, but its metadata "
-                                         "num_train_ids is 2"):
+    with pytest.raises(
+        ValueError,
+        match="'reliability_set_a_small' holds identity 2, but its metadata num_train_ids is 2",
+    ):
         load_training_sets(["reliability_set_a_small", "reliability_set_b"])

@@ -1,4 +1,7 @@
 """Fixtures of the search tests."""
+
+from __future__ import annotations
+
 import pytest
 import torch
 

@@ -3,6 +3,7 @@
 Expected rankings are known by construction (hand-made embeddings) or computed by brute force
 with numpy (``search_numpy``). Fast: no model, small galleries.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,17 +89,31 @@ def test_hand_made_ranking(hand):
         assert h == {**hand.detection(h["id"]), "similarity": h["similarity"]}
     # best per image: one hit per (source, frame), its most similar detection
     [hits] = hand.search(e0(), topk=10)
-    assert hits_of(hits) == [("a.jpg", -1, 0.9), ("v.mp4", 0, 0.85), ("v.mp4", 1, 0.3),
-                             ("e.jpg", -1, -0.2)]
+    assert hits_of(hits) == [
+        ("a.jpg", -1, 0.9),
+        ("v.mp4", 0, 0.85),
+        ("v.mp4", 1, 0.3),
+        ("e.jpg", -1, -0.2),
+    ]
     # topk, min_sim, min_score
     assert hits_of(hand.search(e0(), topk=2)[0]) == [("a.jpg", -1, 0.9), ("v.mp4", 0, 0.85)]
     assert hits_of(hand.search(e0(), topk=10, min_sim=0.4, best_per_image=False)[0]) == [
-        ("a.jpg", -1, 0.9), ("v.mp4", 0, 0.85), ("v.mp4", 0, 0.8), ("a.jpg", -1, 0.5)]
+        ("a.jpg", -1, 0.9),
+        ("v.mp4", 0, 0.85),
+        ("v.mp4", 0, 0.8),
+        ("a.jpg", -1, 0.5),
+    ]
     assert hits_of(hand.search(e0(), topk=10, min_sim=0.4)[0]) == [
-        ("a.jpg", -1, 0.9), ("v.mp4", 0, 0.85)]
+        ("a.jpg", -1, 0.9),
+        ("v.mp4", 0, 0.85),
+    ]
     # the 0.9 detection scores 0.3: with min_score 0.5, a.jpg's best is its 0.5 detection
     assert hits_of(hand.search(e0(), topk=10, min_score=0.5)[0]) == [
-        ("v.mp4", 0, 0.85), ("a.jpg", -1, 0.5), ("v.mp4", 1, 0.3), ("e.jpg", -1, -0.2)]
+        ("v.mp4", 0, 0.85),
+        ("a.jpg", -1, 0.5),
+        ("v.mp4", 1, 0.3),
+        ("e.jpg", -1, -0.2),
+    ]
     # unnormalised queries are normalised; a [D] query works too
     assert hits_of(hand.search(3 * e0()[0], topk=1)[0]) == [("a.jpg", -1, 0.9)]
 
@@ -140,8 +155,9 @@ def test_flat_equals_numpy_brute_force(tmp_path):
     np.testing.assert_allclose(sims_f, sims_np, atol=1e-6)
     # best_per_image: one hit per unit, the unit's most similar detection, units ranked
     for q, hits in enumerate(g.search(queries, topk=30)):
-        ids, sims = brute_force_best_per_unit(arrays["embeds"], arrays["source"],
-                                              arrays["frame"], queries[q], 30)
+        ids, sims = brute_force_best_per_unit(
+            arrays["embeds"], arrays["source"], arrays["frame"], queries[q], 30
+        )
         assert [h["id"] for h in hits] == ids
         np.testing.assert_allclose([h["similarity"] for h in hits], sims, atol=1e-6)
         assert len({(h["source"], h["frame"]) for h in hits}) == len(hits)
@@ -163,7 +179,8 @@ def test_best_per_image_asks_for_more_candidates(tmp_path):
     g.flush()
     [hits] = g.search(e0(dim), topk=5)
     assert hits_of(hits) == [("crowd.jpg", -1, 0.99)] + [
-        (f"single{i}.jpg", -1, s) for i, s in enumerate(sims[:4])]
+        (f"single{i}.jpg", -1, s) for i, s in enumerate(sims[:4])
+    ]
     [hits] = g.search(e0(dim), topk=50)  # fewer units than topk: all of them, nothing more
     assert len(hits) == 7
 
@@ -173,8 +190,10 @@ def test_crash_before_flush_and_during_commit(tmp_path, monkeypatch):
     data = {("v.mp4", f): unit_rows(rng.standard_normal((f % 3, dim))) for f in range(12)}
 
     def add(g, keys):
-        return [g.add(k, boxes_for(len(data[k]), k[1]), np.full(len(data[k]), 0.9), data[k])
-                for k in keys]
+        return [
+            g.add(k, boxes_for(len(data[k]), k[1]), np.full(len(data[k]), 0.9), data[k])
+            for k in keys
+        ]
 
     keys = list(data)
     root = tmp_path / "g"
@@ -268,8 +287,12 @@ def test_killed_process_resumes_without_duplicates(tmp_path):
     """A real SIGKILL during the third flush (after its shard is written): two shards stand."""
     root = tmp_path / "g"
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(gi.__file__))))
-    proc = subprocess.run([sys.executable, "-c", CHILD, repo, str(root), "4"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, repo, str(root), "4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == -9, proc.stderr
     assert os.path.exists(root / "shards" / "shard_000002.npz")  # written, never listed
     g = GalleryIndex.open(root, flush_every=4)
@@ -306,7 +329,7 @@ def test_append_and_stale_search_index(tmp_path):
     assert json.loads((root / "search.json").read_text())["ntotal"] == 32
 
     # an "ivf" index is rebuilt when stale
-    g.build_search_index("ivf", nprobe=10 ** 6)  # nprobe clamped to nlist: exhaustive
+    g.build_search_index("ivf", nprobe=10**6)  # nprobe clamped to nlist: exhaustive
     with GalleryIndex.open(root) as g2:
         g2.add(("newer.jpg", -1), boxes_for(1), [0.9], at_similarity([0.99], dim, 7))
     g = GalleryIndex.open(root)
@@ -324,8 +347,9 @@ def clustered(seed: int, n: int, dim: int, n_ids: int, sigma: float, n_queries: 
     rng = np.random.default_rng(seed)
     centres = unit_rows(rng.standard_normal((n_ids, dim)))
     x = centres[rng.integers(0, n_ids, n)] + sigma * rng.standard_normal((n, dim)) / np.sqrt(dim)
-    q = (centres[rng.integers(0, n_ids, n_queries)]
-         + sigma * rng.standard_normal((n_queries, dim)) / np.sqrt(dim))
+    q = centres[rng.integers(0, n_ids, n_queries)] + sigma * rng.standard_normal(
+        (n_queries, dim)
+    ) / np.sqrt(dim)
     return unit_rows(x), unit_rows(q)
 
 
@@ -362,18 +386,19 @@ def test_gallery_search_nprobe_per_call(tmp_path):
     _, exact = search_numpy(x, q, 10)
     with GalleryIndex.create(tmp_path / "g", 64) as g:
         for u in range(500):
-            g.add((f"frame{u}.jpg", -1), boxes_for(8), [0.9] * 8, x[8 * u:8 * u + 8])
+            g.add((f"frame{u}.jpg", -1), boxes_for(8), [0.9] * 8, x[8 * u : 8 * u + 8])
     g = GalleryIndex.open(tmp_path / "g")
     info = g.build_search_index("ivf", nprobe=1)
     assert (info["params"]["nlist"], info["params"]["nprobe"]) == (102, 1)
 
     def found(**kw):
-        return np.array([[h["id"] for h in hits]
-                         for hits in g.search(q, topk=10, best_per_image=False, **kw)])
+        return np.array(
+            [[h["id"] for h in hits] for hits in g.search(q, topk=10, best_per_image=False, **kw)]
+        )
 
     assert recall(found(), exact) < 0.9  # one list of 102: neighbours are missed
     assert recall(found(nprobe=102), exact) == 1.0
-    assert recall(found(nprobe=10 ** 6), exact) == 1.0  # clamped to nlist
+    assert recall(found(nprobe=10**6), exact) == 1.0  # clamped to nlist
     assert faiss.extract_index_ivf(g._search_index()).nprobe == 1  # the saved one, unchanged
     with pytest.raises(ValueError, match="nprobe must be a positive integer"):
         g.search(q, topk=10, nprobe=0)
@@ -402,8 +427,9 @@ def test_mismatch_and_existing_index_refused(tmp_path):
     assert "'sha1:aaaa'" in str(e.value) and "'sha1:bbbb'" in str(e.value)
     with pytest.raises(IncompatibleIndexError, match="without it"):
         GalleryIndex.open_or_create(root, 8, {"model": "sha1:aaaa", "config": "x"})
-    g = GalleryIndex.open_or_create(root, 8, {"model": "sha1:aaaa", "note": "other"},
-                                    check_keys=["model"])
+    g = GalleryIndex.open_or_create(
+        root, 8, {"model": "sha1:aaaa", "note": "other"}, check_keys=["model"]
+    )
     assert g.meta == {"model": "sha1:aaaa"}
     other = tmp_path / "photos"
     other.mkdir()
@@ -478,8 +504,12 @@ def test_embeddings_by_id_across_shards(tmp_path):
     for k in range(5):  # 5 units of 3 detections, flushed every 2 units: 3 shards
         e = rng.normal(size=(3, 4)).astype(np.float32)
         e /= np.linalg.norm(e, axis=1, keepdims=True)
-        index.add((f"img{k}.jpg", -1), np.tile([0, 0, 10, 10], (3, 1)).astype(np.float32),
-                  np.full(3, 0.9, np.float32), e)
+        index.add(
+            (f"img{k}.jpg", -1),
+            np.tile([0, 0, 10, 10], (3, 1)).astype(np.float32),
+            np.full(3, 0.9, np.float32),
+            e,
+        )
     index.close()
     index = GalleryIndex.open(str(tmp_path / "ix"))
     all_embeds = index.load_arrays(("embeds",))["embeds"]

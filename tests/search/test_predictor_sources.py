@@ -1,5 +1,8 @@
 """Inference without the training set, the predictor's box embedding and batching, and the units
 of a gallery (images, folders, globs, sampled video frames)."""
+
+from __future__ import annotations
+
 import os
 
 import numpy as np
@@ -9,7 +12,11 @@ from detectron2.data import DatasetCatalog
 from detectron2.engine import DefaultPredictor
 from PIL import Image
 
-from dcinet_d2.search.predictor import IncompleteWeightsError, PersonSearchPredictor, inference_config
+from dcinet_d2.search.predictor import (
+    IncompleteWeightsError,
+    PersonSearchPredictor,
+    inference_config,
+)
 from dcinet_d2.search.sources import count_units, expand_sources, iter_units
 
 
@@ -17,7 +24,9 @@ def _image(seed=0, size=(192, 128)):
     return np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
 
 
-def test_checkpoint_alone_builds_the_model_without_the_training_set(complete_checkpoint, monkeypatch):
+def test_checkpoint_alone_builds_the_model_without_the_training_set(
+    complete_checkpoint, monkeypatch
+):
     def no_dataset(name):
         raise AssertionError(f"inference read the dataset {name}")
 
@@ -57,8 +66,10 @@ def test_predict_batch_equals_one_by_one_and_embed_boxes_equals_query_path(compl
 
 
 def test_backbone_only_weights_are_refused(tmp_path):
-    cfg = inference_config("dcinet_d2://synthetic_r50q_c4.pth",
-                           os.path.join("configs", "synthetic", "dcinet_small.yaml"))
+    cfg = inference_config(
+        "dcinet_d2://synthetic_r50q_c4.pth",
+        os.path.join("configs", "synthetic", "dcinet_small.yaml"),
+    )
     with pytest.raises(IncompleteWeightsError, match="not a trained person search model"):
         PersonSearchPredictor(cfg)
 
@@ -77,16 +88,31 @@ def test_sources_folders_globs_and_sampled_video(tmp_path):
         writer.write(np.full((48, 64, 3), 30 * k, dtype=np.uint8))
     writer.release()
 
-    sources = expand_sources([str(tmp_path / "a"), str(tmp_path / "*.jpg"), video, str(tmp_path / "z.jpg")])
+    sources = expand_sources(
+        [str(tmp_path / "a"), str(tmp_path / "*.jpg"), video, str(tmp_path / "z.jpg")]
+    )
     assert [(os.path.relpath(s.path, tmp_path), s.kind) for s in sources] == [
-        ("a/sub/y.png", "image"), ("a/x.jpg", "image"), ("z.jpg", "image"), ("clip.avi", "video")]
+        ("a/sub/y.png", "image"),
+        ("a/x.jpg", "image"),
+        ("z.jpg", "image"),
+        ("clip.avi", "video"),
+    ]
     # 10 fps sampled at 5 fps: every second frame of 7
     assert count_units(sources[3], fps=5) == 4
     units = [(os.path.basename(k[0]), k[1]) for k, _ in iter_units(sources, fps=5)]
-    assert units == [("y.png", -1), ("x.jpg", -1), ("z.jpg", -1),
-                     ("clip.avi", 0), ("clip.avi", 2), ("clip.avi", 4), ("clip.avi", 6)]
+    assert units == [
+        ("y.png", -1),
+        ("x.jpg", -1),
+        ("z.jpg", -1),
+        ("clip.avi", 0),
+        ("clip.avi", 2),
+        ("clip.avi", 4),
+        ("clip.avi", 6),
+    ]
     frames = {k[1]: im for k, im in iter_units(sources[3:], fps=None)}
-    assert sorted(frames) == list(range(7)) and abs(float(frames[3].mean()) - 90) < 3  # MJPG is lossy
+    assert (
+        sorted(frames) == list(range(7)) and abs(float(frames[3].mean()) - 90) < 3
+    )  # MJPG is lossy
     skip = {(sources[3].path, 2), (sources[0].path, -1)}
     units = [(os.path.basename(k[0]), k[1]) for k, _ in iter_units(sources, fps=5, skip=skip)]
     assert ("clip.avi", 2) not in units and ("y.png", -1) not in units and len(units) == 5

@@ -5,6 +5,9 @@ kept from score 0 so that every picture holds some. Truths checked against indep
 computations with the predictor itself: what the index stores per unit, and the query's
 similarities.
 """
+
+from __future__ import annotations
+
 import json
 import logging
 import os
@@ -30,8 +33,11 @@ def gallery(tmp_path_factory):
     (root / "photos").mkdir()
     for k in range(3):
         Image.fromarray(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)).save(
-            root / "photos" / f"p{k}.png")
-    writer = cv2.VideoWriter(str(root / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 4.0, (128, 96))
+            root / "photos" / f"p{k}.png"
+        )
+    writer = cv2.VideoWriter(
+        str(root / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 4.0, (128, 96)
+    )
     for _ in range(4):
         writer.write(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8))
     writer.release()
@@ -39,8 +45,24 @@ def gallery(tmp_path_factory):
 
 
 def _index(weights, out, *paths, extra=()):
-    return main(["index", "--weights", weights, "--gallery", *map(str, paths), "--out", str(out),
-                 "--det-thresh", "0", "--batch-size", "1", "--fps", "2", *extra])
+    return main(
+        [
+            "index",
+            "--weights",
+            weights,
+            "--gallery",
+            *map(str, paths),
+            "--out",
+            str(out),
+            "--det-thresh",
+            "0",
+            "--batch-size",
+            "1",
+            "--fps",
+            "2",
+            *extra,
+        ]
+    )
 
 
 def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, capsys, monkeypatch):
@@ -62,15 +84,33 @@ def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, ca
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["units_total"] == 3 + 2
     index = GalleryIndex.open(str(out))
-    assert {k for k in index.done_units() if k[1] >= 0} == {(str(gallery / "clip.avi"), 0),
-                                                            (str(gallery / "clip.avi"), 2)}
+    assert {k for k in index.done_units() if k[1] >= 0} == {
+        (str(gallery / "clip.avi"), 0),
+        (str(gallery / "clip.avi"), 2),
+    }
     arrays = index.load_arrays()
 
     # query with a box: the best match per unit, similarities = dot products with the stored rows
     query = str(gallery / "photos" / "p1.png")
     res_dir = tmp_path / "res"
-    assert main(["query", "--index", str(out), "--query", query, "--box", "10,10,60,80",
-                 "--topk", "4", "--out", str(res_dir)]) == 0
+    assert (
+        main(
+            [
+                "query",
+                "--index",
+                str(out),
+                "--query",
+                query,
+                "--box",
+                "10,10,60,80",
+                "--topk",
+                "4",
+                "--out",
+                str(res_dir),
+            ]
+        )
+        == 0
+    )
     with open(res_dir / "results.json") as f:
         result = json.load(f)
     assert os.path.isfile(res_dir / "results.jpg")
@@ -83,16 +123,51 @@ def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, ca
             best[u] = i
     ranked = sorted(best.values(), key=lambda i: -sims[i])[:4]
     assert [m["id"] for m in result["matches"]] == ranked
-    np.testing.assert_allclose([m["similarity"] for m in result["matches"]], sims[ranked], atol=1e-5)
+    np.testing.assert_allclose(
+        [m["similarity"] for m in result["matches"]], sims[ranked], atol=1e-5
+    )
 
     # the query's own image, when it is in the gallery, comes first (same model, same picture)
-    assert main(["query", "--index", str(out), "--query", query, "--person", "0", "--topk", "2",
-                 "--out", str(res_dir)]) == 0
+    assert (
+        main(
+            [
+                "query",
+                "--index",
+                str(out),
+                "--query",
+                query,
+                "--person",
+                "0",
+                "--topk",
+                "2",
+                "--out",
+                str(res_dir),
+            ]
+        )
+        == 0
+    )
     with open(res_dir / "results.json") as f:
         first = json.load(f)["matches"][0]
     assert first["source"] == query and abs(first["similarity"] - 1.0) < 1e-4
-    assert main(["query", "--index", str(out), "--query", query, "--person", "0", "--topk", "3",
-                 "--exclude-query-image", "--out", str(res_dir)]) == 0
+    assert (
+        main(
+            [
+                "query",
+                "--index",
+                str(out),
+                "--query",
+                query,
+                "--person",
+                "0",
+                "--topk",
+                "3",
+                "--exclude-query-image",
+                "--out",
+                str(res_dir),
+            ]
+        )
+        == 0
+    )
     with open(res_dir / "results.json") as f:
         matches = json.load(f)["matches"]
     assert len(matches) == 3 and query not in [m["source"] for m in matches]
@@ -101,30 +176,65 @@ def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, ca
     # (one image per forward: batches of other compositions differ in the last bits)
     # (built as an inverted file: --nlist / --nprobe are saved; --nprobe 2 scans both lists)
     once = tmp_path / "once"
-    assert _index(complete_checkpoint, once, gallery / "photos", gallery / "clip.avi",
-                  extra=["--search-index", "ivf", "--nlist", "2", "--nprobe", "1"]) == 0
+    assert (
+        _index(
+            complete_checkpoint,
+            once,
+            gallery / "photos",
+            gallery / "clip.avi",
+            extra=["--search-index", "ivf", "--nlist", "2", "--nprobe", "1"],
+        )
+        == 0
+    )
     arrays_once = GalleryIndex.open(str(once)).load_arrays()
     index_once = GalleryIndex.open(str(once))
     params = json.loads((once / "search.json").read_text())["params"]
     assert (params["kind"], params["nlist"], params["nprobe"]) == ("ivf", 2, 1)
     asked = []  # query --nprobe reaches GalleryIndex.search
     search = GalleryIndex.search
-    monkeypatch.setattr(GalleryIndex, "search",
-                        lambda self, *a, **kw: asked.append(kw.get("nprobe")) or search(self, *a, **kw))
-    assert main(["query", "--index", str(once), "--query", query, "--box", "10,10,60,80",
-                 "--topk", "4", "--nprobe", "2", "--out", str(tmp_path / "res_ivf")]) == 0
+    monkeypatch.setattr(
+        GalleryIndex,
+        "search",
+        lambda self, *a, **kw: asked.append(kw.get("nprobe")) or search(self, *a, **kw),
+    )
+    assert (
+        main(
+            [
+                "query",
+                "--index",
+                str(once),
+                "--query",
+                query,
+                "--box",
+                "10,10,60,80",
+                "--topk",
+                "4",
+                "--nprobe",
+                "2",
+                "--out",
+                str(tmp_path / "res_ivf"),
+            ]
+        )
+        == 0
+    )
     with open(tmp_path / "res_ivf" / "results.json") as f:
         exhaustive = json.load(f)["matches"]
     assert asked == [2]
     monkeypatch.undo()
-    assert _index(complete_checkpoint, tmp_path / "flat", gallery / "photos",
-                  extra=["--nprobe", "3"]) == 2  # refused before anything is indexed
+    assert (
+        _index(complete_checkpoint, tmp_path / "flat", gallery / "photos", extra=["--nprobe", "3"])
+        == 2
+    )  # refused before anything is indexed
     assert "use them with --search-index ivf or ivfpq" in capsys.readouterr().err
     assert not (tmp_path / "flat").exists()
     assert [(m["source"], m["frame"]) for m in exhaustive] == [
-        (m["source"], m["frame"]) for m in result["matches"]]
-    np.testing.assert_allclose([m["similarity"] for m in exhaustive],
-                               [m["similarity"] for m in result["matches"]], atol=1e-5)
+        (m["source"], m["frame"]) for m in result["matches"]
+    ]
+    np.testing.assert_allclose(
+        [m["similarity"] for m in exhaustive],
+        [m["similarity"] for m in result["matches"]],
+        atol=1e-5,
+    )
 
     def by_unit(idx, arr):
         paths = [s["path"] for s in idx.sources]
@@ -139,16 +249,32 @@ def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, ca
     # --list, --person and a mismatching model
     assert main(["query", "--index", str(out), "--query", query, "--list"]) == 0
     assert "person 0: box" in capsys.readouterr().out
-    assert main(["query", "--index", str(out), "--query", query, "--person", "0", "--cbgm",
-                 "--topk", "3"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                "--index",
+                str(out),
+                "--query",
+                query,
+                "--person",
+                "0",
+                "--cbgm",
+                "--topk",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert main(["query", "--index", str(out), "--query", query, "--person", "100000"]) == 2
     assert "--person 100000" in capsys.readouterr().err
     assert main(["query", "--index", str(out), "--query", query, "--box", "500,10,600,80"]) == 2
     assert "outside the 128x96 image" in capsys.readouterr().err
 
 
-def test_unreadable_files_are_skipped_and_an_empty_index_refused(complete_checkpoint, gallery,
-                                                                  tmp_path, capsys):
+def test_unreadable_files_are_skipped_and_an_empty_index_refused(
+    complete_checkpoint, gallery, tmp_path, capsys
+):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "broken.jpg").write_bytes(b"not a jpeg")
@@ -158,14 +284,29 @@ def test_unreadable_files_are_skipped_and_an_empty_index_refused(complete_checkp
     # the warning is checked on the logger itself: where its handlers write depends on what ran
     # before in this process (training sets Detectron2's handlers up)
     with captured_log("dcinet_d2.search", logging.WARNING) as log:
-        assert _index(complete_checkpoint, tmp_path / "index", bad, extra=["--det-thresh", "1"]) == 0
+        assert (
+            _index(complete_checkpoint, tmp_path / "index", bad, extra=["--det-thresh", "1"]) == 0
+        )
     out = capsys.readouterr()
     summary = json.loads(out.out.strip().splitlines()[-1])
-    assert summary["unreadable_skipped"] == [str(bad / "broken.jpg")] and summary["units_total"] == 1
+    assert (
+        summary["unreadable_skipped"] == [str(bad / "broken.jpg")] and summary["units_total"] == 1
+    )
     assert "Skipping '" + str(bad / "broken.jpg") in log.text()
     # --det-thresh 1 kept no detection: the index is empty, and a query says so
-    assert main(["query", "--index", str(tmp_path / "index"), "--query", str(bad / "good.png"),
-                 "--list"]) == 2
+    assert (
+        main(
+            [
+                "query",
+                "--index",
+                str(tmp_path / "index"),
+                "--query",
+                str(bad / "good.png"),
+                "--list",
+            ]
+        )
+        == 2
+    )
     assert "holds no detection" in capsys.readouterr().err
 
 
@@ -173,6 +314,7 @@ def test_index_refuses_another_model(complete_checkpoint, gallery, tmp_path, cap
     out = tmp_path / "index"
     assert _index(complete_checkpoint, out, gallery / "photos", extra=["--batch-size", "2"]) == 0
     import shutil
+
     import torch
 
     other = tmp_path / "other.pth"
@@ -196,17 +338,27 @@ def test_cbgm_rerank_hand_worked():
     b = np.array([0.5, 0.8, 0.0, np.sqrt(1 - 0.89)])
     d = np.array([0.7, 0.2, 0.0, np.sqrt(1 - 0.53)])
     embeds = np.stack([a, b, d])
-    hits = [{"id": 2, "similarity": 0.7, "source": "U2", "frame": -1},
-            {"id": 0, "similarity": 0.6, "source": "U1", "frame": -1},
-            {"id": 1, "similarity": 0.5, "source": "U1", "frame": -1}]
+    hits = [
+        {"id": 2, "similarity": 0.7, "source": "U2", "frame": -1},
+        {"id": 0, "similarity": 0.6, "source": "U1", "frame": -1},
+        {"id": 1, "similarity": 0.5, "source": "U1", "frame": -1},
+    ]
     units = {"U1": np.array([0, 1]), "U2": np.array([2])}
 
     def unit_detections(hit):
         ids = units[hit["source"]]
         return ids, embeds[ids]
 
-    out = cbgm_rerank(hits, np.array([1.0, 0, 0, 0]), np.array([0, 0, 50, 100.0]),
-                      np.array([[100, 0, 150, 100.0]]), np.array([0.9]),
-                      np.array([[0, 1.0, 0, 0]]), unit_detections, k1=10, k2=3)
+    out = cbgm_rerank(
+        hits,
+        np.array([1.0, 0, 0, 0]),
+        np.array([0, 0, 50, 100.0]),
+        np.array([[100, 0, 150, 100.0]]),
+        np.array([0.9]),
+        np.array([[0, 1.0, 0, 0]]),
+        unit_detections,
+        k1=10,
+        k2=3,
+    )
     assert [h["id"] for h in out] == [0, 2, 1]
     np.testing.assert_allclose([h["similarity"] for h in out], [0.8, 0.7, 0.5])

@@ -1,5 +1,8 @@
 """PeriodicMeans (means over a logging period, read once) and HostSyncCounter (host-device
 synchronisations counted on any device), against hand-worked values."""
+
+from __future__ import annotations
+
 import math
 
 import pytest
@@ -65,8 +68,15 @@ def test_counter_sees_each_kind_of_synchronising_call():
         # not counted: shapes, integer indexing, masked arithmetic, bounded repeat_interleave
         x[T([0, 2, 1])] + torch.where(mask, x, torch.zeros_like(x)) * x.numel()
         torch.repeat_interleave(T([1, 2]), output_size=3)
-    assert counter.as_dict() == {"item": 2, "nonzero": 1, "bool_index": 2, "unique": 1,
-                                 "masked_select": 1, "repeat_interleave": 1, "tolist": 1}
+    assert counter.as_dict() == {
+        "item": 2,
+        "nonzero": 1,
+        "bool_index": 2,
+        "unique": 1,
+        "masked_select": 1,
+        "repeat_interleave": 1,
+        "tolist": 1,
+    }
     assert counter.total == 9
     assert torch.Tensor.tolist(T([1])) == [1]  # the method is restored on exit
 
@@ -91,7 +101,13 @@ def test_criterion_of_both_heads_never_synchronises(losses):
     host-synchronising call; three training steps, so the dictionary holds entries, the centres
     are initialised and updated, and the random pool filling runs. Backward included."""
     torch.manual_seed(0)
-    crit = ReIDCriterion(6, 4, losses=losses, dictionary_size=16, options={"hep": {"pool_size": 4, "num_hard": 2}, "c2hep": {"pool_size": 4, "num_hard": 2}})
+    crit = ReIDCriterion(
+        6,
+        4,
+        losses=losses,
+        dictionary_size=16,
+        options={"hep": {"pool_size": 4, "num_hard": 2}, "c2hep": {"pool_size": 4, "num_hard": 2}},
+    )
     pids, image_ids = T([0, 1, -1, 0, 2, 3, -1, 3]), T([0, 0, 0, 1, 2, 2, 3, 3])
     for _ in range(3):
         embeds = F.normalize(torch.randn(8, 4), dim=1).requires_grad_()
@@ -110,19 +126,28 @@ def test_criterion_of_both_heads_never_synchronises(losses):
 def test_criterion_metrics_are_read_by_nobody_but_the_logger():
     """Reading the criterion's metrics is left to the logger: the tensors among them are 0-dim,
     on the embeddings' device, and undefined ones are NaN rather than left out."""
-    crit = ReIDCriterion(4, 2, losses=["olp", "c2hep"], dictionary_size=8, options={"c2hep": {"pool_size": 4, "num_hard": 1}})
+    crit = ReIDCriterion(
+        4,
+        2,
+        losses=["olp", "c2hep"],
+        dictionary_size=8,
+        options={"c2hep": {"pool_size": 4, "num_hard": 1}},
+    )
     embeds = F.normalize(T([[1.0, 0.0], [0.0, 1.0], [0.8, 0.6]]), dim=1)
     _, metrics = crit(embeds, T([0, -1, 0]), T([0, 0, 1]))
     tensors = {k: v for k, v in metrics.items() if isinstance(v, torch.Tensor)}
-    assert {"reid/olp_pos_sim", "reid/olp_neg_sim", "reid/c2hep_acc", "reid/dict_fill"} <= set(tensors)
+    assert {"reid/olp_pos_sim", "reid/olp_neg_sim", "reid/c2hep_acc", "reid/dict_fill"} <= set(
+        tensors
+    )
     assert all(v.dim() == 0 for v in tensors.values())
     assert math.isnan(metrics["reid/olp_neg_sim"])  # the dictionary was empty
     assert metrics["reid/olp_pos_sim"] == pytest.approx(0.8)
     assert metrics["reid/dict_fill"] == pytest.approx(3 / 8)
 
 
-@pytest.mark.parametrize("config_file", ["configs/synthetic/inet_small.yaml",
-                                         "configs/synthetic/dcinet_small.yaml"])
+@pytest.mark.parametrize(
+    "config_file", ["configs/synthetic/inet_small.yaml", "configs/synthetic/dcinet_small.yaml"]
+)
 def test_training_step_of_both_heads_has_no_sync_in_the_reid_path(config_file):
     """Issue 13, item 1, through the model: a training step of each small config, with the heads'
     re-id part (``_reid_losses``: criterion, memory updates, metric averaging) counted; the
@@ -150,4 +175,3 @@ def test_training_step_of_both_heads_has_no_sync_in_the_reid_path(config_file):
             storage.iter += 1
     assert counts == [0, 0]
     assert heads.criterion.dictionary is None or heads.criterion.dictionary.num_filled.item() > 0
-

@@ -20,10 +20,11 @@ directory as in Detectron2):
 Registration touches no file: dicts are read on ``DatasetCatalog.get``, and the metadata entry
 ``num_train_ids`` (C) is computed on first access.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.catalog import Metadata
@@ -40,7 +41,9 @@ class _LazyMetadata(Metadata):
         compute = _LAZY.get((self.name, key))
         if compute is not None:
             value = compute()
-            self.__dict__[key] = value  # not setattr: Metadata.__setattr__ reads the old value first
+            self.__dict__[key] = (
+                value  # not setattr: Metadata.__setattr__ reads the old value first
+            )
             return value
         return super().__getattr__(key)
 
@@ -54,29 +57,47 @@ def _register(name: str, loader: Callable[[], list], **metadata) -> None:
     DatasetCatalog.register(name, loader)
     if name not in MetadataCatalog:
         MetadataCatalog[name] = _LazyMetadata(name=name)
-    MetadataCatalog.get(name).set(
-        evaluator_type="person_search", thing_classes=["person"], **plain
-    )
+    MetadataCatalog.get(name).set(evaluator_type="person_search", thing_classes=["person"], **plain)
     for key, compute in lazy.items():
         _LAZY[(name, key)] = compute
 
 
 def register_cuhk_sysu(name_prefix: str, root: str) -> None:
     """Register ``<name_prefix>_train`` and ``<name_prefix>_test`` for a CUHK-SYSU folder."""
-    _register(f"{name_prefix}_train", lambda: cuhk_sysu.load_cuhk_sysu(root, "train"),
-              protocol="cuhk_sysu", root=root, split="train",
-              num_train_ids=lambda: cuhk_sysu.num_train_identities(root))
-    _register(f"{name_prefix}_test", lambda: cuhk_sysu.load_cuhk_sysu(root, "test"),
-              protocol="cuhk_sysu", root=root, split="test")
+    _register(
+        f"{name_prefix}_train",
+        lambda: cuhk_sysu.load_cuhk_sysu(root, "train"),
+        protocol="cuhk_sysu",
+        root=root,
+        split="train",
+        num_train_ids=lambda: cuhk_sysu.num_train_identities(root),
+    )
+    _register(
+        f"{name_prefix}_test",
+        lambda: cuhk_sysu.load_cuhk_sysu(root, "test"),
+        protocol="cuhk_sysu",
+        root=root,
+        split="test",
+    )
 
 
 def register_prw(name_prefix: str, root: str) -> None:
     """Register ``<name_prefix>_train`` and ``<name_prefix>_test`` for a PRW folder."""
-    _register(f"{name_prefix}_train", lambda: prw.load_prw(root, "train"),
-              protocol="prw", root=root, split="train",
-              num_train_ids=lambda: prw.num_train_identities(root))
-    _register(f"{name_prefix}_test", lambda: prw.load_prw(root, "test"),
-              protocol="prw", root=root, split="test")
+    _register(
+        f"{name_prefix}_train",
+        lambda: prw.load_prw(root, "train"),
+        protocol="prw",
+        root=root,
+        split="train",
+        num_train_ids=lambda: prw.num_train_identities(root),
+    )
+    _register(
+        f"{name_prefix}_test",
+        lambda: prw.load_prw(root, "test"),
+        protocol="prw",
+        root=root,
+        split="test",
+    )
 
 
 def datasets_root() -> str:
@@ -92,7 +113,5 @@ def register_all(root: str | None = None) -> None:
     register_cuhk_sysu(
         "synthetic_pretrain_cuhk_sysu", os.path.join(root, "synthetic_pretrain", "CUHK-SYSU")
     )
-    register_cuhk_sysu(
-        "synthetic_alt_cuhk_sysu", os.path.join(root, "synthetic_alt", "CUHK-SYSU"))
-    register_cuhk_sysu(
-        "synthetic_val_cuhk_sysu", os.path.join(root, "synthetic_val", "CUHK-SYSU"))
+    register_cuhk_sysu("synthetic_alt_cuhk_sysu", os.path.join(root, "synthetic_alt", "CUHK-SYSU"))
+    register_cuhk_sysu("synthetic_val_cuhk_sysu", os.path.join(root, "synthetic_val", "CUHK-SYSU"))

@@ -14,6 +14,7 @@ caller's validator (``check_image_dicts``, ``check_train``, ``check_testg``); a 
 parse or does not validate is rebuilt with a warning naming it, never trusted. Warnings about the
 annotations (e.g. unusable boxes) are logged when the dicts are built, not on cached loads.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,8 @@ import json
 import logging
 import math
 import os
-from typing import Any, Callable, Iterable, Optional, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import numpy as np
 from detectron2.structures import BoxMode
@@ -88,8 +90,13 @@ def encode(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         if str(value.dtype) not in _DTYPES:
             raise TypeError(f"cannot cache a numpy array of dtype {value.dtype}")
-        return {_NDARRAY: {"dtype": str(value.dtype), "shape": list(value.shape),
-                           "data": value.reshape(-1).tolist()}}
+        return {
+            _NDARRAY: {
+                "dtype": str(value.dtype),
+                "shape": list(value.shape),
+                "data": value.reshape(-1).tolist(),
+            }
+        }
     if isinstance(value, tuple):
         return {_TUPLE: [encode(v) for v in value]}
     if isinstance(value, list):
@@ -119,15 +126,20 @@ def _decode_object(obj: dict) -> Any:
     dtype, shape, data = payload["dtype"], payload["shape"], payload["data"]
     if dtype not in _DTYPES:
         raise CacheFormatError(f"{_NDARRAY} of unsupported dtype {dtype!r}")
-    if (not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape)
-            or not isinstance(data, list) or len(data) != math.prod(shape)
-            or not all(type(v) in (int, float, bool) for v in data)):
+    if (
+        not isinstance(shape, list)
+        or not all(type(n) is int and n >= 0 for n in shape)
+        or not isinstance(data, list)
+        or len(data) != math.prod(shape)
+        or not all(type(v) in (int, float, bool) for v in data)
+    ):
         raise CacheFormatError(f"{_NDARRAY} with shape {shape!r} holds malformed data")
     return np.array(data, dtype=dtype).reshape(shape)
 
 
 def decode(text: str | bytes) -> Any:
     """The value :func:`encode` wrote as JSON ``text``; malformed input raises ``ValueError``."""
+
     def no_constant(name: str) -> Any:
         raise CacheFormatError(f"non-finite number {name}")
 
@@ -146,8 +158,11 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_box(v: Any) -> bool:
-    return (isinstance(v, list) and len(v) == 4
-            and all(type(x) is float and math.isfinite(x) for x in v))
+    return (
+        isinstance(v, list)
+        and len(v) == 4
+        and all(type(x) is float and math.isfinite(x) for x in v)
+    )
 
 
 def _is_name(v: Any) -> bool:
@@ -160,13 +175,22 @@ TESTG_KEYS = {"query_id", "image_id", "bbox", "gallery"}
 
 
 def _check_annotation(a: Any, at: str) -> None:
-    _need(isinstance(a, dict) and set(a) == ANNOTATION_KEYS, at,
-          f"a dict with {sorted(ANNOTATION_KEYS)}", a)
+    _need(
+        isinstance(a, dict) and set(a) == ANNOTATION_KEYS,
+        at,
+        f"a dict with {sorted(ANNOTATION_KEYS)}",
+        a,
+    )
     _need(_is_box(a["bbox"]), f"{at}['bbox']", "4 finite floats", a["bbox"])
-    _need(a["bbox_mode"] is BoxMode.XYXY_ABS, f"{at}['bbox_mode']", "BoxMode.XYXY_ABS",
-          a["bbox_mode"])
-    _need(_is_int(a["category_id"]) and a["category_id"] == 0, f"{at}['category_id']", "0",
-          a["category_id"])
+    _need(
+        a["bbox_mode"] is BoxMode.XYXY_ABS, f"{at}['bbox_mode']", "BoxMode.XYXY_ABS", a["bbox_mode"]
+    )
+    _need(
+        _is_int(a["category_id"]) and a["category_id"] == 0,
+        f"{at}['category_id']",
+        "0",
+        a["category_id"],
+    )
     pid = a["person_id"]
     _need(_is_int(pid) and pid >= -1, f"{at}['person_id']", "an int >= -1", pid)
 
@@ -181,15 +205,23 @@ def _check_query(q: Any, at: str) -> None:
 
 def check_image_dicts(value: Any, *, camera: bool = False) -> None:
     """A non-empty list of image dicts as the readers build them (``camera``: PRW's camera_id)."""
-    _need(isinstance(value, list) and len(value) > 0, "value", "a non-empty list of image dicts",
-          value)
+    _need(
+        isinstance(value, list) and len(value) > 0,
+        "value",
+        "a non-empty list of image dicts",
+        value,
+    )
     required = {"file_name", "image_id", "height", "width", "annotations"}
     required |= {"camera_id"} if camera else set()
     for i, d in enumerate(value):
         where = f"image dict {i}"
         _need(isinstance(d, dict), where, "a dict", d)
-        _need(required <= set(d) <= required | {"queries"}, where,
-              f"keys {sorted(required)} (and 'queries')", sorted(d))
+        _need(
+            required <= set(d) <= required | {"queries"},
+            where,
+            f"keys {sorted(required)} (and 'queries')",
+            sorted(d),
+        )
         for key in ("file_name", "image_id"):
             _need(_is_name(d[key]), f"{where}['{key}']", "a file name", d[key])
         for key in ("height", "width") + (("camera_id",) if camera else ()):
@@ -200,8 +232,12 @@ def check_image_dicts(value: Any, *, camera: bool = False) -> None:
             _check_annotation(a, f"{where}['annotations'][{j}]")
         if "queries" in d:
             queries = d["queries"]
-            _need(isinstance(queries, list) and len(queries) > 0, f"{where}['queries']",
-                  "a non-empty list", queries)
+            _need(
+                isinstance(queries, list) and len(queries) > 0,
+                f"{where}['queries']",
+                "a non-empty list",
+                queries,
+            )
             for j, q in enumerate(queries):
                 _check_query(q, f"{where}['queries'][{j}]")
 
@@ -210,8 +246,12 @@ def check_train(value: Any, *, camera: bool = False) -> None:
     """The training split's ``(image dicts, number of identities C)``."""
     _need(isinstance(value, tuple) and len(value) == 2, "value", "a tuple (image dicts, C)", value)
     check_image_dicts(value[0], camera=camera)
-    _need(_is_int(value[1]) and value[1] >= 0, "value[1]", "the number of identities (int >= 0)",
-          value[1])
+    _need(
+        _is_int(value[1]) and value[1] >= 0,
+        "value[1]",
+        "the number of identities (int >= 0)",
+        value[1],
+    )
 
 
 def _is_int32_box(v: Any) -> bool:
@@ -223,23 +263,42 @@ def check_testg(value: Any) -> None:
     _need(isinstance(value, list) and len(value) > 0, "value", "a non-empty list of queries", value)
     for k, q in enumerate(value):
         where = f"query {k}"
-        _need(isinstance(q, dict) and set(q) == TESTG_KEYS, where,
-              f"a dict with {sorted(TESTG_KEYS)}", q)
-        _need(_is_int(q["query_id"]) and q["query_id"] == k, f"{where}['query_id']", str(k),
-              q["query_id"])
+        _need(
+            isinstance(q, dict) and set(q) == TESTG_KEYS,
+            where,
+            f"a dict with {sorted(TESTG_KEYS)}",
+            q,
+        )
+        _need(
+            _is_int(q["query_id"]) and q["query_id"] == k,
+            f"{where}['query_id']",
+            str(k),
+            q["query_id"],
+        )
         _need(_is_name(q["image_id"]), f"{where}['image_id']", "a file name", q["image_id"])
-        _need(_is_int32_box(q["bbox"]), f"{where}['bbox']", "an int32 array of shape (4,)",
-              q["bbox"])
+        _need(
+            _is_int32_box(q["bbox"]), f"{where}['bbox']", "an int32 array of shape (4,)", q["bbox"]
+        )
         _need(isinstance(q["gallery"], list), f"{where}['gallery']", "a list", q["gallery"])
         for j, g in enumerate(q["gallery"]):
-            ok = (isinstance(g, tuple) and len(g) == 2 and _is_name(g[0])
-                  and (g[1] is None or _is_int32_box(g[1])))
+            ok = (
+                isinstance(g, tuple)
+                and len(g) == 2
+                and _is_name(g[0])
+                and (g[1] is None or _is_int32_box(g[1]))
+            )
             _need(ok, f"{where}['gallery'][{j}]", "(image name, int32[4] box or None)", g)
 
 
 # ------------------------------------------------------------------------------------------------
-def cached(kind: str, root: str, split: str, source_paths: Iterable[str], build: Callable[[], T],
-           validate: Optional[Callable[[Any], None]] = None) -> T:
+def cached(
+    kind: str,
+    root: str,
+    split: str,
+    source_paths: Iterable[str],
+    build: Callable[[], T],
+    validate: Callable[[Any], None] | None = None,
+) -> T:
     """Return ``build()``, from the cache when the sources are unchanged since it was stored.
 
     Args:
@@ -257,8 +316,12 @@ def cached(kind: str, root: str, split: str, source_paths: Iterable[str], build:
                 validate(value)
             return value
         except Exception as e:  # unreadable, not JSON, or not what build() returns: never trusted
-            logger.warning("Ignoring invalid dataset cache '%s' (%s: %s); rebuilding.", path,
-                           type(e).__name__, str(e)[:200])
+            logger.warning(
+                "Ignoring invalid dataset cache '%s' (%s: %s); rebuilding.",
+                path,
+                type(e).__name__,
+                str(e)[:200],
+            )
     value = build()
     try:
         text = json.dumps(encode(value), allow_nan=False, separators=(",", ":"))
@@ -266,6 +329,7 @@ def cached(kind: str, root: str, split: str, source_paths: Iterable[str], build:
         # a cache: not synced to disk (a damaged one is rebuilt when loaded)
         atomic_write(path, lambda f: f.write(text.encode("utf-8")), sync=False)
     except (OSError, TypeError, ValueError) as e:
-        logger.warning("Could not write dataset cache '%s' (%s); loading will not be cached.",
-                       path, e)
+        logger.warning(
+            "Could not write dataset cache '%s' (%s); loading will not be cached.", path, e
+        )
     return value

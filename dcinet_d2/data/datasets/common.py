@@ -1,10 +1,12 @@
 """Shared pieces of the CUHK-SYSU and PRW readers: errors that name the file and entry, checked
 access to MATLAB files, image sizes from file headers, and the protocol's box conversions."""
+
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -96,7 +98,9 @@ def mat_box(value: Any, path: str, entry: str) -> np.ndarray | None:
     if arr.size == 0:
         return None
     if arr.size != 4:
-        raise DatasetFormatError(f"'{path}', {entry}: expected a box [x, y, w, h], found {arr.tolist()}")
+        raise DatasetFormatError(
+            f"'{path}', {entry}: expected a box [x, y, w, h], found {arr.tolist()}"
+        )
     return arr.reshape(4)
 
 
@@ -106,7 +110,9 @@ def image_size(path: str) -> tuple[int, int]:
         with Image.open(path) as im:
             width, height = im.size
     except FileNotFoundError:
-        raise DatasetNotFoundError(f"Expected the image '{path}' (listed in the annotations), not found.")
+        raise DatasetNotFoundError(
+            f"Expected the image '{path}' (listed in the annotations), not found."
+        )
     except Exception as e:
         raise DatasetFormatError(f"'{path}' is not a readable image: {e}") from e
     return height, width
@@ -142,8 +148,9 @@ def prw_query_xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------
 # Boxes that cannot be a person box, whatever the conversion made of them.
-def box_problem(xyxy: Sequence[float], height: float | None = None,
-                width: float | None = None) -> str | None:
+def box_problem(
+    xyxy: Sequence[float], height: float | None = None, width: float | None = None
+) -> str | None:
     """Why a converted ``[x1, y1, x2, y2]`` box is unusable, or ``None`` if it is a person box.
 
     Unusable: degenerate (``x2 <= x1`` or ``y2 <= y1``), or sharing no pixel with the
@@ -188,9 +195,20 @@ class BoxReport:
         boxes = "1 box" if n == 1 else f"{n} boxes"
         nf = len(self.files)
         files = f" in {nf} annotation file{'' if nf == 1 else 's'}" if nf else ""
-        fate = ("dropped from the training split" if self.split == "train"
-                else "kept in the test split, as the evaluation protocol counts them")
+        fate = (
+            "dropped from the training split"
+            if self.split == "train"
+            else "kept in the test split, as the evaluation protocol counts them"
+        )
         more = f"; and {n - self.shown} more" if n > self.shown else ""
         verb = "is" if n == 1 else "are"
-        logger.warning("'%s': %s%s %s degenerate or outside their image, %s: %s%s", self.source,
-                       boxes, files, verb, fate, "; ".join(self.entries[: self.shown]), more)
+        logger.warning(
+            "'%s': %s%s %s degenerate or outside their image, %s: %s%s",
+            self.source,
+            boxes,
+            files,
+            verb,
+            fate,
+            "; ".join(self.entries[: self.shown]),
+            more,
+        )

@@ -21,6 +21,7 @@ Decisions (the community's reference readers do the same unless noted):
   warning for ``Images.mat``; a ``Train.mat`` appearance of a dropped box is skipped with one
   warning; a TestG query box of that kind is an error.
 """
+
 from __future__ import annotations
 
 import logging
@@ -84,7 +85,9 @@ def _read_images(path: str) -> dict[str, tuple[int, np.ndarray, np.ndarray]]:
         for j, b in enumerate(box_records):
             entry = f"Img entry {i} ('{name}'), box {j}"
             if not isinstance(b, np.void) or "idlocate" not in (b.dtype.names or ()):
-                raise DatasetFormatError(f"'{path}', {entry}: expected a struct with field 'idlocate'")
+                raise DatasetFormatError(
+                    f"'{path}', {entry}: expected a struct with field 'idlocate'"
+                )
             box = mat_box(b["idlocate"], path, entry)
             if box is None:
                 raise DatasetFormatError(f"'{path}', {entry}: empty idlocate")
@@ -104,20 +107,28 @@ def read_images_mat(path: str) -> dict[str, np.ndarray]:
 
 def read_pool_mat(path: str) -> list[str]:
     """``pool.mat`` -> the test image names, in file order."""
-    _, pool = load_mat(path, ["pool"], "the CUHK-SYSU test image list (annotation/pool.mat)", HOW_TO_GET)
+    _, pool = load_mat(
+        path, ["pool"], "the CUHK-SYSU test image list (annotation/pool.mat)", HOW_TO_GET
+    )
     return [mat_str(v, path, f"pool entry {i}") for i, v in enumerate(np.asarray(pool).reshape(-1))]
 
 
 def read_train_mat(path: str) -> list[list[tuple[str, np.ndarray]]]:
     """``Train.mat`` -> per training identity (file order) its appearances [(image name, int32 xyxy)]."""
-    _, train = load_mat(path, ["Train"], "the CUHK-SYSU training identities (Train.mat)", HOW_TO_GET)
+    _, train = load_mat(
+        path, ["Train"], "the CUHK-SYSU training identities (Train.mat)", HOW_TO_GET
+    )
     identities = []
     for i, cell in enumerate(np.asarray(train).reshape(-1)):
         entry = f"Train entry {i}"
         ident = mat_struct_records(cell, ["scene"], path, entry)
         if ident.size != 1:
-            raise DatasetFormatError(f"'{path}', {entry}: expected a 1x1 struct, found {ident.size} elements")
-        scenes = mat_struct_records(ident[0]["scene"], ["imname", "idlocate"], path, f"{entry}.scene")
+            raise DatasetFormatError(
+                f"'{path}', {entry}: expected a 1x1 struct, found {ident.size} elements"
+            )
+        scenes = mat_struct_records(
+            ident[0]["scene"], ["imname", "idlocate"], path, f"{entry}.scene"
+        )
         appearances = []
         for j, s in enumerate(scenes):
             name = mat_str(s["imname"], path, f"{entry}.scene({j})")
@@ -132,7 +143,9 @@ def read_train_mat(path: str) -> list[list[tuple[str, np.ndarray]]]:
 def read_testg_mat(path: str, gallery_size: int) -> list[dict[str, Any]]:
     """``TestG{N}.mat`` -> per query (file order) {image_id, bbox int32 xyxy, gallery: [(name, box|None)]}."""
     key = f"TestG{gallery_size}"
-    _, testg = load_mat(path, [key], f"the CUHK-SYSU test protocol with gallery size {gallery_size}", HOW_TO_GET)
+    _, testg = load_mat(
+        path, [key], f"the CUHK-SYSU test protocol with gallery size {gallery_size}", HOW_TO_GET
+    )
     records = mat_struct_records(testg, ["Query", "Gallery"], path, f"variable '{key}'")
     queries = []
     for k, rec in enumerate(records):
@@ -145,11 +158,15 @@ def read_testg_mat(path: str, gallery_size: int) -> list[dict[str, Any]]:
         q_xyxy = cuhk_xywh_to_xyxy(q_box)
         problem = box_problem(q_xyxy)
         if problem is not None:
-            raise DatasetFormatError(f"'{path}', {entry}.Query ('{q_name}'): query box "
-                                     f"{q_xyxy.tolist()} (xyxy; idlocate {q_box.tolist()}) "
-                                     f"{problem}")
+            raise DatasetFormatError(
+                f"'{path}', {entry}.Query ('{q_name}'): query box "
+                f"{q_xyxy.tolist()} (xyxy; idlocate {q_box.tolist()}) "
+                f"{problem}"
+            )
         gallery = []
-        for j, g in enumerate(mat_struct_records(rec["Gallery"], ["imname", "idlocate"], path, f"{entry}.Gallery")):
+        for j, g in enumerate(
+            mat_struct_records(rec["Gallery"], ["imname", "idlocate"], path, f"{entry}.Gallery")
+        ):
             g_name = mat_str(g["imname"], path, f"{entry}.Gallery({j})")
             g_box = mat_box(g["idlocate"], path, f"{entry}.Gallery({j}) ('{g_name}')")
             gallery.append((g_name, None if g_box is None else cuhk_xywh_to_xyxy(g_box)))
@@ -163,13 +180,23 @@ def _find_box(boxes: np.ndarray, box: np.ndarray) -> int:
     return int(hits[0]) if hits.size else -1
 
 
-def _assign(pids: dict[str, np.ndarray], boxes_of: dict[str, np.ndarray], name: str, box: np.ndarray,
-            pid: int, path: str, entry: str, dropped_of: dict[str, np.ndarray] | None = None,
-            skipped: list[str] | None = None) -> None:
+def _assign(
+    pids: dict[str, np.ndarray],
+    boxes_of: dict[str, np.ndarray],
+    name: str,
+    box: np.ndarray,
+    pid: int,
+    path: str,
+    entry: str,
+    dropped_of: dict[str, np.ndarray] | None = None,
+    skipped: list[str] | None = None,
+) -> None:
     """Give ``pid`` to the box of ``name`` equal to ``box``; a box of ``dropped_of`` (dropped from
     the split) is noted in ``skipped`` instead; any other box is an error."""
     if name not in pids:
-        raise DatasetFormatError(f"'{path}', {entry}: image '{name}' is not in this split of Images.mat/pool.mat")
+        raise DatasetFormatError(
+            f"'{path}', {entry}: image '{name}' is not in this split of Images.mat/pool.mat"
+        )
     idx = _find_box(boxes_of[name], box)
     if idx < 0:
         if dropped_of is not None and name in dropped_of and _find_box(dropped_of[name], box) >= 0:
@@ -186,8 +213,9 @@ def _assign(pids: dict[str, np.ndarray], boxes_of: dict[str, np.ndarray], name: 
 Sizes = dict[str, tuple[int, int]]
 
 
-def _screen_boxes(root: str, split: str, names: list[str], images: dict
-                  ) -> tuple[Sizes, dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _screen_boxes(
+    root: str, split: str, names: list[str], images: dict
+) -> tuple[Sizes, dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Image sizes and boxes of a split; unusable boxes (see ``box_problem``) are warned about
     once for ``Images.mat`` and, in the training split, dropped.
 
@@ -213,23 +241,34 @@ def _screen_boxes(root: str, split: str, names: list[str], images: dict
     return sizes, boxes_of, dropped_of
 
 
-def _image_dicts(root: str, names: list[str], sizes: Sizes,
-                 boxes_of: dict[str, np.ndarray], pids: dict[str, np.ndarray]) -> list[dict]:
+def _image_dicts(
+    root: str,
+    names: list[str],
+    sizes: Sizes,
+    boxes_of: dict[str, np.ndarray],
+    pids: dict[str, np.ndarray],
+) -> list[dict]:
     image_dir = _paths(root)["image_dir"]
     dicts = []
     for name in names:
         height, width = sizes[name]
-        dicts.append({
-            "file_name": os.path.join(image_dir, name),
-            "image_id": name,
-            "height": height,
-            "width": width,
-            "annotations": [
-                {"bbox": [float(v) for v in box], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0,
-                 "person_id": int(pid)}
-                for box, pid in zip(boxes_of[name], pids[name])
-            ],
-        })
+        dicts.append(
+            {
+                "file_name": os.path.join(image_dir, name),
+                "image_id": name,
+                "height": height,
+                "width": width,
+                "annotations": [
+                    {
+                        "bbox": [float(v) for v in box],
+                        "bbox_mode": BoxMode.XYXY_ABS,
+                        "category_id": 0,
+                        "person_id": int(pid),
+                    }
+                    for box, pid in zip(boxes_of[name], pids[name])
+                ],
+            }
+        )
     return dicts
 
 
@@ -239,26 +278,44 @@ def _build_train(root: str) -> tuple[list[dict], int]:
     pool = set(read_pool_mat(p["pool"]))
     names = sorted(n for n in images if n not in pool)
     if not names:
-        raise DatasetFormatError(f"'{p['images']}': every image is in pool.mat (the test split); "
-                                 "the training split would be empty")
+        raise DatasetFormatError(
+            f"'{p['images']}': every image is in pool.mat (the test split); "
+            "the training split would be empty"
+        )
     sizes, boxes_of, dropped_of = _screen_boxes(root, "train", names, images)
     pids = {n: np.full(len(boxes_of[n]), -1, dtype=np.int64) for n in names}
     identities = read_train_mat(p["train"])
     skipped: list[str] = []
     for pid, appearances in enumerate(identities):
         for j, (name, box) in enumerate(appearances):
-            _assign(pids, boxes_of, name, box, pid, p["train"], f"Train entry {pid}.scene({j})",
-                    dropped_of, skipped)
+            _assign(
+                pids,
+                boxes_of,
+                name,
+                box,
+                pid,
+                p["train"],
+                f"Train entry {pid}.scene({j})",
+                dropped_of,
+                skipped,
+            )
     if skipped:
         more = f"; and {len(skipped) - 10} more" if len(skipped) > 10 else ""
-        logger.warning("'%s': %d identity appearance%s of boxes dropped from Images.mat (see the "
-                       "warning on it) skipped: %s%s", p["train"], len(skipped),
-                       "" if len(skipped) == 1 else "s", "; ".join(skipped[:10]), more)
+        logger.warning(
+            "'%s': %d identity appearance%s of boxes dropped from Images.mat (see the "
+            "warning on it) skipped: %s%s",
+            p["train"],
+            len(skipped),
+            "" if len(skipped) == 1 else "s",
+            "; ".join(skipped[:10]),
+            more,
+        )
     return _image_dicts(root, names, sizes, boxes_of, pids), len(identities)
 
 
-def _check_query_in_image(path: str, entry: str, name: str, bbox: np.ndarray,
-                          size: tuple[int, int]) -> None:
+def _check_query_in_image(
+    path: str, entry: str, name: str, bbox: np.ndarray, size: tuple[int, int]
+) -> None:
     problem = box_problem(bbox, *size)
     if problem is not None:
         raise DatasetFormatError(
@@ -274,19 +331,30 @@ def _build_test(root: str) -> list[dict]:
         raise DatasetFormatError(f"'{p['pool']}' lists no test image")
     missing = [n for n in names if n not in images]
     if missing:
-        raise DatasetFormatError(f"'{p['pool']}': {len(missing)} test images are not in Images.mat, e.g. '{missing[0]}'")
+        raise DatasetFormatError(
+            f"'{p['pool']}': {len(missing)} test images are not in Images.mat, e.g. '{missing[0]}'"
+        )
     sizes, boxes_of, _ = _screen_boxes(root, "test", names, images)
     pids = {n: np.full(len(boxes_of[n]), -1, dtype=np.int64) for n in names}
     protocol_path = testg_path(root, 50)
     queries_of: dict[str, list] = {}
     for q in read_testg_mat(protocol_path, 50):
         k = q["query_id"]
-        _assign(pids, boxes_of, q["image_id"], q["bbox"], k, protocol_path, f"TestG50 entry {k}.Query")
-        _check_query_in_image(protocol_path, f"TestG50 entry {k}.Query", q["image_id"], q["bbox"],
-                              sizes[q["image_id"]])
+        _assign(
+            pids, boxes_of, q["image_id"], q["bbox"], k, protocol_path, f"TestG50 entry {k}.Query"
+        )
+        _check_query_in_image(
+            protocol_path,
+            f"TestG50 entry {k}.Query",
+            q["image_id"],
+            q["bbox"],
+            sizes[q["image_id"]],
+        )
         for j, (name, box) in enumerate(q["gallery"]):
             if box is not None:
-                _assign(pids, boxes_of, name, box, k, protocol_path, f"TestG50 entry {k}.Gallery({j})")
+                _assign(
+                    pids, boxes_of, name, box, k, protocol_path, f"TestG50 entry {k}.Gallery({j})"
+                )
         queries_of.setdefault(q["image_id"], []).append(
             {"query_id": k, "bbox": [float(v) for v in q["bbox"]], "person_id": k}
         )
@@ -304,8 +372,9 @@ def _read_testg_checked(root: str, gallery_size: int) -> list[dict[str, Any]]:
     image_dir = _paths(root)["image_dir"]
     for q in queries:
         size = image_size(os.path.join(image_dir, q["image_id"]))
-        _check_query_in_image(path, f"TestG{gallery_size} entry {q['query_id']}.Query",
-                              q["image_id"], q["bbox"], size)
+        _check_query_in_image(
+            path, f"TestG{gallery_size} entry {q['query_id']}.Query", q["image_id"], q["bbox"], size
+        )
     return queries
 
 
@@ -323,17 +392,30 @@ def load_cuhk_sysu(root: str, split: str) -> list[dict]:
     for key, what in (("images", "annotation/Images.mat"), ("pool", "annotation/pool.mat")):
         require_file(p[key], f"the CUHK-SYSU file {what}", HOW_TO_GET)
     if split == "train":
-        dicts, _ = cached("cuhk_sysu", root, "train", _sources(root, split),
-                          lambda: _build_train(root), check_train)
+        dicts, _ = cached(
+            "cuhk_sysu",
+            root,
+            "train",
+            _sources(root, split),
+            lambda: _build_train(root),
+            check_train,
+        )
         return dicts
-    return cached("cuhk_sysu", root, "test", _sources(root, split), lambda: _build_test(root),
-                  check_image_dicts)
+    return cached(
+        "cuhk_sysu",
+        root,
+        "test",
+        _sources(root, split),
+        lambda: _build_test(root),
+        check_image_dicts,
+    )
 
 
 def num_train_identities(root: str) -> int:
     """C, the number of training identities (entries of Train.mat); uses the same cache as the loader."""
-    _, c = cached("cuhk_sysu", root, "train", _sources(root, "train"), lambda: _build_train(root),
-                  check_train)
+    _, c = cached(
+        "cuhk_sysu", root, "train", _sources(root, "train"), lambda: _build_train(root), check_train
+    )
     return c
 
 
@@ -351,11 +433,19 @@ def load_test_galleries(root: str, gallery_size: int) -> list[dict[str, Any]]:
     if gallery_size == -1:
         return _full_galleries(root)
     if gallery_size not in GALLERY_SIZES:
-        raise ValueError(f"CUHK-SYSU gallery size must be one of {GALLERY_SIZES} or -1 (full set), got {gallery_size}")
+        raise ValueError(
+            f"CUHK-SYSU gallery size must be one of {GALLERY_SIZES} or -1 (full set), got {gallery_size}"
+        )
     path = testg_path(root, gallery_size)
     sources = [path, _paths(root)["image_dir"]]
-    return cached("cuhk_sysu", root, f"testg{gallery_size}", sources,
-                  lambda: _read_testg_checked(root, gallery_size), check_testg)
+    return cached(
+        "cuhk_sysu",
+        root,
+        f"testg{gallery_size}",
+        sources,
+        lambda: _read_testg_checked(root, gallery_size),
+        check_testg,
+    )
 
 
 class FullSetGallery(Sequence):
@@ -393,10 +483,18 @@ def _full_galleries(root: str) -> list[dict[str, Any]]:
     for d in dicts:
         for a in d["annotations"]:
             if a["person_id"] >= 0:
-                targets.setdefault(a["person_id"], {})[d["image_id"]] = np.asarray(a["bbox"], dtype=np.int32)
+                targets.setdefault(a["person_id"], {})[d["image_id"]] = np.asarray(
+                    a["bbox"], dtype=np.int32
+                )
         for q in d.get("queries", []):
-            queries.append({"query_id": q["query_id"], "image_id": d["image_id"],
-                            "bbox": np.asarray(q["bbox"], dtype=np.int32), "pid": q["person_id"]})
+            queries.append(
+                {
+                    "query_id": q["query_id"],
+                    "image_id": d["image_id"],
+                    "bbox": np.asarray(q["bbox"], dtype=np.int32),
+                    "pid": q["person_id"],
+                }
+            )
     queries.sort(key=lambda q: q["query_id"])
     for q in queries:
         q["gallery"] = FullSetGallery(image_ids, q["image_id"], targets.get(q.pop("pid"), {}))

@@ -23,6 +23,7 @@ Decisions (the community's reference readers do the same unless noted):
   and kept in the test split (the protocol counts it), with one warning per split; a query box of
   that kind is an error, and so is a ``query_info.txt`` that is not UTF-8.
 """
+
 from __future__ import annotations
 
 import io
@@ -73,19 +74,25 @@ def camera_id(frame: str) -> int:
     """Camera number of a PRW frame name (``c3s2_012345`` or ``c3s2_012345.jpg`` -> 3)."""
     m = FRAME_NAME.match(os.path.splitext(os.path.basename(frame))[0])
     if m is None:
-        raise DatasetFormatError(f"PRW frame name '{frame}' does not follow c{{cam}}s{{seq}}_{{frame}}")
+        raise DatasetFormatError(
+            f"PRW frame name '{frame}' does not follow c{{cam}}s{{seq}}_{{frame}}"
+        )
     return int(m.group(1))
 
 
 def read_frame_list(path: str, key: str) -> list[str]:
     """``frame_{train,test}.mat`` -> frame names without extension, in file order."""
     _, frames = load_mat(path, [key], f"the PRW frame list ({os.path.basename(path)})", HOW_TO_GET)
-    names = [mat_str(v, path, f"{key} entry {i}") for i, v in enumerate(np.asarray(frames).reshape(-1))]
+    names = [
+        mat_str(v, path, f"{key} entry {i}") for i, v in enumerate(np.asarray(frames).reshape(-1))
+    ]
     if not names:
         raise DatasetFormatError(f"'{path}': {key} lists no frame")
     for i, n in enumerate(names):
         if not FRAME_NAME.match(n):
-            raise DatasetFormatError(f"'{path}', {key} entry {i}: '{n}' is not a frame name c{{cam}}s{{seq}}_{{frame}}")
+            raise DatasetFormatError(
+                f"'{path}', {key} entry {i}: '{n}' is not a frame name c{{cam}}s{{seq}}_{{frame}}"
+            )
     return names
 
 
@@ -93,8 +100,15 @@ def read_train_ids(path: str) -> list[int]:
     """``ID_train.mat`` -> the training identity ids, in file order."""
     _, ids = load_mat(path, ["ID_train"], "the PRW training identities (ID_train.mat)", HOW_TO_GET)
     arr = np.asarray(ids, dtype=np.float64).reshape(-1)
-    if arr.size == 0 or np.any(arr != np.round(arr)) or np.any(arr < 0) or len(set(arr.tolist())) != arr.size:
-        raise DatasetFormatError(f"'{path}': ID_train must hold distinct non-negative integers, found {arr[:10]}...")
+    if (
+        arr.size == 0
+        or np.any(arr != np.round(arr))
+        or np.any(arr < 0)
+        or len(set(arr.tolist())) != arr.size
+    ):
+        raise DatasetFormatError(
+            f"'{path}': ID_train must hold distinct non-negative integers, found {arr[:10]}..."
+        )
     return [int(v) for v in arr]
 
 
@@ -105,13 +119,17 @@ def read_frame_annotation(path: str) -> tuple[np.ndarray, np.ndarray]:
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64), np.zeros((0, 4), dtype=np.int32)
     if arr.ndim != 2 or arr.shape[1] != 5:
-        raise DatasetFormatError(f"'{path}', variable '{key}': expected an N x 5 [id, x, y, w, h] matrix, "
-                                 f"found shape {arr.shape}")
+        raise DatasetFormatError(
+            f"'{path}', variable '{key}': expected an N x 5 [id, x, y, w, h] matrix, "
+            f"found shape {arr.shape}"
+        )
     ids = arr[:, 0]
     bad = np.flatnonzero((ids != np.round(ids)) | ((ids < 0) & (ids != -2)))
     if bad.size:
-        raise DatasetFormatError(f"'{path}', variable '{key}', row {bad[0]}: id {ids[bad[0]]} is neither a "
-                                 "non-negative integer nor -2 (unlabelled)")
+        raise DatasetFormatError(
+            f"'{path}', variable '{key}', row {bad[0]}: id {ids[bad[0]]} is neither a "
+            "non-negative integer nor -2 (unlabelled)"
+        )
     return ids.astype(np.int64), prw_annotation_xywh_to_xyxy(arr[:, 1:])
 
 
@@ -129,8 +147,10 @@ def read_query_info(path: str) -> list[dict[str, Any]]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise DatasetFormatError(f"'{path}' is not UTF-8 text: byte {e.start} (line {line}) is "
-                                 f"0x{data[e.start]:02x} ({e.reason})") from None
+        raise DatasetFormatError(
+            f"'{path}' is not UTF-8 text: byte {e.start} (line {line}) is "
+            f"0x{data[e.start]:02x} ({e.reason})"
+        ) from None
     queries = []
     for lineno, line in enumerate(io.StringIO(text, newline=None), start=1):
         parts = line.split()
@@ -149,10 +169,19 @@ def read_query_info(path: str) -> list[dict[str, Any]]:
         bbox = prw_query_xywh_to_xyxy(xywh)
         problem = box_problem(bbox)
         if problem is not None:
-            raise DatasetFormatError(f"'{path}', line {lineno}: query box {bbox.tolist()} (xyxy) "
-                                     f"{problem}: {line.strip()!r}")
-        queries.append({"query_id": len(queries), "person_id": pid, "bbox": bbox, "frame": frame,
-                        "line": lineno})
+            raise DatasetFormatError(
+                f"'{path}', line {lineno}: query box {bbox.tolist()} (xyxy) "
+                f"{problem}: {line.strip()!r}"
+            )
+        queries.append(
+            {
+                "query_id": len(queries),
+                "person_id": pid,
+                "bbox": bbox,
+                "frame": frame,
+                "line": lineno,
+            }
+        )
     return queries
 
 
@@ -177,25 +206,37 @@ def _frame_dicts(root: str, frames: list[str], split: str, pid_map=None) -> list
         raw_ids, boxes = raw_ids[~drop], boxes[~drop]
         pids = np.where(raw_ids == -2, -1, raw_ids)
         if pid_map is not None:
-            mapped = np.array([pid_map.get(int(i), -1) if i >= 0 else -1 for i in pids], dtype=np.int64)
+            mapped = np.array(
+                [pid_map.get(int(i), -1) if i >= 0 else -1 for i in pids], dtype=np.int64
+            )
             unknown += int(np.sum((pids >= 0) & (mapped < 0)))
             pids = mapped
-        dicts.append({
-            "file_name": file_name,
-            "image_id": image_name,
-            "height": height,
-            "width": width,
-            "camera_id": camera_id(frame),
-            "annotations": [
-                {"bbox": [float(v) for v in box], "bbox_mode": BoxMode.XYXY_ABS, "category_id": 0,
-                 "person_id": int(pid)}
-                for box, pid in zip(boxes, pids)
-            ],
-        })
+        dicts.append(
+            {
+                "file_name": file_name,
+                "image_id": image_name,
+                "height": height,
+                "width": width,
+                "camera_id": camera_id(frame),
+                "annotations": [
+                    {
+                        "bbox": [float(v) for v in box],
+                        "bbox_mode": BoxMode.XYXY_ABS,
+                        "category_id": 0,
+                        "person_id": int(pid),
+                    }
+                    for box, pid in zip(boxes, pids)
+                ],
+            }
+        )
     report.warn(logger)
     if unknown:
-        logger.warning("PRW %s: %d labelled boxes in training frames have ids not listed in ID_train.mat; "
-                       "they are treated as unlabelled.", root, unknown)
+        logger.warning(
+            "PRW %s: %d labelled boxes in training frames have ids not listed in ID_train.mat; "
+            "they are treated as unlabelled.",
+            root,
+            unknown,
+        )
     return dicts
 
 
@@ -214,14 +255,22 @@ def _build_test(root: str) -> list[dict]:
     for q in read_query_info(p["queries"]):
         d = by_name.get(q["frame"] + ".jpg")
         if d is None:
-            raise DatasetFormatError(f"'{p['queries']}': query {q['query_id']} is in frame '{q['frame']}', "
-                                     "which frame_test.mat does not list")
+            raise DatasetFormatError(
+                f"'{p['queries']}': query {q['query_id']} is in frame '{q['frame']}', "
+                "which frame_test.mat does not list"
+            )
         problem = box_problem(q["bbox"], d["height"], d["width"])
         if problem is not None:
-            raise DatasetFormatError(f"'{p['queries']}', line {q['line']}: query box "
-                                     f"{q['bbox'].tolist()} (xyxy) {problem}")
+            raise DatasetFormatError(
+                f"'{p['queries']}', line {q['line']}: query box "
+                f"{q['bbox'].tolist()} (xyxy) {problem}"
+            )
         d.setdefault("queries", []).append(
-            {"query_id": q["query_id"], "bbox": [float(v) for v in q["bbox"]], "person_id": q["person_id"]}
+            {
+                "query_id": q["query_id"],
+                "bbox": [float(v) for v in q["bbox"]],
+                "person_id": q["person_id"],
+            }
         )
     return dicts
 
@@ -236,7 +285,11 @@ def _sources(root: str, split: str) -> list[str]:
 def _annotation_sources(root: str, split: str) -> list[str]:
     # Every annotation file of the split takes part in the cache key (an edited .mat invalidates it).
     p = _paths(root)
-    key, var = ("train_frames", "img_index_train") if split == "train" else ("test_frames", "img_index_test")
+    key, var = (
+        ("train_frames", "img_index_train")
+        if split == "train"
+        else ("test_frames", "img_index_test")
+    )
     frames = read_frame_list(p[key], var)
     return [os.path.join(p["annotation_dir"], f + ".jpg.mat") for f in frames]
 
@@ -247,11 +300,23 @@ def load_prw(root: str, split: str) -> list[dict]:
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     sources = _sources(root, split) + _annotation_sources(root, split)
     if split == "train":
-        dicts, _ = cached("prw", root, "train", sources, lambda: _build_train(root),
-                          lambda v: check_train(v, camera=True))
+        dicts, _ = cached(
+            "prw",
+            root,
+            "train",
+            sources,
+            lambda: _build_train(root),
+            lambda v: check_train(v, camera=True),
+        )
         return dicts
-    return cached("prw", root, "test", sources, lambda: _build_test(root),
-                  lambda v: check_image_dicts(v, camera=True))
+    return cached(
+        "prw",
+        root,
+        "test",
+        sources,
+        lambda: _build_test(root),
+        lambda v: check_image_dicts(v, camera=True),
+    )
 
 
 def num_train_identities(root: str) -> int:

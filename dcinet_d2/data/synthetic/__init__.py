@@ -16,6 +16,7 @@ Modules:
     * :mod:`.alt`: a second, differently rendered CUHK-SYSU
       (``python -m dcinet_d2.data.synthetic.alt``); not imported here.
 """
+
 from __future__ import annotations
 
 from .cuhk_sysu import CUHK_GALLERY_SIZES, FULL_SCALE_CUHK_SYSU, generate_cuhk_sysu

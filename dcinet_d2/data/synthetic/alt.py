@@ -45,6 +45,7 @@ Generate (from the repository root)::
 which writes ``datasets/synthetic_alt/CUHK-SYSU``, registered in Detectron2 as
 ``synthetic_alt_cuhk_sysu_{train,test}``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -75,7 +77,7 @@ __all__ = [
     "main",
 ]
 
-RGB = Tuple[float, float, float]
+RGB = tuple[float, float, float]
 _ALT_STREAM = 7  # ours: random-stream tag, apart from CUHK-SYSU's (1) and PRW's (2)
 _NOISE_GRID = 12  # ours: cells per side of a garment's periodic value-noise grid
 
@@ -92,17 +94,20 @@ def lch_to_rgb(lch: np.ndarray | Sequence[float]) -> np.ndarray:
     d = 6.0 / 29.0
 
     def finv(t: np.ndarray) -> np.ndarray:
-        return np.where(t > d, t ** 3, 3.0 * d * d * (t - 4.0 / 29.0))
+        return np.where(t > d, t**3, 3.0 * d * d * (t - 4.0 / 29.0))
 
     xyz = np.stack([0.95047 * finv(fx), finv(fy), 1.08883 * finv(fz)], axis=-1)
-    m = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415],
-                  [0.0557, -0.2040, 1.0570]])
+    m = np.array([[3.2406, -1.5372, -0.4986], [-0.9689, 1.8758, 0.0415], [0.0557, -0.2040, 1.0570]])
     lin = np.clip(xyz @ m.T, 0.0, 1.0)
     return np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * lin ** (1.0 / 2.4) - 0.055)
 
 
-def _lch(rng: np.random.Generator, lum: Tuple[float, float], chroma: Tuple[float, float],
-         hue: Tuple[float, float] = (0.0, 360.0)) -> RGB:
+def _lch(
+    rng: np.random.Generator,
+    lum: tuple[float, float],
+    chroma: tuple[float, float],
+    hue: tuple[float, float] = (0.0, 360.0),
+) -> RGB:
     c = lch_to_rgb([rng.uniform(*lum), rng.uniform(*chroma), rng.uniform(*hue)])
     return (float(c[0]), float(c[1]), float(c[2]))
 
@@ -125,7 +130,7 @@ class GarmentTexture:
     is ``(1 - contrast * t) * colour1 + contrast * t * colour2``.
     """
 
-    weights: Tuple[float, float, float, float]
+    weights: tuple[float, float, float, float]
     period: float
     angle: float
     contrast: float
@@ -170,7 +175,7 @@ class AltPose:
     arm_out: float
     elbow: float
     lean: float
-    gains: Tuple[float, float, float]
+    gains: tuple[float, float, float]
 
 
 def _random_texture(rng: np.random.Generator) -> GarmentTexture:
@@ -184,7 +189,7 @@ def _random_texture(rng: np.random.Generator) -> GarmentTexture:
     )
 
 
-def _random_build(rng: np.random.Generator) -> Dict[str, float]:
+def _random_build(rng: np.random.Generator) -> dict[str, float]:
     return {
         "shoulder": float(rng.uniform(0.085, 0.135)),  # ours: half shoulder width
         "hip": float(rng.uniform(0.065, 0.10)),  # ours: half hip width
@@ -205,9 +210,13 @@ def random_alt_identity(rng: np.random.Generator) -> AltIdentity:
         skin=(float(skin[0]), float(skin[1]), float(skin[2])),
         hair=_lch(rng, (8.0, 70.0), (0.0, 35.0), (30.0, 90.0)),  # ours: black-brown-blond-grey
         hair_length=float(rng.uniform(0.0, 1.0)),
-        upper=palette[0], upper2=upper2, lower=palette[1], lower2=lower2,
+        upper=palette[0],
+        upper2=upper2,
+        lower=palette[1],
+        lower2=lower2,
         shoes=_lch(rng, (8.0, 80.0), (0.0, 30.0)),
-        upper_texture=_random_texture(rng), lower_texture=_random_texture(rng),
+        upper_texture=_random_texture(rng),
+        lower_texture=_random_texture(rng),
         sleeve=float(rng.uniform(0.2, 1.0)),  # ours: short to long sleeves
         trouser=float(rng.uniform(0.35, 1.0)),  # ours: shorts to full-length trousers
         **_random_build(rng),
@@ -230,11 +239,12 @@ def confusable_alt_identity(base: AltIdentity, rng: np.random.Generator) -> AltI
 
 def make_alt_identities(
     num: int, rng: np.random.Generator, confusable_fraction: float = 0.3
-) -> List[AltIdentity]:
+) -> list[AltIdentity]:
     """``num`` identities; each one with probability ``confusable_fraction`` a look-alike
     (:func:`confusable_alt_identity`) of a random earlier identity."""
-    return _draw_identities(num, rng, confusable_fraction, random_alt_identity,
-                            confusable_alt_identity)
+    return _draw_identities(
+        num, rng, confusable_fraction, random_alt_identity, confusable_alt_identity
+    )
 
 
 def random_alt_pose(rng: np.random.Generator) -> AltPose:
@@ -258,8 +268,14 @@ _SKIN, _HAIR, _UPPER, _LOWER, _SHOES = range(5)
 _EXTENT_X, _EXTENT_TOP, _EXTENT_BOTTOM = 0.55, 1.04, 0.03  # ours: body-frame patch extent
 
 
-def _capsule(px: np.ndarray, py: np.ndarray, a: Tuple[float, float], b: Tuple[float, float],
-             ra: float, rb: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _capsule(
+    px: np.ndarray,
+    py: np.ndarray,
+    a: tuple[float, float],
+    b: tuple[float, float],
+    ra: float,
+    rb: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Tapered capsule a-b: (signed distance, position 0..1 along a-b, distance/radius)."""
     dx, dy = b[0] - a[0], b[1] - a[1]
     t = np.clip(((px - a[0]) * dx + (py - a[1]) * dy) / max(dx * dx + dy * dy, 1e-12), 0.0, 1.0)
@@ -268,14 +284,15 @@ def _capsule(px: np.ndarray, py: np.ndarray, a: Tuple[float, float], b: Tuple[fl
     return dist - r, t, dist / r
 
 
-def _ellipse(px: np.ndarray, py: np.ndarray, c: Tuple[float, float], ax: float, ay: float,
-             angle: float) -> Tuple[np.ndarray, np.ndarray]:
+def _ellipse(
+    px: np.ndarray, py: np.ndarray, c: tuple[float, float], ax: float, ay: float, angle: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Rotated ellipse: (approximate signed distance f / |grad f|, normalised radius)."""
     ca, sa = math.cos(angle), math.sin(angle)
     u = (px - c[0]) * ca + (py - c[1]) * sa
     v = -(px - c[0]) * sa + (py - c[1]) * ca
     k = np.sqrt((u / ax) ** 2 + (v / ay) ** 2)
-    grad = np.sqrt((u / ax ** 2) ** 2 + (v / ay ** 2) ** 2) / np.maximum(k, 1e-9)
+    grad = np.sqrt((u / ax**2) ** 2 + (v / ay**2) ** 2) / np.maximum(k, 1e-9)
     return (k - 1.0) / np.maximum(grad, 1e-9), k
 
 
@@ -287,16 +304,19 @@ def _texture_value(tex: GarmentTexture, px: np.ndarray, py: np.ndarray) -> np.nd
     out = np.zeros(np.broadcast_shapes(u.shape, v.shape), dtype=np.float32)
     w_noise, w_checks, w_bands, w_dots = tex.weights
     if w_noise > 0.02:  # ours: components below 2 % are not computed
-        grid = np.random.default_rng(tex.noise_seed).random((_NOISE_GRID, _NOISE_GRID),
-                                                            dtype=np.float32)
+        grid = np.random.default_rng(tex.noise_seed).random(
+            (_NOISE_GRID, _NOISE_GRID), dtype=np.float32
+        )
         gu, gv = u * 0.5, v * 0.5  # ours: noise blobs of twice the period
         iu, iv = np.floor(gu).astype(np.int64), np.floor(gv).astype(np.int64)
         fu, fv = gu - iu, gv - iv
         fu, fv = fu * fu * (3 - 2 * fu), fv * fv * (3 - 2 * fv)
         iu, iv = iu % _NOISE_GRID, iv % _NOISE_GRID
         ju, jv = (iu + 1) % _NOISE_GRID, (iv + 1) % _NOISE_GRID
-        out += w_noise * ((grid[iv, iu] * (1 - fu) + grid[iv, ju] * fu) * (1 - fv)
-                          + (grid[jv, iu] * (1 - fu) + grid[jv, ju] * fu) * fv)
+        out += w_noise * (
+            (grid[iv, iu] * (1 - fu) + grid[iv, ju] * fu) * (1 - fv)
+            + (grid[jv, iu] * (1 - fu) + grid[jv, ju] * fu) * fv
+        )
     if w_checks > 0.02:
         out += w_checks * (0.5 + 0.5 * np.tanh(3.0 * np.sin(math.pi * u) * np.sin(math.pi * v)))
     if w_bands > 0.02:
@@ -319,22 +339,33 @@ class _PersonCanvas:
         self.cos, self.sin = math.cos(pose.lean), math.sin(pose.lean)
         self.flip = -1.0 if pose.mirror else 1.0
         gains = np.asarray(pose.gains, dtype=np.float32)
-        self.colours = {m: np.asarray(c, dtype=np.float32) * gains for m, c in (
-            (_SKIN, ident.skin), (_HAIR, ident.hair), (_SHOES, ident.shoes))}
+        self.colours = {
+            m: np.asarray(c, dtype=np.float32) * gains
+            for m, c in ((_SKIN, ident.skin), (_HAIR, ident.hair), (_SHOES, ident.shoes))
+        }
         self.garments = {
-            _UPPER: (np.asarray(ident.upper, np.float32) * gains,
-                     np.asarray(ident.upper2, np.float32) * gains, ident.upper_texture),
-            _LOWER: (np.asarray(ident.lower, np.float32) * gains,
-                     np.asarray(ident.lower2, np.float32) * gains, ident.lower_texture),
+            _UPPER: (
+                np.asarray(ident.upper, np.float32) * gains,
+                np.asarray(ident.upper2, np.float32) * gains,
+                ident.upper_texture,
+            ),
+            _LOWER: (
+                np.asarray(ident.lower, np.float32) * gains,
+                np.asarray(ident.lower2, np.float32) * gains,
+                ident.lower_texture,
+            ),
         }
 
-    def _to_pixels(self, x: float, y: float) -> Tuple[float, float]:
+    def _to_pixels(self, x: float, y: float) -> tuple[float, float]:
         x = self.flip * x
-        return (self.origin[0] + self.h * (self.cos * x - self.sin * y),
-                self.origin[1] + self.h * (self.sin * x + self.cos * y))
+        return (
+            self.origin[0] + self.h * (self.cos * x - self.sin * y),
+            self.origin[1] + self.h * (self.sin * x + self.cos * y),
+        )
 
-    def window(self, x0: float, y0: float, x1: float, y1: float
-               ) -> Optional[Tuple[slice, slice, np.ndarray, np.ndarray]]:
+    def window(
+        self, x0: float, y0: float, x1: float, y1: float
+    ) -> tuple[slice, slice, np.ndarray, np.ndarray] | None:
         """Pixel window covering the body-frame box, and body coordinates of its pixel centres."""
         corners = [self._to_pixels(x, y) for x in (x0, x1) for y in (y0, y1)]
         c0 = max(0, int(math.floor(min(c[0] for c in corners))) - 1)
@@ -357,21 +388,34 @@ class _PersonCanvas:
             return c1 * (1.0 - t) + c2 * t
         return np.broadcast_to(self.colours[material], bx.shape + (3,))
 
-    def paint(self, win: Tuple[slice, slice, np.ndarray, np.ndarray], sd: np.ndarray,
-              rgb: np.ndarray, shade: np.ndarray) -> None:
+    def paint(
+        self,
+        win: tuple[slice, slice, np.ndarray, np.ndarray],
+        sd: np.ndarray,
+        rgb: np.ndarray,
+        shade: np.ndarray,
+    ) -> None:
         rs, cs, _, _ = win
         cov = np.clip(0.5 - sd * self.h, 0.0, 1.0).astype(np.float32)
         col = rgb * np.clip(shade, 0.0, 1.2)[..., None]
         self.prem[rs, cs] = self.prem[rs, cs] * (1.0 - cov[..., None]) + col * cov[..., None]
         self.alpha[rs, cs] = self.alpha[rs, cs] * (1.0 - cov) + cov
 
-    def capsule(self, a: Tuple[float, float], b: Tuple[float, float], ra: float, rb: float,
-                material: int, split: Optional[Tuple[float, int]] = None,
-                dim: float = 1.0) -> None:
+    def capsule(
+        self,
+        a: tuple[float, float],
+        b: tuple[float, float],
+        ra: float,
+        rb: float,
+        material: int,
+        split: tuple[float, int] | None = None,
+        dim: float = 1.0,
+    ) -> None:
         """Draw a capsule; ``split = (t, material2)``: material2 beyond position t along a-b."""
         r = max(ra, rb)
-        win = self.window(min(a[0], b[0]) - r, min(a[1], b[1]) - r,
-                          max(a[0], b[0]) + r, max(a[1], b[1]) + r)
+        win = self.window(
+            min(a[0], b[0]) - r, min(a[1], b[1]) - r, max(a[0], b[0]) + r, max(a[1], b[1]) + r
+        )
         if win is None:
             return
         _, _, bx, by = win
@@ -381,8 +425,15 @@ class _PersonCanvas:
             rgb = np.where((t > split[0])[..., None], self.colour(split[1], bx, by), rgb)
         self.paint(win, sd, rgb, dim * (1.05 - 0.4 * np.minimum(q, 1.0) ** 2))
 
-    def ellipse(self, c: Tuple[float, float], ax: float, ay: float, angle: float, material: int,
-                below: Optional[float] = None) -> None:
+    def ellipse(
+        self,
+        c: tuple[float, float],
+        ax: float,
+        ay: float,
+        angle: float,
+        material: int,
+        below: float | None = None,
+    ) -> None:
         """Draw an ellipse; ``below``: keep only the part above body height ``below``."""
         r = max(ax, ay)
         win = self.window(c[0] - r, c[1] - r, c[0] + r, c[1] + r)
@@ -395,8 +446,9 @@ class _PersonCanvas:
         self.paint(win, sd, self.colour(material, bx, by), 1.05 - 0.3 * np.minimum(k, 1.0) ** 2)
 
 
-def _limb(root: Tuple[float, float], a1: float, a2: float, l1: float, l2: float
-          ) -> Tuple[Tuple[float, float], Tuple[float, float]]:
+def _limb(
+    root: tuple[float, float], a1: float, a2: float, l1: float, l2: float
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """Joint and end of a two-segment limb hanging from ``root`` (angles from straight down)."""
     j = (root[0] + l1 * math.sin(a1), root[1] + l1 * math.cos(a1))
     return j, (j[0] + l2 * math.sin(a2), j[1] + l2 * math.cos(a2))
@@ -404,7 +456,7 @@ def _limb(root: Tuple[float, float], a1: float, a2: float, l1: float, l2: float
 
 def render_alt_person(
     ident: AltIdentity, pose: AltPose, height_px: float
-) -> Tuple[np.ndarray, np.ndarray, Tuple[int, int, int, int], Tuple[float, float]]:
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int], tuple[float, float]]:
     """Render one person on a transparent patch.
 
     The body frame has its origin between the feet, y pointing down, the top of the head at
@@ -443,7 +495,7 @@ def render_alt_person(
         knee, ankle = _limb(hip, a1, a1 - pose.knee * (sign < 0), seg, seg)
         legs.append((hip, knee, ankle))
 
-    Point = Tuple[float, float]
+    Point = tuple[float, float]
 
     def draw_arm(root: Point, elbow: Point, wrist: Point, dim: float) -> None:
         # the sleeve covers the fraction ident.sleeve of the arm (the upper arm is the first half)
@@ -452,31 +504,63 @@ def render_alt_person(
         fore = (max(0.0, ident.sleeve * 2.0 - 1.0), _SKIN) if ident.sleeve > 0.5 else None
         p.capsule(elbow, wrist, 0.85 * lr, 0.7 * lr, _UPPER if fore else _SKIN, fore, dim)
         dx, dy = wrist[0] - elbow[0], wrist[1] - elbow[1]
-        p.ellipse((wrist[0] + 0.3 * dx, wrist[1] + 0.3 * dy), 0.85 * lr, 1.1 * lr,
-                  -math.atan2(dx, dy), _SKIN)  # the hand along the forearm
+        p.ellipse(
+            (wrist[0] + 0.3 * dx, wrist[1] + 0.3 * dy),
+            0.85 * lr,
+            1.1 * lr,
+            -math.atan2(dx, dy),
+            _SKIN,
+        )  # the hand along the forearm
 
     def draw_leg(hip: Point, knee: Point, ankle: Point, dim: float) -> None:
         covered = ident.trouser * 2.0  # as the sleeve: the thigh is the first half of the leg
-        p.capsule(hip, knee, 1.45 * lr, 1.2 * lr, _LOWER,
-                  (min(1.0, covered), _SKIN) if covered < 1.0 else None, dim)
-        p.capsule(knee, ankle, 1.2 * lr, 0.95 * lr, _LOWER if covered > 1.0 else _SKIN,
-                  (covered - 1.0, _SKIN) if 1.0 < covered < 2.0 else None, dim)
+        p.capsule(
+            hip,
+            knee,
+            1.45 * lr,
+            1.2 * lr,
+            _LOWER,
+            (min(1.0, covered), _SKIN) if covered < 1.0 else None,
+            dim,
+        )
+        p.capsule(
+            knee,
+            ankle,
+            1.2 * lr,
+            0.95 * lr,
+            _LOWER if covered > 1.0 else _SKIN,
+            (covered - 1.0, _SKIN) if 1.0 < covered < 2.0 else None,
+            dim,
+        )
         tilt = -0.6 * math.atan2(ankle[0] - knee[0], ankle[1] - knee[1])  # ours: toes follow shin
         p.ellipse((ankle[0] + 0.022, ankle[1] + 0.02), 0.05, 0.024, tilt, _SHOES)
 
     if ident.hair_length > 0.35:  # ours: long hair hangs behind the shoulders
-        p.capsule(head_c, (-0.01, head_c[1] + rh * (0.3 + 2.5 * ident.hair_length)),
-                  1.02 * rh, 0.85 * rh, _HAIR, dim=0.85)
+        p.capsule(
+            head_c,
+            (-0.01, head_c[1] + rh * (0.3 + 2.5 * ident.hair_length)),
+            1.02 * rh,
+            0.85 * rh,
+            _HAIR,
+            dim=0.85,
+        )
     draw_arm(*arms[0], dim=0.8)
     for leg, dim in zip(legs, (0.82, 1.0)):
         draw_leg(*leg, dim=dim)
     top_y = sh_y + 0.7 * sw
-    p.capsule((0.0, top_y), (0.0, hip_y), sw, hw, _UPPER, ((waist_y - top_y) / (hip_y - top_y),
-                                                           _LOWER))
+    p.capsule(
+        (0.0, top_y), (0.0, hip_y), sw, hw, _UPPER, ((waist_y - top_y) / (hip_y - top_y), _LOWER)
+    )
     p.capsule((0.0, head_c[1]), (0.0, sh_y + 0.01), 0.42 * rh, 0.45 * rh, _SKIN)
     p.ellipse(head_c, 0.86 * rh, 1.08 * rh, 0.0, _SKIN)
-    p.ellipse((head_c[0] - 0.18 * rh, head_c[1] - 0.1 * rh), 0.97 * rh, 1.06 * rh, 0.0, _HAIR,
-              below=head_c[1] - rh * (0.35 - 0.4 * min(ident.hair_length, 0.5)))
+    p.ellipse(
+        (head_c[0] - 0.18 * rh, head_c[1] - 0.1 * rh),
+        0.97 * rh,
+        1.06 * rh,
+        0.0,
+        _HAIR,
+        below=head_c[1] - rh * (0.35 - 0.4 * min(ident.hair_length, 0.5)),
+    )
     draw_arm(*arms[1], dim=1.0)
 
     ys, xs = np.nonzero(p.alpha > 0.05)
@@ -487,7 +571,7 @@ def render_alt_person(
 # =============================================================================================
 # Backgrounds, occluders and scenes
 # =============================================================================================
-def _smooth_lookup(n_out: int, n_cells: int) -> Tuple[np.ndarray, np.ndarray]:
+def _smooth_lookup(n_out: int, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
     """Grid index and smoothstep weight of each of ``n_out`` samples over ``n_cells`` cells."""
     t = (np.arange(n_out, dtype=np.float32) + 0.5) * (n_cells / n_out)
     i = np.minimum(t.astype(np.int64), n_cells - 1)
@@ -495,21 +579,22 @@ def _smooth_lookup(n_out: int, n_cells: int) -> Tuple[np.ndarray, np.ndarray]:
     return i, f * f * (3 - 2 * f)
 
 
-def _fractal_noise(rng: np.random.Generator, h: int, w: int, cells: int, octaves: int
-                   ) -> np.ndarray:
+def _fractal_noise(
+    rng: np.random.Generator, h: int, w: int, cells: int, octaves: int
+) -> np.ndarray:
     """Multi-octave value noise (h, w), about zero-mean, amplitude halving per octave."""
     out = np.zeros((h, w), dtype=np.float32)
     for o in range(octaves):
-        n = cells * 2 ** o
+        n = cells * 2**o
         g = rng.random((n + 1, n + 1), dtype=np.float32) - 0.5
         iy, fy = _smooth_lookup(h, n)
         ix, fx = _smooth_lookup(w, n)
         rows = g[iy] * (1 - fy[:, None]) + g[iy + 1] * fy[:, None]  # (h, n + 1)
-        out += 0.5 ** o * (rows[:, ix] * (1 - fx) + rows[:, ix + 1] * fx)
+        out += 0.5**o * (rows[:, ix] * (1 - fx) + rows[:, ix + 1] * fx)
     return out
 
 
-def _background(rng: np.random.Generator, w: int, h: int) -> Tuple[np.ndarray, float]:
+def _background(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray, float]:
     """A street scene without people: (image (h, w, 3) float32, horizon row)."""
     hz = float(rng.uniform(0.3, 0.48)) * h  # ours: horizon between 30 and 48 % of the height
     ys = np.arange(h, dtype=np.float32)[:, None] + 0.5
@@ -553,8 +638,9 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Tuple[np.ndarray, f
         gxc = (xs - vx) * depth * d0 / tw  # tile coordinates across and along the ground
         gzc = depth * d0 * d0 / td * np.ones_like(xs)
         lx = np.clip(1.0 - np.abs(gxc - np.round(gxc)) / np.maximum(depth * d0 / tw, 1e-6), 0, 1)
-        lz = np.clip(1.0 - np.abs(gzc - np.round(gzc)) / np.maximum(depth ** 2 * d0 * d0 / td,
-                                                                     1e-6), 0, 1)
+        lz = np.clip(
+            1.0 - np.abs(gzc - np.round(gzc)) / np.maximum(depth**2 * d0 * d0 / td, 1e-6), 0, 1
+        )
         fade = np.clip((ys[hz_i:] - hz) / (0.15 * h), 0.0, 1.0)
         gimg = gimg * (1.0 - strength * np.maximum(lx, lz) * fade)[..., None]
     img[hz_i:] = gimg
@@ -562,8 +648,9 @@ def _background(rng: np.random.Generator, w: int, h: int) -> Tuple[np.ndarray, f
     return np.clip(img, 0.0, 1.0), hz
 
 
-def _occluder(rng: np.random.Generator, box: Tuple[float, float, float, float], w: int, h: int
-              ) -> Tuple[Tuple[slice, slice], np.ndarray, np.ndarray]:
+def _occluder(
+    rng: np.random.Generator, box: tuple[float, float, float, float], w: int, h: int
+) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
     """A foreground object in front of the person with ``box``: (window, coverage, colour)."""
     x1, y1, x2, y2 = box
     bw, bh = x2 - x1, y2 - y1
@@ -606,8 +693,12 @@ def _occluder(rng: np.random.Generator, box: Tuple[float, float, float, float], 
         sd = np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0)
         sd = sd - rad
         wy = bottom - 0.4 * rad  # ours: wheels of radius 0.22 x the body height, 0.6 x out
-        wheels = np.minimum(np.hypot(px - cx + 0.6 * half, py - wy),
-                            np.hypot(px - cx - 0.6 * half, py - wy)) - 0.88 * rad
+        wheels = (
+            np.minimum(
+                np.hypot(px - cx + 0.6 * half, py - wy), np.hypot(px - cx - 0.6 * half, py - wy)
+            )
+            - 0.88 * rad
+        )
         sd = np.minimum(sd, wheels)
         shade = np.where(py < top + 0.35 * (bottom - top), 0.45, 1.0) * np.where(wheels < 0, 0.2, 1)
     cov = np.clip(0.5 - sd, 0.0, 1.0).astype(np.float32)
@@ -617,14 +708,14 @@ def _occluder(rng: np.random.Generator, box: Tuple[float, float, float, float], 
 
 @dataclass
 class _AltJob(_Job):
-    height_range: Tuple[float, float]
+    height_range: tuple[float, float]
     small_fraction: float
     border_fraction: float
     occluder_prob: float
-    jpeg_quality: Tuple[int, int]
+    jpeg_quality: tuple[int, int]
 
 
-def _render_alt_job(job: _AltJob) -> List[Tuple[int, Tuple[float, float, float, float], float]]:
+def _render_alt_job(job: _AltJob) -> list[tuple[int, tuple[float, float, float, float], float]]:
     """Render one image, save it as JPEG, return (label, box x1y1x2y2, visible) per person."""
     rng = np.random.default_rng(list(job.seed_keys))
     w, h = job.width, job.height
@@ -639,7 +730,7 @@ def _render_alt_job(job: _AltJob) -> List[Tuple[int, Tuple[float, float, float, 
         s = float(rng.uniform(0.14, 0.24) if small else rng.uniform(lo, hi)) * h
         persons.append(render_alt_person(ident, random_alt_pose(rng), s) + (s, label))
 
-    best: Optional[Tuple[float, List[Tuple[int, int]]]] = None
+    best: tuple[float, list[tuple[int, int]]] | None = None
     for _ in range(15):  # ours: redraw positions up to 15 times for visible labelled people
         offsets = []
         for prem, alpha, (bx1, by1, bx2, by2), (fx, fy), s, _ in persons:
@@ -666,18 +757,23 @@ def _render_alt_job(job: _AltJob) -> List[Tuple[int, Tuple[float, float, float, 
     order = sorted(range(len(persons)), key=lambda i: offsets[i][1] + persons[i][2][3])
     owner = np.full((h, w), -1, dtype=np.int32)
     own_area = [int((p[1] > 0.5).sum()) for p in persons]  # silhouette pixels, also outside
-    boxes: Dict[int, Tuple[float, float, float, float]] = {}
+    boxes: dict[int, tuple[float, float, float, float]] = {}
     for i in order:  # far to near
         prem, alpha, (bx1, by1, bx2, by2), _, _, _ = persons[i]
         ox, oy = offsets[i]
         x0, y0 = max(0, ox), max(0, oy)
         x1, y1 = min(w, ox + alpha.shape[1]), min(h, oy + alpha.shape[0])
-        a = alpha[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
-        canvas[y0:y1, x0:x1] = (canvas[y0:y1, x0:x1] * (1.0 - a[..., None])
-                                + prem[y0 - oy:y1 - oy, x0 - ox:x1 - ox])
+        a = alpha[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+        canvas[y0:y1, x0:x1] = (
+            canvas[y0:y1, x0:x1] * (1.0 - a[..., None]) + prem[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+        )
         owner[y0:y1, x0:x1][a > 0.5] = i
-        boxes[i] = (float(max(0, ox + bx1)), float(max(0, oy + by1)),
-                    float(min(w, ox + bx2)), float(min(h, oy + by2)))
+        boxes[i] = (
+            float(max(0, ox + bx1)),
+            float(max(0, oy + by1)),
+            float(min(w, ox + bx2)),
+            float(min(h, oy + by2)),
+        )
     if persons and rng.random() < job.occluder_prob:
         (rs, cs), cov, col = _occluder(rng, boxes[int(rng.integers(len(persons)))], w, h)
         if cov.size:
@@ -689,7 +785,8 @@ def _render_alt_job(job: _AltJob) -> List[Tuple[int, Tuple[float, float, float, 
     cast = np.clip(rng.normal(1.0, 0.07, 3), 0.82, 1.18).astype(np.float32)  # ours: RGB gains
     gamma = float(rng.uniform(0.8, 1.2))  # ours: exposure curve
     r2 = (((np.arange(w, dtype=np.float32) + 0.5) / (w / 2) - 1) ** 2)[None, :] + (
-        ((np.arange(h, dtype=np.float32) + 0.5) / (h / 2) - 1) ** 2)[:, None]
+        ((np.arange(h, dtype=np.float32) + 0.5) / (h / 2) - 1) ** 2
+    )[:, None]
     vignette = 1.0 - float(rng.uniform(0.0, 0.3)) * r2 / 2  # ours: up to 30 % darker corners
     canvas = np.clip(canvas * cast * vignette[..., None], 0.0, 1.0) ** gamma
     img = Image.fromarray((canvas * 255.0 + 0.5).astype(np.uint8))
@@ -699,12 +796,14 @@ def _render_alt_job(job: _AltJob) -> List[Tuple[int, Tuple[float, float, float, 
     arr += sigma * rng.standard_normal(arr.shape, dtype=np.float32)
     quality = int(rng.integers(job.jpeg_quality[0], job.jpeg_quality[1] + 1))
     Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8)).save(
-        job.path, format="JPEG", quality=quality)
+        job.path, format="JPEG", quality=quality
+    )
     return [(persons[i][5], boxes[i], float(counts[i]) / max(1, own_area[i])) for i in order]
 
 
-def _box_visibility(placed: Sequence[Tuple[Tuple[int, int, int, int], Tuple[int, int]]],
-                    w: int, h: int) -> List[float]:
+def _box_visibility(
+    placed: Sequence[tuple[tuple[int, int, int, int], tuple[int, int]]], w: int, h: int
+) -> list[float]:
     """Visible fraction of each (patch box, offset), from boxes only: nearer boxes and the
     image border hide farther ones (the lower a box ends, the nearer it is)."""
     rects = [(ox + b[0], oy + b[1], ox + b[2], oy + b[3]) for b, (ox, oy) in placed]
@@ -713,7 +812,7 @@ def _box_visibility(placed: Sequence[Tuple[Tuple[int, int, int, int], Tuple[int,
     for i in sorted(range(len(rects)), key=lambda i: -rects[i][3]):
         x1, y1, x2, y2 = rects[i]
         area = max(1, (x2 - x1) * (y2 - y1))
-        sub = seen[max(0, y1):max(0, y2), max(0, x1):max(0, x2)]
+        sub = seen[max(0, y1) : max(0, y2), max(0, x1) : max(0, x2)]
         out[i] = float(sub.size - sub.sum()) / area
         sub[...] = True
     return out
@@ -730,21 +829,21 @@ def generate_cuhk_sysu_alt(
     num_train_ids: int = 120,
     num_test_ids: int = 70,
     pool_size: int = 150,
-    image_size: Tuple[int, int] = (320, 240),
-    gallery_sizes: Optional[Sequence[int]] = None,
-    persons_per_image: Tuple[int, int] = (2, 6),
-    appearances_per_id: Tuple[int, int] = (2, 5),
-    height_range: Tuple[float, float] = (0.3, 0.8),
+    image_size: tuple[int, int] = (320, 240),
+    gallery_sizes: Sequence[int] | None = None,
+    persons_per_image: tuple[int, int] = (2, 6),
+    appearances_per_id: tuple[int, int] = (2, 5),
+    height_range: tuple[float, float] = (0.3, 0.8),
     small_fraction: float = 0.06,
     border_fraction: float = 0.06,
     confusable_fraction: float = 0.3,
     degenerate_fraction: float = 0.03,
     occluder_prob: float = 0.35,
-    jpeg_quality: Tuple[int, int] = (72, 93),
+    jpeg_quality: tuple[int, int] = (72, 93),
     num_workers: int = 0,
     overwrite: bool = False,
     progress: bool = True,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Generate the alternative synthetic CUHK-SYSU at ``root`` (official layout).
 
     Splits, identities per split, appearances, queries and galleries are built exactly as by
@@ -785,49 +884,88 @@ def generate_cuhk_sysu_alt(
     t_start = time.time()
     lo, hi = float(height_range[0]), float(height_range[1])
     if not 0.05 <= lo <= hi <= 0.95:
-        raise ValueError(f"height_range must satisfy 0.05 <= min <= max <= 0.95, got "
-                         f"{height_range!r}")
+        raise ValueError(
+            f"height_range must satisfy 0.05 <= min <= max <= 0.95, got {height_range!r}"
+        )
     q_lo, q_hi = _check_range("jpeg_quality", jpeg_quality, 1)
     if q_hi > 100:
         raise ValueError(f"jpeg_quality must lie in [1, 100], got {jpeg_quality!r}")
     layout = _plan_cuhk_sysu(
-        seed, _ALT_STREAM, num_images=num_images, num_train_ids=num_train_ids,
-        num_test_ids=num_test_ids, pool_size=pool_size, image_size=image_size,
-        gallery_sizes=gallery_sizes, persons_per_image=persons_per_image,
-        appearances_per_id=appearances_per_id, degenerate_fraction=degenerate_fraction,
-        make_identities=lambda n, r: make_alt_identities(n, r, confusable_fraction))
+        seed,
+        _ALT_STREAM,
+        num_images=num_images,
+        num_train_ids=num_train_ids,
+        num_test_ids=num_test_ids,
+        pool_size=pool_size,
+        image_size=image_size,
+        gallery_sizes=gallery_sizes,
+        persons_per_image=persons_per_image,
+        appearances_per_id=appearances_per_id,
+        degenerate_fraction=degenerate_fraction,
+        make_identities=lambda n, r: make_alt_identities(n, r, confusable_fraction),
+    )
 
     def make_job(j: int, path: str) -> _AltJob:
         jrng = _rng(seed, _ALT_STREAM, 1, j)
-        people = _scene_people(layout.identities, layout.image_labels[j], layout.n_persons[j],
-                               jrng, random_alt_identity)
+        people = _scene_people(
+            layout.identities,
+            layout.image_labels[j],
+            layout.n_persons[j],
+            jrng,
+            random_alt_identity,
+        )
         return _AltJob(
-            path=path, width=layout.width, height=layout.height,
-            seed_keys=(seed, _ALT_STREAM, 2, j), people=people, height_range=(lo, hi),
-            small_fraction=small_fraction, border_fraction=border_fraction,
-            occluder_prob=occluder_prob, jpeg_quality=(q_lo, q_hi))
+            path=path,
+            width=layout.width,
+            height=layout.height,
+            seed_keys=(seed, _ALT_STREAM, 2, j),
+            people=people,
+            height_range=(lo, hi),
+            small_fraction=small_fraction,
+            border_fraction=border_fraction,
+            occluder_prob=occluder_prob,
+            jpeg_quality=(q_lo, q_hi),
+        )
 
     return _render_cuhk_sysu(
-        root, layout, make_job, _render_alt_job, seed=seed, stream=_ALT_STREAM,
-        name="CUHK-SYSU (alt)", dataset="CUHK-SYSU (synthetic, alternative renderer)",
-        t_start=t_start, num_workers=num_workers, overwrite=overwrite, progress=progress)
+        root,
+        layout,
+        make_job,
+        _render_alt_job,
+        seed=seed,
+        stream=_ALT_STREAM,
+        name="CUHK-SYSU (alt)",
+        dataset="CUHK-SYSU (synthetic, alternative renderer)",
+        t_start=t_start,
+        num_workers=num_workers,
+        overwrite=overwrite,
+        progress=progress,
+    )
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command line: ``python -m dcinet_d2.data.synthetic.alt --out DIR [--seed S] [--force]``."""
-    p = argparse.ArgumentParser(description="Generate the alternative synthetic CUHK-SYSU "
-                                            "(written to <out>/CUHK-SYSU).")
-    p.add_argument("--out", default=os.path.join("datasets", "synthetic_alt"),
-                   help="parent folder of CUHK-SYSU/ (default: datasets/synthetic_alt)")
+    p = argparse.ArgumentParser(
+        description="Generate the alternative synthetic CUHK-SYSU (written to <out>/CUHK-SYSU)."
+    )
+    p.add_argument(
+        "--out",
+        default=os.path.join("datasets", "synthetic_alt"),
+        help="parent folder of CUHK-SYSU/ (default: datasets/synthetic_alt)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace an existing dataset")
     p.add_argument("--workers", type=int, default=0, help="rendering processes (0 = in process)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    stats = generate_cuhk_sysu_alt(os.path.join(args.out, "CUHK-SYSU"), seed=args.seed,
-                                   num_workers=args.workers, overwrite=args.force,
-                                   progress=not args.quiet)
+    stats = generate_cuhk_sysu_alt(
+        os.path.join(args.out, "CUHK-SYSU"),
+        seed=args.seed,
+        num_workers=args.workers,
+        overwrite=args.force,
+        progress=not args.quiet,
+    )
     for key in sorted(stats):
         print(f"{key:>18}: {stats[key]}")
     return stats

@@ -38,14 +38,16 @@ of :mod:`.matfile`. Reading the full ``TestG4000.mat`` with ``scipy.io.loadmat``
 minutes and 13 GB of memory (11.6 million gallery entries of three small arrays each), as for the
 real file; readers should load only the gallery size they evaluate.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -71,11 +73,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["CUHK_GALLERY_SIZES", "FULL_SCALE_CUHK_SYSU", "generate_cuhk_sysu"]
 
 #: Gallery sizes of the official CUHK-SYSU protocol files ``TestG{N}.mat``.
-CUHK_GALLERY_SIZES: Tuple[int, ...] = (50, 100, 500, 1000, 2000, 4000)
+CUHK_GALLERY_SIZES: tuple[int, ...] = (50, 100, 500, 1000, 2000, 4000)
 #: Arguments of :func:`generate_cuhk_sysu` that reproduce the size of the real CUHK-SYSU
 #: (Xiao et al. 2017): 18,184 images, 6,978 of them in the test pool, 5,532 training and 2,900
 #: test identities (one query each). Ours: 64x48 images keep it to minutes and ~70 MB of JPEGs.
-FULL_SCALE_CUHK_SYSU: Dict[str, Any] = {
+FULL_SCALE_CUHK_SYSU: dict[str, Any] = {
     "num_images": 18184,
     "pool_size": 6978,
     "num_train_ids": 5532,
@@ -92,15 +94,15 @@ class _CuhkLayout:
 
     width: int
     height: int
-    names: List[str]  # image file names s1.jpg ... sN.jpg
+    names: list[str]  # image file names s1.jpg ... sN.jpg
     is_pool: np.ndarray  # (N,) bool: the image is a test (gallery) image
     n_persons: np.ndarray  # (N,) people drawn per image (labelled + unlabelled)
     id_numbers: np.ndarray  # (C,) the number k of each identity's name 'p{k}'
-    identities: List[Any]  # per identity: what the renderer draws for it
-    image_labels: List[List[int]]  # per image: indices of the identities on it
+    identities: list[Any]  # per identity: what the renderer draws for it
+    image_labels: list[list[int]]  # per image: indices of the identities on it
     degenerate: np.ndarray  # (N,) bool: the image gets one extra zero-width/height box
     num_train_ids: int  # identities 0 .. num_train_ids - 1 are training identities
-    gallery_sizes: List[int]  # N of the TestG{N}.mat files to write
+    gallery_sizes: list[int]  # N of the TestG{N}.mat files to write
 
 
 def _plan_cuhk_sysu(
@@ -111,12 +113,12 @@ def _plan_cuhk_sysu(
     num_train_ids: int,
     num_test_ids: int,
     pool_size: int,
-    image_size: Tuple[int, int],
-    gallery_sizes: Optional[Sequence[int]],
-    persons_per_image: Tuple[int, int],
-    appearances_per_id: Tuple[int, int],
+    image_size: tuple[int, int],
+    gallery_sizes: Sequence[int] | None,
+    persons_per_image: tuple[int, int],
+    appearances_per_id: tuple[int, int],
     degenerate_fraction: float,
-    make_identities: Callable[[int, np.random.Generator], List[Any]],
+    make_identities: Callable[[int, np.random.Generator], list[Any]],
 ) -> _CuhkLayout:
     """Check the arguments of a synthetic CUHK-SYSU and draw its layout (splits, who is where).
 
@@ -134,10 +136,12 @@ def _plan_cuhk_sysu(
         raise ValueError(f"num_images must be >= 2, got {num_images}")
     if not 2 <= pool_size < num_images:
         raise ValueError(
-            f"pool_size must be in [2, num_images - 1] = [2, {num_images - 1}], got {pool_size}")
+            f"pool_size must be in [2, num_images - 1] = [2, {num_images - 1}], got {pool_size}"
+        )
     if num_train_ids < 1 or num_test_ids < 1:
         raise ValueError(
-            f"num_train_ids and num_test_ids must be >= 1, got {num_train_ids}, {num_test_ids}")
+            f"num_train_ids and num_test_ids must be >= 1, got {num_train_ids}, {num_test_ids}"
+        )
     if amax > pool_size:
         raise ValueError(f"appearances_per_id max ({amax}) exceeds pool_size ({pool_size})")
     if gallery_sizes is None:
@@ -149,19 +153,24 @@ def _plan_cuhk_sysu(
             raise ValueError(
                 f"gallery_sizes {bad} not allowed: each N must satisfy {amax - 1} <= N <= "
                 f"pool_size - 1 = {pool_size - 1} (a gallery holds all other images of the "
-                f"query person)")
+                f"query person)"
+            )
     if sizes and sizes[0] < amax - 1:
-        raise ValueError(f"gallery size {sizes[0]} is smaller than appearances_per_id max - 1 "
-                         f"({amax - 1})")
+        raise ValueError(
+            f"gallery size {sizes[0]} is smaller than appearances_per_id max - 1 ({amax - 1})"
+        )
     num_train_images = num_images - pool_size
-    for split, n_img, n_ids in (("train", num_train_images, num_train_ids),
-                                ("test", pool_size, num_test_ids)):
+    for split, n_img, n_ids in (
+        ("train", num_train_images, num_train_ids),
+        ("test", pool_size, num_test_ids),
+    ):
         if n_img * pmax < n_ids * amax or n_img < amax:
             raise ValueError(
                 f"not enough room for the {split} identities: {n_ids} ids x up to {amax} "
                 f"appearances "
                 f"need more than {n_img} images x {pmax} persons; raise num_images/pool_size or "
-                f"persons_per_image, or lower num_{split}_ids")
+                f"persons_per_image, or lower num_{split}_ids"
+            )
 
     lrng = _rng(seed, stream, 0)
     names = [f"s{k}.jpg" for k in range(1, num_images + 1)]
@@ -172,39 +181,52 @@ def _plan_cuhk_sysu(
     id_numbers = lrng.permutation(np.arange(1, num_ids + 1))  # ours: 'p{k}' names in random order
     identities = make_identities(num_ids, lrng)
     k_app = _num_appearances(lrng, amin, amax, num_ids)
-    image_labels: List[List[int]] = [[] for _ in range(num_images)]
-    for split_ids, mask in ((range(num_train_ids), ~is_pool),
-                            (range(num_train_ids, num_ids), is_pool)):
+    image_labels: list[list[int]] = [[] for _ in range(num_images)]
+    for split_ids, mask in (
+        (range(num_train_ids), ~is_pool),
+        (range(num_train_ids, num_ids), is_pool),
+    ):
         need = int(sum(k_app[i] for i in split_ids))
         cap = _free_places(lrng, n_persons, np.flatnonzero(mask), need, pmax)
         for i in lrng.permutation(np.asarray(list(split_ids))):
             cands = np.flatnonzero(cap > 0)
             k = int(k_app[i])
             if len(cands) < k:
-                raise ValueError("could not place every identity; raise num_images/pool_size "
-                                 "or persons_per_image")
+                raise ValueError(
+                    "could not place every identity; raise num_images/pool_size "
+                    "or persons_per_image"
+                )
             for j in _weighted_pick(lrng, cands, cap, k):
                 image_labels[j].append(int(i))
                 cap[j] -= 1
     degenerate = lrng.random(num_images) < degenerate_fraction
     if degenerate_fraction > 0 and not degenerate.any():
         degenerate[int(lrng.integers(num_images))] = True
-    return _CuhkLayout(width=width, height=height, names=names, is_pool=is_pool,
-                       n_persons=n_persons, id_numbers=id_numbers, identities=identities,
-                       image_labels=image_labels, degenerate=degenerate,
-                       num_train_ids=num_train_ids, gallery_sizes=sizes)
+    return _CuhkLayout(
+        width=width,
+        height=height,
+        names=names,
+        is_pool=is_pool,
+        n_persons=n_persons,
+        id_numbers=id_numbers,
+        identities=identities,
+        image_labels=image_labels,
+        degenerate=degenerate,
+        num_train_ids=num_train_ids,
+        gallery_sizes=sizes,
+    )
 
 
 def _write_cuhk_sysu(
     tmp: str,
     root: str,
     layout: _CuhkLayout,
-    results: Sequence[Sequence[Tuple[int, Tuple[float, float, float, float], float]]],
+    results: Sequence[Sequence[tuple[int, tuple[float, float, float, float], float]]],
     seed: int,
     stream: int,
     dataset: str,
     t_start: float,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Write the annotation files and statistics of a rendered synthetic CUHK-SYSU into ``tmp``.
 
     Args:
@@ -226,8 +248,8 @@ def _write_cuhk_sysu(
     ann_dir = os.path.join(tmp, "annotation", "test", "train_test")
     os.makedirs(ann_dir, exist_ok=True)
     # boxes: integer [x, y, w, h] = the pixels touched by the silhouette
-    img_boxes: List[List[Tuple[Tuple[int, int, int, int], int, int]]] = []  # (box, hard, label)
-    appearances: Dict[int, List[Tuple[int, Tuple[int, int, int, int], int]]] = {}
+    img_boxes: list[list[tuple[tuple[int, int, int, int], int, int]]] = []  # (box, hard, label)
+    appearances: dict[int, list[tuple[int, tuple[int, int, int, int], int]]] = {}
     n_hard = n_labelled = n_unlabelled = n_degenerate = 0
     for j, placed in enumerate(results):
         boxes = []
@@ -279,7 +301,7 @@ def _write_cuhk_sysu(
 
     pool_idx = np.flatnonzero(is_pool)
     prng = _rng(seed, stream, 4)
-    protocol: List[_QueryProtocol] = []
+    protocol: list[_QueryProtocol] = []
     for i in sorted(range(num_train_ids, num_ids), key=lambda i: id_numbers[i]):
         apps_i = appearances[i]
         easy = [u for u, a in enumerate(apps_i) if a[2] == 0]
@@ -287,18 +309,32 @@ def _write_cuhk_sysu(
         qj, qbox, qhard = apps_i[qu]
         others = [a for u, a in enumerate(apps_i) if u != qu]
         distractors = pool_idx[~np.isin(pool_idx, [a[0] for a in apps_i])].astype(np.int32)
-        protocol.append(_QueryProtocol(
-            query=(names[qj], qbox, qhard, f"p{id_numbers[i]}"),
-            targets=[(names[j], box, hard) for j, box, hard in others],
-            distractors=distractors[prng.permutation(len(distractors))], names=names))
+        protocol.append(
+            _QueryProtocol(
+                query=(names[qj], qbox, qhard, f"p{id_numbers[i]}"),
+                targets=[(names[j], box, hard) for j, box, hard in others],
+                distractors=distractors[prng.permutation(len(distractors))],
+                names=names,
+            )
+        )
     if not layout.gallery_sizes:
-        logger.warning("%s: pool_size=%d allows no official gallery size (>= 50 needs "
-                       "pool_size >= 51); no TestG file written", dataset, len(pool_idx))
+        logger.warning(
+            "%s: pool_size=%d allows no official gallery size (>= 50 needs "
+            "pool_size >= 51); no TestG file written",
+            dataset,
+            len(pool_idx),
+        )
     for n in layout.gallery_sizes:
         t0 = time.time()
         _write_testg(os.path.join(ann_dir, f"TestG{n}.mat"), protocol, n)
-        logger.info("%s: TestG%d.mat written (%d x %d entries) in %.1f s",
-                    dataset, n, len(protocol), n, time.time() - t0)
+        logger.info(
+            "%s: TestG%d.mat written (%d x %d entries) in %.1f s",
+            dataset,
+            n,
+            len(protocol),
+            n,
+            time.time() - t0,
+        )
 
     stats = {
         "dataset": dataset,
@@ -335,7 +371,7 @@ def _render_cuhk_sysu(
     num_workers: int,
     overwrite: bool,
     progress: bool,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Render the images of ``layout`` and write the CUHK-SYSU at ``root``, atomically.
 
     ``make_job(j, path)`` is the job that ``worker`` renders into image ``j`` at ``path``; the
@@ -349,8 +385,14 @@ def _render_cuhk_sysu(
     img_dir = os.path.join("Image", "SSM")
     with _AtomicDir(root, overwrite) as tmp:
         os.makedirs(os.path.join(tmp, img_dir))
-        logger.info("%s: rendering %d images (%dx%d) into %s",
-                    name, len(layout.names), layout.width, layout.height, root)
+        logger.info(
+            "%s: rendering %d images (%dx%d) into %s",
+            name,
+            len(layout.names),
+            layout.width,
+            layout.height,
+            root,
+        )
         jobs = [make_job(j, os.path.join(tmp, img_dir, n)) for j, n in enumerate(layout.names)]
         results = _run_jobs(jobs, num_workers, progress, f"{name} images", worker)
         stats = _write_cuhk_sysu(tmp, root, layout, results, seed, stream, dataset, t_start)
@@ -366,11 +408,11 @@ def generate_cuhk_sysu(
     num_train_ids: int = 120,
     num_test_ids: int = 70,
     pool_size: int = 150,
-    image_size: Tuple[int, int] = (256, 192),
-    gallery_sizes: Optional[Sequence[int]] = None,
-    persons_per_image: Tuple[int, int] = (2, 6),
-    appearances_per_id: Tuple[int, int] = (2, 5),
-    height_range: Tuple[float, float] = (0.35, 0.85),
+    image_size: tuple[int, int] = (256, 192),
+    gallery_sizes: Sequence[int] | None = None,
+    persons_per_image: tuple[int, int] = (2, 6),
+    appearances_per_id: tuple[int, int] = (2, 5),
+    height_range: tuple[float, float] = (0.35, 0.85),
     similar_fraction: float = 0.3,
     degenerate_fraction: float = 0.03,
     occluder_prob: float = 0.3,
@@ -378,7 +420,7 @@ def generate_cuhk_sysu(
     num_workers: int = 0,
     overwrite: bool = False,
     progress: bool = True,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Generate a synthetic CUHK-SYSU at ``root`` in the official layout (module docstring).
 
     Training identities appear only in training images, test identities only in pool images; every
@@ -417,24 +459,50 @@ def generate_cuhk_sysu(
     """
     t_start = time.time()
     layout = _plan_cuhk_sysu(
-        seed, _CUHK_STREAM, num_images=num_images, num_train_ids=num_train_ids,
-        num_test_ids=num_test_ids, pool_size=pool_size, image_size=image_size,
-        gallery_sizes=gallery_sizes, persons_per_image=persons_per_image,
-        appearances_per_id=appearances_per_id, degenerate_fraction=degenerate_fraction,
-        make_identities=lambda n, r: make_identity_appearances(n, r, similar_fraction))
+        seed,
+        _CUHK_STREAM,
+        num_images=num_images,
+        num_train_ids=num_train_ids,
+        num_test_ids=num_test_ids,
+        pool_size=pool_size,
+        image_size=image_size,
+        gallery_sizes=gallery_sizes,
+        persons_per_image=persons_per_image,
+        appearances_per_id=appearances_per_id,
+        degenerate_fraction=degenerate_fraction,
+        make_identities=lambda n, r: make_identity_appearances(n, r, similar_fraction),
+    )
 
     def make_job(j: int, path: str) -> _ImageJob:
         jrng = _rng(seed, _CUHK_STREAM, 1, j)
-        people = _scene_people(layout.identities, layout.image_labels[j], layout.n_persons[j],
-                               jrng, random_appearance)
+        people = _scene_people(
+            layout.identities, layout.image_labels[j], layout.n_persons[j], jrng, random_appearance
+        )
         return _ImageJob(
-            path=path, width=layout.width, height=layout.height,
-            seed_keys=(seed, _CUHK_STREAM, 2, j), people=people,
-            background=_random_background_style(jrng), height_range=tuple(height_range),
-            edge_person=None, occluder_prob=occluder_prob, lighting=_random_lighting(jrng),
-            jpeg_quality=jpeg_quality)
+            path=path,
+            width=layout.width,
+            height=layout.height,
+            seed_keys=(seed, _CUHK_STREAM, 2, j),
+            people=people,
+            background=_random_background_style(jrng),
+            height_range=tuple(height_range),
+            edge_person=None,
+            occluder_prob=occluder_prob,
+            lighting=_random_lighting(jrng),
+            jpeg_quality=jpeg_quality,
+        )
 
     return _render_cuhk_sysu(
-        root, layout, make_job, _run_job, seed=seed, stream=_CUHK_STREAM, name="CUHK-SYSU",
-        dataset="CUHK-SYSU (synthetic)", t_start=t_start, num_workers=num_workers,
-        overwrite=overwrite, progress=progress)
+        root,
+        layout,
+        make_job,
+        _run_job,
+        seed=seed,
+        stream=_CUHK_STREAM,
+        name="CUHK-SYSU",
+        dataset="CUHK-SYSU (synthetic)",
+        t_start=t_start,
+        num_workers=num_workers,
+        overwrite=overwrite,
+        progress=progress,
+    )

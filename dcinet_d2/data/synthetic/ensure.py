@@ -3,12 +3,13 @@
 :func:`ensure_synthetic_datasets` generates ``<base>/CUHK-SYSU`` and ``<base>/PRW`` unless they
 exist; :func:`default_synthetic_root` is the default ``<base>``.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
-from typing import Any, Dict, Optional
+from typing import Any
 
 from .cuhk_sysu import generate_cuhk_sysu
 from .jobs import STATS_FILE
@@ -25,15 +26,15 @@ def default_synthetic_root() -> str:
 
 
 def ensure_synthetic_datasets(
-    base: Optional[str] = None,
+    base: str | None = None,
     *,
     seed: int = 0,
     which: str = "both",
-    cuhk_sysu: Optional[Dict[str, Any]] = None,
-    prw: Optional[Dict[str, Any]] = None,
+    cuhk_sysu: dict[str, Any] | None = None,
+    prw: dict[str, Any] | None = None,
     num_workers: int = 0,
     progress: bool = True,
-) -> Dict[str, Dict[str, Any]]:
+) -> dict[str, dict[str, Any]]:
     """Generate ``<base>/CUHK-SYSU`` and ``<base>/PRW`` unless they already exist.
 
     A dataset folder that exists is left untouched (the generator only creates it by an atomic
@@ -55,9 +56,11 @@ def ensure_synthetic_datasets(
     if which not in ("cuhk_sysu", "prw", "both"):
         raise ValueError(f"which must be 'cuhk_sysu', 'prw' or 'both', got {which!r}")
     base = default_synthetic_root() if base is None else base
-    out: Dict[str, Dict[str, Any]] = {}
-    todo = [("cuhk_sysu", "CUHK-SYSU", generate_cuhk_sysu, cuhk_sysu or {}),
-            ("prw", "PRW", generate_prw, prw or {})]
+    out: dict[str, dict[str, Any]] = {}
+    todo = [
+        ("cuhk_sysu", "CUHK-SYSU", generate_cuhk_sysu, cuhk_sysu or {}),
+        ("prw", "PRW", generate_prw, prw or {}),
+    ]
     for key, folder, fn, kw in todo:
         if which not in (key, "both"):
             continue
@@ -68,8 +71,11 @@ def ensure_synthetic_datasets(
                 with open(stats_path) as f:
                     stats = json.load(f)
             else:
-                logger.warning("%s exists but has no %s (not made by this generator?); left as is",
-                               root, STATS_FILE)
+                logger.warning(
+                    "%s exists but has no %s (not made by this generator?); left as is",
+                    root,
+                    STATS_FILE,
+                )
                 stats = {"root": os.path.abspath(root)}
             stats["generated"] = False
             out[key] = stats

@@ -7,6 +7,7 @@ the ``ishard`` rule (:func:`_is_hard`), image jobs and their rendering in proces
 (:class:`_Job`, :func:`_run_jobs`), the atomic output folder (:class:`_AtomicDir`) and its
 statistics file (:data:`STATS_FILE`, :func:`_write_stats`).
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,9 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -31,8 +33,9 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), *[int(k) for k in keys]])
 
 
-def _num_appearances(rng: np.random.Generator, lo: int, hi: int, size: int,
-                     decay: float = 0.6) -> np.ndarray:
+def _num_appearances(
+    rng: np.random.Generator, lo: int, hi: int, size: int, decay: float = 0.6
+) -> np.ndarray:
     """Appearances per identity in [lo, hi]: P(k) ~ decay^(k - lo) (ours: 0.6 for CUHK-SYSU,
     where most identities appear 2-3 times; 1.0 = uniform for PRW, where people recur often)."""
     ks = np.arange(lo, hi + 1)
@@ -47,7 +50,7 @@ def _weighted_pick(
     return cands[rng.choice(len(cands), size=k, replace=False, p=w / w.sum())]
 
 
-def _check_range(name: str, value: Sequence[int], minimum: int) -> Tuple[int, int]:
+def _check_range(name: str, value: Sequence[int], minimum: int) -> tuple[int, int]:
     try:
         lo, hi = int(value[0]), int(value[1])
     except (TypeError, IndexError, ValueError):
@@ -57,7 +60,7 @@ def _check_range(name: str, value: Sequence[int], minimum: int) -> Tuple[int, in
     return lo, hi
 
 
-def _check_image_size(image_size: Sequence[int]) -> Tuple[int, int]:
+def _check_image_size(image_size: Sequence[int]) -> tuple[int, int]:
     try:
         w, h = int(image_size[0]), int(image_size[1])
     except (TypeError, IndexError, ValueError):
@@ -73,10 +76,10 @@ def _draw_identities(
     lookalike_fraction: float,
     new: Callable[[np.random.Generator], Any],
     lookalike: Callable[[Any, np.random.Generator], Any],
-) -> List[Any]:
+) -> list[Any]:
     """``num`` identities: each one with probability ``lookalike_fraction`` (never the first)
     ``lookalike(earlier, rng)`` of a random earlier identity, else ``new(rng)``."""
-    out: List[Any] = []
+    out: list[Any] = []
     for i in range(num):
         if i > 0 and rng.random() < lookalike_fraction:
             out.append(lookalike(out[int(rng.integers(i))], rng))
@@ -106,9 +109,12 @@ def _free_places(
 
 
 def _scene_people(
-    identities: Sequence[Any], labels: Sequence[int], n_persons: int, rng: np.random.Generator,
+    identities: Sequence[Any],
+    labels: Sequence[int],
+    n_persons: int,
+    rng: np.random.Generator,
     make_unlabelled: Callable[[np.random.Generator], Any],
-) -> List[Tuple[Any, int]]:
+) -> list[tuple[Any, int]]:
     """The people of one image, shuffled by ``rng``: (identity, label) per person.
 
     The identities ``labels`` (labelled with their index), then ``n_persons - len(labels)``
@@ -132,17 +138,20 @@ class _Job:
     path: str
     width: int
     height: int
-    seed_keys: Tuple[int, ...]
-    people: List[Tuple[Any, int]]
+    seed_keys: tuple[int, ...]
+    people: list[tuple[Any, int]]
 
 
 def _run_jobs(
-    jobs: Sequence[Any], num_workers: int, progress: bool, desc: str,
+    jobs: Sequence[Any],
+    num_workers: int,
+    progress: bool,
+    desc: str,
     worker: Callable[[Any], Any],
-) -> List[Any]:
+) -> list[Any]:
     """``[worker(job) for job in jobs]``, in ``num_workers`` processes when > 0 (same order)."""
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress, unit="img", mininterval=1.0)
-    results: List[Any] = []
+    results: list[Any] = []
     try:
         if num_workers > 0:
             method = "fork" if sys.platform.startswith("linux") else "spawn"
@@ -201,7 +210,7 @@ def _dir_size(path: str) -> int:
     return total
 
 
-def _write_stats(tmp: str, stats: Dict[str, Any], t_start: float) -> Dict[str, Any]:
+def _write_stats(tmp: str, stats: dict[str, Any], t_start: float) -> dict[str, Any]:
     """Add the time since ``t_start`` and the size of ``tmp`` to ``stats``; write them there."""
     stats["seconds"] = round(time.time() - t_start, 2)
     stats["disk_bytes"] = _dir_size(tmp)

@@ -5,11 +5,13 @@
 :func:`make_identity_appearances`); :class:`Pose` (view, gait, slight colour change) per
 appearance (:func:`random_pose`); the colour helpers they use.
 """
+
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, List, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +32,7 @@ __all__ = [
     "random_pose",
 ]
 
-RGB = Tuple[float, float, float]
+RGB = tuple[float, float, float]
 
 HAIR_STYLES = ("short", "long", "bald", "hat")
 UPPER_PATTERNS = ("plain", "hstripes", "two_tone", "logo")
@@ -38,13 +40,23 @@ LOWER_STYLES = ("trousers", "shorts", "skirt")
 BAGS = ("none", "backpack", "shoulder", "handbag")
 FACINGS = ("front", "back", "left", "right")
 
-_SKIN_TONES: Tuple[RGB, ...] = (
-    (0.98, 0.84, 0.72), (0.94, 0.76, 0.62), (0.87, 0.67, 0.52), (0.76, 0.57, 0.42),
-    (0.62, 0.44, 0.31), (0.47, 0.32, 0.22), (0.36, 0.24, 0.17),
+_SKIN_TONES: tuple[RGB, ...] = (
+    (0.98, 0.84, 0.72),
+    (0.94, 0.76, 0.62),
+    (0.87, 0.67, 0.52),
+    (0.76, 0.57, 0.42),
+    (0.62, 0.44, 0.31),
+    (0.47, 0.32, 0.22),
+    (0.36, 0.24, 0.17),
 )
-_HAIR_COLORS: Tuple[RGB, ...] = (
-    (0.06, 0.05, 0.05), (0.18, 0.12, 0.08), (0.35, 0.22, 0.12), (0.55, 0.38, 0.20),
-    (0.80, 0.66, 0.40), (0.60, 0.60, 0.60), (0.55, 0.20, 0.10),
+_HAIR_COLORS: tuple[RGB, ...] = (
+    (0.06, 0.05, 0.05),
+    (0.18, 0.12, 0.08),
+    (0.35, 0.22, 0.12),
+    (0.55, 0.38, 0.20),
+    (0.80, 0.66, 0.40),
+    (0.60, 0.60, 0.60),
+    (0.55, 0.20, 0.10),
 )
 
 
@@ -85,8 +97,7 @@ class Pose:
     stride: float
     arm_swing: float
     lean: float
-    tint: Tuple[float, ...]
-
+    tint: tuple[float, ...]
 
 
 def _hsv(h: float, s: float, v: float) -> RGB:
@@ -146,8 +157,14 @@ def random_appearance(rng: np.random.Generator) -> Appearance:
 
 #: Attributes that :func:`similar_appearance` may change (exactly one of them per call).
 SIMILARITY_ATTRIBUTES = (
-    "upper_color", "lower_color", "upper_pattern", "bag", "hair_style", "long_sleeves",
-    "lower_style", "shoe_color",
+    "upper_color",
+    "lower_color",
+    "upper_pattern",
+    "bag",
+    "hair_style",
+    "long_sleeves",
+    "lower_style",
+    "shoe_color",
 )
 
 
@@ -173,15 +190,19 @@ def similar_appearance(base: Appearance, rng: np.random.Generator) -> Appearance
     elif attr == "long_sleeves":
         d[attr] = not d[attr]
     else:
-        options = {"upper_pattern": UPPER_PATTERNS, "bag": BAGS, "hair_style": HAIR_STYLES,
-                   "lower_style": LOWER_STYLES}[attr]
+        options = {
+            "upper_pattern": UPPER_PATTERNS,
+            "bag": BAGS,
+            "hair_style": HAIR_STYLES,
+            "lower_style": LOWER_STYLES,
+        }[attr]
         d[attr] = _pick(options, rng, exclude=d[attr])
     return Appearance(**d)
 
 
 def make_identity_appearances(
     num: int, rng: np.random.Generator, similar_fraction: float = 0.3
-) -> List[Appearance]:
+) -> list[Appearance]:
     """Appearances of ``num`` identities; a fraction are look-alikes of an earlier identity.
 
     Args:

@@ -8,23 +8,26 @@ MAT-5 encoder of ours whose output is byte-identical to ``scipy.io.savemat`` (a 
 this): at full scale ``TestG4000.mat`` holds 2,900 x 4,000 gallery entries, which savemat writes
 at about 40 microseconds per entry (about 14 minutes for all six files; ours: about 30 s).
 """
+
 from __future__ import annotations
 
 import io
 import struct
 import sys
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 import scipy.io
 
-_MAT_HEADER_TEXT = (b"MATLAB 5.0 MAT-file, Platform: posix, "
-                    b"Created by: dcinet_d2 synthetic generator")
+_MAT_HEADER_TEXT = (
+    b"MATLAB 5.0 MAT-file, Platform: posix, Created by: dcinet_d2 synthetic generator"
+)
 
 
-def _mat_bytes(variables: Dict[str, Any]) -> bytes:
+def _mat_bytes(variables: dict[str, Any]) -> bytes:
     """``scipy.io.savemat`` (compressed) into memory, with a fixed header text.
 
     scipy writes the creation time into the 116-byte header text; we overwrite it so that reruns
@@ -37,12 +40,12 @@ def _mat_bytes(variables: Dict[str, Any]) -> bytes:
     return bytes(data)
 
 
-def _write_mat(path: str, variables: Dict[str, Any]) -> None:
+def _write_mat(path: str, variables: dict[str, Any]) -> None:
     with open(path, "wb") as f:
         f.write(_mat_bytes(variables))
 
 
-def _struct_array(shape: Tuple[int, int], fields: Sequence[str]) -> np.ndarray:
+def _struct_array(shape: tuple[int, int], fields: Sequence[str]) -> np.ndarray:
     return np.empty(shape, dtype=[(f, object) for f in fields])
 
 
@@ -60,7 +63,14 @@ def _char_cell(strings: Sequence[str]) -> np.ndarray:
 
 # --- a minimal MAT-5 encoder for the (huge) TestG files, byte-identical to scipy.io.savemat ---
 _MI_INT8, _MI_INT32, _MI_UINT32, _MI_DOUBLE, _MI_MATRIX, _MI_COMPRESSED, _MI_UTF8 = (
-    1, 5, 6, 9, 14, 15, 16)
+    1,
+    5,
+    6,
+    9,
+    14,
+    15,
+    16,
+)
 _MX_STRUCT, _MX_CHAR, _MX_DOUBLE = 2, 4, 6
 
 
@@ -71,10 +81,13 @@ def _mat_element(mdtype: int, data: bytes) -> bytes:
     return struct.pack("<II", mdtype, n) + data + b"\0" * ((-n) % 8)
 
 
-def _mat_matrix(mclass: int, dims: Tuple[int, int], payload: bytes, name: bytes = b"") -> bytes:
-    content = (struct.pack("<IIII", _MI_UINT32, 8, mclass, 0)
-               + _mat_element(_MI_INT32, struct.pack("<ii", *dims))
-               + _mat_element(_MI_INT8, name) + payload)
+def _mat_matrix(mclass: int, dims: tuple[int, int], payload: bytes, name: bytes = b"") -> bytes:
+    content = (
+        struct.pack("<IIII", _MI_UINT32, 8, mclass, 0)
+        + _mat_element(_MI_INT32, struct.pack("<ii", *dims))
+        + _mat_element(_MI_INT8, name)
+        + payload
+    )
     return struct.pack("<II", _MI_MATRIX, len(content)) + content
 
 
@@ -108,15 +121,16 @@ _EMPTY_IDLOCATE_SHAPE = (1, 0)
 
 @dataclass
 class _QueryProtocol:
-    query: Tuple[str, Tuple[int, int, int, int], int, str]  # imname, idlocate, ishard, idname
-    targets: List[Tuple[str, Tuple[int, int, int, int], int]]  # imname, idlocate, ishard
+    query: tuple[str, tuple[int, int, int, int], int, str]  # imname, idlocate, ishard, idname
+    targets: list[tuple[str, tuple[int, int, int, int], int]]  # imname, idlocate, ishard
     distractors: np.ndarray  # indices into ``names``, in gallery order (prefix per gallery size)
     names: Sequence[str]  # all image names (shared by every query)
 
 
-def _testg_entries(q: _QueryProtocol, n: int) -> List[Tuple[str, Optional[Tuple[int, ...]], int]]:
-    entries: List[Tuple[str, Optional[Tuple[int, ...]], int]] = [
-        (name, box, hard) for name, box, hard in q.targets]
+def _testg_entries(q: _QueryProtocol, n: int) -> list[tuple[str, tuple[int, ...] | None, int]]:
+    entries: list[tuple[str, tuple[int, ...] | None, int]] = [
+        (name, box, hard) for name, box, hard in q.targets
+    ]
     entries += [(q.names[j], None, 0) for j in q.distractors[: n - len(q.targets)].tolist()]
     return entries
 
@@ -148,10 +162,10 @@ def _write_testg(path: str, protocol: Sequence[_QueryProtocol], n: int) -> None:
     if sys.byteorder != "little":  # the encoder writes little-endian only; scipy is exact anyway
         _write_mat(path, {key: _testg_struct(protocol, n)})
         return
-    cache: Dict[Tuple[str, Optional[Tuple[int, ...]], int], bytes] = {}
+    cache: dict[tuple[str, tuple[int, ...] | None, int], bytes] = {}
     empty = _mat_double(np.zeros(_EMPTY_IDLOCATE_SHAPE))
 
-    def gallery_entry(e: Tuple[str, Optional[Tuple[int, ...]], int]) -> bytes:
+    def gallery_entry(e: tuple[str, tuple[int, ...] | None, int]) -> bytes:
         b = cache.get(e)
         if b is None:
             loc = _mat_double(_dbl(*e[1])) if e[1] is not None else empty
@@ -180,11 +194,15 @@ def _write_testg(path: str, protocol: Sequence[_QueryProtocol], n: int) -> None:
     top_content = _mat_struct_size(("Query", "Gallery"), total, name) - 8
     if top_content >= 2**32:
         raise ValueError(
-            f"{path}: TestG{n} is too large for the MAT-5 format ({top_content} bytes)")
-    top_head = (struct.pack("<II", _MI_MATRIX, top_content)
-                + struct.pack("<IIII", _MI_UINT32, 8, _MX_STRUCT, 0)
-                + _mat_element(_MI_INT32, struct.pack("<ii", 1, len(protocol)))
-                + _mat_element(_MI_INT8, name) + _mat_struct_head(("Query", "Gallery")))
+            f"{path}: TestG{n} is too large for the MAT-5 format ({top_content} bytes)"
+        )
+    top_head = (
+        struct.pack("<II", _MI_MATRIX, top_content)
+        + struct.pack("<IIII", _MI_UINT32, 8, _MX_STRUCT, 0)
+        + _mat_element(_MI_INT32, struct.pack("<ii", 1, len(protocol)))
+        + _mat_element(_MI_INT8, name)
+        + _mat_struct_head(("Query", "Gallery"))
+    )
     header = bytearray(_mat_bytes({}))  # 128-byte file header only
     assert len(header) == 128
     comp = zlib.compressobj()

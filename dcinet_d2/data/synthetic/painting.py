@@ -7,11 +7,13 @@ lighting (:func:`_random_lighting`); :func:`_run_job` renders one :class:`_Image
 Boxes are *amodal*: they bound the whole rendered silhouette of a person, also where another
 person or an object occludes it (what an annotator marks for a partly hidden person).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -41,7 +43,7 @@ class PersonSprite:
 
     rgb: np.ndarray
     alpha: np.ndarray
-    box: Tuple[float, float, float, float]
+    box: tuple[float, float, float, float]
 
 
 def render_person(
@@ -76,7 +78,7 @@ def render_person(
     side = pose.facing in ("left", "right")
     dirn = -1.0 if pose.facing == "left" else 1.0
 
-    def P(xf: float, yf: float) -> Tuple[float, float]:
+    def P(xf: float, yf: float) -> tuple[float, float]:
         return (cx + (xf + pose.lean * (0.52 - yf)) * H, top + yf * H)
 
     def rect(x0: float, y0: float, x1: float, y1: float, label: int) -> None:
@@ -87,7 +89,7 @@ def render_person(
         (ax, ay), (bx, by) = P(x0, y0), P(x1, y1)
         d.ellipse([min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)], fill=label)
 
-    def limb(points: Sequence[Tuple[float, float]], width: float, label: int) -> None:
+    def limb(points: Sequence[tuple[float, float]], width: float, label: int) -> None:
         w = max(1, int(round(width * H)))
         pts = [P(x, y) for x, y in points]
         d.line(pts, fill=label, width=w, joint="curve")
@@ -117,11 +119,19 @@ def render_person(
     # --- legs and shoes
     if side:
         s = 0.03 + pose.stride * 1.4
-        legs = [[(0.0, 0.52), (dirn * (s * 0.5 + 0.02), 0.74), (dirn * s, 0.95)],
-                [(0.0, 0.52), (-dirn * s * 0.4, 0.74), (-dirn * s, 0.95)]]
+        legs = [
+            [(0.0, 0.52), (dirn * (s * 0.5 + 0.02), 0.74), (dirn * s, 0.95)],
+            [(0.0, 0.52), (-dirn * s * 0.4, 0.74), (-dirn * s, 0.95)],
+        ]
     else:
-        legs = [[(sg * 0.045 * b, 0.52), (sg * (0.045 * b + pose.stride * 0.5), 0.74),
-                 (sg * (0.045 * b + pose.stride), 0.95)] for sg in (-1.0, 1.0)]
+        legs = [
+            [
+                (sg * 0.045 * b, 0.52),
+                (sg * (0.045 * b + pose.stride * 0.5), 0.74),
+                (sg * (0.045 * b + pose.stride), 0.95),
+            ]
+            for sg in (-1.0, 1.0)
+        ]
     for leg in legs:
         if app.lower_style == "trousers":
             limb(leg, leg_w, _LOWER)
@@ -208,8 +218,19 @@ def render_person(
         labels = np.where(upper & (yy < 0.30), _UPPER2, labels)
 
     lut = np.zeros((9, 3), dtype=np.float32)
-    for k, c in enumerate((app.skin, app.hair_color, app.upper_color, app.lower_color,
-                           app.shoe_color, app.bag_color, app.hat_color, app.upper_color2), 1):
+    for k, c in enumerate(
+        (
+            app.skin,
+            app.hair_color,
+            app.upper_color,
+            app.lower_color,
+            app.shoe_color,
+            app.bag_color,
+            app.hat_color,
+            app.upper_color2,
+        ),
+        1,
+    ):
         lut[k] = np.asarray(c, dtype=np.float32) * pose.tint[k - 1]
     rgb = lut[labels]
     shade = 1.0 - 0.22 * np.clip(np.abs(xx) / (0.14 * b), 0.0, 1.0) ** 2
@@ -223,14 +244,13 @@ def render_person(
     prem = (rgb * alpha[..., None]).reshape(h2 // _SS, _SS, w2 // _SS, _SS, 3).mean(axis=(1, 3))
     rgb_small = np.where(a_small[..., None] > 0, prem / np.maximum(a_small, 1e-6)[..., None], 0.0)
     box = ((c0 - C0) / _SS, (r0 - R0) / _SS, (c1 + 1 - C0) / _SS, (r1 + 1 - R0) / _SS)
-    return PersonSprite(rgb=rgb_small.astype(np.float32), alpha=a_small.astype(np.float32),
-                        box=box)
+    return PersonSprite(rgb=rgb_small.astype(np.float32), alpha=a_small.astype(np.float32), box=box)
 
 
 # =============================================================================================
 # Backgrounds and scenes
 # =============================================================================================
-def _random_background_style(rng: np.random.Generator) -> Dict[str, Any]:
+def _random_background_style(rng: np.random.Generator) -> dict[str, Any]:
     """Parameters of a textured street/plaza/indoor background (colours, patterns, clutter)."""
     n_clutter = int(rng.integers(1, 5))
     return {
@@ -253,7 +273,7 @@ def _random_background_style(rng: np.random.Generator) -> Dict[str, Any]:
     }
 
 
-def _render_background(width: int, height: int, style: Dict[str, Any]) -> np.ndarray:
+def _render_background(width: int, height: int, style: dict[str, Any]) -> np.ndarray:
     """Render a background (h, w, 3) float32 in [0, 1] from a style (deterministic)."""
     W, Hh = width, height
     img = Image.new("RGB", (W, Hh))
@@ -297,11 +317,15 @@ def _render_background(width: int, height: int, style: Dict[str, Any]) -> np.nda
         s = c["size"] * Hh
         if c["kind"] == "tree":
             d.rectangle([x - s * 0.06, hz - s * 0.5, x + s * 0.06, hz + s * 0.1], fill=(90, 60, 40))
-            d.ellipse([x - s * 0.4, hz - s * 1.1, x + s * 0.4, hz - s * 0.35],
-                      fill=(40, 110 + int(60 * c["size"]), 50))
+            d.ellipse(
+                [x - s * 0.4, hz - s * 1.1, x + s * 0.4, hz - s * 0.35],
+                fill=(40, 110 + int(60 * c["size"]), 50),
+            )
         elif c["kind"] == "pole":
-            d.rectangle([x - max(1, s * 0.03), hz - s * 1.2, x + max(1, s * 0.03), hz + s * 0.2],
-                        fill=darker(col, 0.6))
+            d.rectangle(
+                [x - max(1, s * 0.03), hz - s * 1.2, x + max(1, s * 0.03), hz + s * 0.2],
+                fill=darker(col, 0.6),
+            )
         elif c["kind"] == "sign":
             d.rectangle([x - 1, hz - s * 0.6, x + 1, hz + s * 0.1], fill=(80, 80, 80))
             d.rectangle([x - s * 0.2, hz - s * 0.9, x + s * 0.2, hz - s * 0.55], fill=col)
@@ -324,7 +348,7 @@ def _render_background(width: int, height: int, style: Dict[str, Any]) -> np.nda
 @dataclass
 class _Placed:
     label: int  # caller's label (identity index, or -1)
-    box: Tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels (half-pixel steps)
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in image pixels (half-pixel steps)
     visible: float  # fraction of the silhouette visible in the image
 
 
@@ -332,16 +356,16 @@ def _render_scene(
     width: int,
     height: int,
     background: np.ndarray,
-    people: Sequence[Tuple[Appearance, int]],
+    people: Sequence[tuple[Appearance, int]],
     rng: np.random.Generator,
     *,
-    height_range: Tuple[float, float],
+    height_range: tuple[float, float],
     horizon: float,
-    edge_person: Optional[str],
+    edge_person: str | None,
     occluder_prob: float,
-    lighting: Tuple[float, Tuple[float, float, float]],
+    lighting: tuple[float, tuple[float, float, float]],
     noise_sigma: float = 0.012,
-) -> Tuple[np.ndarray, List[_Placed]]:
+) -> tuple[np.ndarray, list[_Placed]]:
     """Place, render and composite ``people`` onto ``background``.
 
     Farther people (feet higher in the image) are drawn first; positions are re-drawn up to 20
@@ -398,20 +422,26 @@ def _render_scene(
             if i == 0 and edge_person == "left":
                 ox = int(math.floor(x1 - bx0))  # ox + bx0 <= x1 < 0
             else:
-                ox = min(max(int(round(x1 - bx0)), int(math.ceil(-bx0))),
-                         int(math.floor(width - bx1_)))
+                ox = min(
+                    max(int(round(x1 - bx0)), int(math.ceil(-bx0))), int(math.floor(width - bx1_))
+                )
             if i == 0 and edge_person == "top":
                 oy = int(math.floor(y1 - by0))
             else:
-                oy = min(max(int(round(y1 - by0)), int(math.ceil(-by0))),
-                         int(math.floor(height - by1_)))
+                oy = min(
+                    max(int(round(y1 - by0)), int(math.ceil(-by0))), int(math.floor(height - by1_))
+                )
             boxes.append((ox + bx0, oy + by0, ox + bx1_, oy + by1_))
         order = sorted(range(len(boxes)), key=lambda i: boxes[i][3])
         cover = np.zeros((height, width), dtype=bool)
         vis = [0.0] * len(boxes)
         for i in reversed(order):  # nearest first
-            x1, y1, x2, y2 = (int(math.floor(boxes[i][0])), int(math.floor(boxes[i][1])),
-                              int(math.ceil(boxes[i][2])), int(math.ceil(boxes[i][3])))
+            x1, y1, x2, y2 = (
+                int(math.floor(boxes[i][0])),
+                int(math.floor(boxes[i][1])),
+                int(math.ceil(boxes[i][2])),
+                int(math.ceil(boxes[i][3])),
+            )
             area = max(1, (x2 - x1) * (y2 - y1))
             cx1, cy1, cx2, cy2 = max(0, x1), max(0, y1), min(width, x2), min(height, y2)
             vis[i] = float((~cover[cy1:cy2, cx1:cx2]).sum()) / area
@@ -426,7 +456,7 @@ def _render_scene(
 
     canvas = background.copy()
     owner = np.full((height, width), -1, dtype=np.int32)
-    placed: List[Optional[_Placed]] = [None] * len(sprites)
+    placed: list[_Placed | None] = [None] * len(sprites)
     own_area = [0] * len(sprites)
     for i in order:
         sp = sprites[i]
@@ -435,9 +465,11 @@ def _render_scene(
         sh, sw_ = sp.alpha.shape
         x0, y0 = max(0, ox), max(0, oy)
         x1, y1 = min(width, ox + sw_), min(height, oy + sh)
-        a = sp.alpha[y0 - oy:y1 - oy, x0 - ox:x1 - ox]
-        canvas[y0:y1, x0:x1] = (canvas[y0:y1, x0:x1] * (1.0 - a[..., None])
-                                + sp.rgb[y0 - oy:y1 - oy, x0 - ox:x1 - ox] * a[..., None])
+        a = sp.alpha[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+        canvas[y0:y1, x0:x1] = (
+            canvas[y0:y1, x0:x1] * (1.0 - a[..., None])
+            + sp.rgb[y0 - oy : y1 - oy, x0 - ox : x1 - ox] * a[..., None]
+        )
         owner[y0:y1, x0:x1][a > 0.5] = i
         own_area[i] = int((sp.alpha > 0.5).sum())
         box = (ox + sp.box[0], oy + sp.box[1], ox + sp.box[2], oy + sp.box[3])
@@ -447,8 +479,9 @@ def _render_scene(
         i = int(rng.integers(len(sprites)))
         bx1, by1, bx2, by2 = placed[i].box  # type: ignore[union-attr]
         bw, bh = bx2 - bx1, by2 - by1
-        col = np.asarray(_hsv(rng.random(), rng.uniform(0.0, 0.5), rng.uniform(0.2, 0.7)),
-                         dtype=np.float32)
+        col = np.asarray(
+            _hsv(rng.random(), rng.uniform(0.0, 0.5), rng.uniform(0.2, 0.7)), dtype=np.float32
+        )
         if rng.random() < 0.5:  # object standing in front (bench, car, bin, bush): lower part
             top_y = by1 + rng.uniform(0.55, 0.8) * bh
             ox1 = bx1 - rng.uniform(0.0, 0.4) * bw
@@ -479,7 +512,7 @@ def _render_scene(
 
 def _random_lighting(
     rng: np.random.Generator, spread: float = 1.0
-) -> Tuple[float, Tuple[float, float, float]]:
+) -> tuple[float, tuple[float, float, float]]:
     b = float(rng.uniform(1.0 - 0.3 * spread, 1.0 + 0.25 * spread))
     cast = tuple(float(c) for c in np.clip(rng.normal(1.0, 0.06 * spread, size=3), 0.8, 1.2))
     return b, cast  # type: ignore[return-value]
@@ -490,21 +523,29 @@ def _random_lighting(
 # =============================================================================================
 @dataclass
 class _ImageJob(_Job):
-    background: Dict[str, Any]
-    height_range: Tuple[float, float]
-    edge_person: Optional[str]
+    background: dict[str, Any]
+    height_range: tuple[float, float]
+    edge_person: str | None
     occluder_prob: float
-    lighting: Tuple[float, Tuple[float, float, float]]
+    lighting: tuple[float, tuple[float, float, float]]
     jpeg_quality: int
 
 
-def _run_job(job: _ImageJob) -> List[Tuple[int, Tuple[float, float, float, float], float]]:
+def _run_job(job: _ImageJob) -> list[tuple[int, tuple[float, float, float, float], float]]:
     """Render one image, save it as JPEG, return (label, box x1y1x2y2, visible) per person."""
     rng = np.random.default_rng(list(job.seed_keys))
     bg = _render_background(job.width, job.height, job.background)
     img, placed = _render_scene(
-        job.width, job.height, bg, job.people, rng, height_range=job.height_range,
-        horizon=job.background["horizon"], edge_person=job.edge_person,
-        occluder_prob=job.occluder_prob, lighting=job.lighting)
+        job.width,
+        job.height,
+        bg,
+        job.people,
+        rng,
+        height_range=job.height_range,
+        horizon=job.background["horizon"],
+        edge_person=job.edge_person,
+        occluder_prob=job.occluder_prob,
+        lighting=job.lighting,
+    )
     Image.fromarray(img).save(job.path, format="JPEG", quality=job.jpeg_quality)
     return [(p.label, p.box, p.visible) for p in placed]

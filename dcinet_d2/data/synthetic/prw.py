@@ -12,12 +12,14 @@ options):
       cells of frame names without extension; ``ID_train.mat`` (``ID_train``): (1, C) double.
     * ``query_info.txt``: ``pid x y w h frame`` per line, CRLF line endings.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import time
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +45,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["PRW_ANNOTATION_KEYS", "generate_prw"]
 
 #: The three keys under which the real PRW annotation files store their N x 5 matrix.
-PRW_ANNOTATION_KEYS: Tuple[str, ...] = ("box_new", "anno_file", "anno_previous")
+PRW_ANNOTATION_KEYS: tuple[str, ...] = ("box_new", "anno_file", "anno_previous")
 
 _PRW_STREAM = 2  # random-stream tag (CUHK-SYSU: 1, the alternative renderer: 7)
 
@@ -57,13 +59,13 @@ def generate_prw(
     num_test_frames: int = 200,
     num_train_ids: int = 80,
     num_test_ids: int = 45,
-    image_size: Tuple[int, int] = (256, 144),
+    image_size: tuple[int, int] = (256, 144),
     sequences_per_camera: int = 2,
-    persons_per_frame: Tuple[int, int] = (2, 5),
-    appearances_per_id: Tuple[int, int] = (3, 10),
-    cameras_per_test_id: Tuple[int, int] = (2, 3),
-    max_queries_per_id: Optional[int] = None,
-    height_range: Tuple[float, float] = (0.4, 0.9),
+    persons_per_frame: tuple[int, int] = (2, 5),
+    appearances_per_id: tuple[int, int] = (3, 10),
+    cameras_per_test_id: tuple[int, int] = (2, 3),
+    max_queries_per_id: int | None = None,
+    height_range: tuple[float, float] = (0.4, 0.9),
     similar_fraction: float = 0.3,
     edge_fraction: float = 0.1,
     occluder_prob: float = 0.3,
@@ -71,7 +73,7 @@ def generate_prw(
     num_workers: int = 0,
     overwrite: bool = False,
     progress: bool = True,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Generate a synthetic PRW at ``root`` in the official layout (module docstring).
 
     Each camera has a fixed background and lighting (plus a small per-frame jitter), so the same
@@ -122,36 +124,42 @@ def generate_prw(
     cmin, cmax = _check_range("cameras_per_test_id", cameras_per_test_id, 2)
     if num_cameras < 2:
         raise ValueError(
-            f"num_cameras must be >= 2 (test identities cross cameras), got {num_cameras}")
+            f"num_cameras must be >= 2 (test identities cross cameras), got {num_cameras}"
+        )
     if cmin > num_cameras:
         raise ValueError(f"cameras_per_test_id min ({cmin}) exceeds num_cameras ({num_cameras})")
     cmax = min(cmax, num_cameras)
     if cmin > amax:
         raise ValueError(
-            f"cameras_per_test_id min ({cmin}) exceeds appearances_per_id max ({amax})")
+            f"cameras_per_test_id min ({cmin}) exceeds appearances_per_id max ({amax})"
+        )
     if num_test_frames < 2 * num_cameras or num_train_frames < num_cameras:
         raise ValueError(
             f"need at least 2 test frames and 1 training frame per camera: num_test_frames="
-            f"{num_test_frames}, num_train_frames={num_train_frames}, num_cameras={num_cameras}")
+            f"{num_test_frames}, num_train_frames={num_train_frames}, num_cameras={num_cameras}"
+        )
     if sequences_per_camera < 1:
         raise ValueError(f"sequences_per_camera must be >= 1, got {sequences_per_camera}")
     if max_queries_per_id is not None and max_queries_per_id < 1:
         raise ValueError(f"max_queries_per_id must be >= 1 or None, got {max_queries_per_id}")
-    for split, n_img, n_ids in (("train", num_train_frames, num_train_ids),
-                                ("test", num_test_frames, num_test_ids)):
+    for split, n_img, n_ids in (
+        ("train", num_train_frames, num_train_ids),
+        ("test", num_test_frames, num_test_ids),
+    ):
         if n_ids < 1:
             raise ValueError(f"num_{split}_ids must be >= 1, got {n_ids}")
         if n_img * pmax < n_ids * amax:
             raise ValueError(
                 f"not enough room for the {split} identities: {n_ids} ids x up to {amax} "
                 f"appearances need more than {n_img} frames x {pmax} persons; raise "
-                f"num_{split}_frames or persons_per_frame, or lower num_{split}_ids")
+                f"num_{split}_frames or persons_per_frame, or lower num_{split}_ids"
+            )
 
     lrng = _rng(seed, _PRW_STREAM, 0)
     num_frames = num_train_frames + num_test_frames
     cam_of = np.zeros(num_frames, dtype=np.int64)
     is_test = np.zeros(num_frames, dtype=bool)
-    frame_names: List[str] = []
+    frame_names: list[str] = []
     per_cam = [len(a) for a in np.array_split(np.arange(num_frames), num_cameras)]
     test_per_cam = [len(a) for a in np.array_split(np.arange(num_test_frames), num_cameras)]
     f0 = 0
@@ -163,7 +171,7 @@ def generate_prw(
             s = int(seq_of[t])
             counters[s] += 25 * int(lrng.integers(1, 5))  # ours: frames ~1-4 s apart at 25 fps
             frame_names.append(f"c{c + 1}s{s}_{counters[s]:06d}")
-        cam_of[f0:f0 + n_c] = c + 1
+        cam_of[f0 : f0 + n_c] = c + 1
         is_test[f0 + lrng.choice(n_c, size=min(test_per_cam[c], n_c - 1), replace=False)] = True
         f0 += n_c
     # top up test frames if a camera could not take its share (tiny sizes)
@@ -181,7 +189,7 @@ def generate_prw(
     apps = make_identity_appearances(num_ids, lrng, similar_fraction)
     k_app = _num_appearances(lrng, amin, amax, num_ids, decay=1.0)
     n_persons = lrng.integers(pmin, pmax + 1, size=num_frames)
-    frame_labels: List[List[int]] = [[] for _ in range(num_frames)]
+    frame_labels: list[list[int]] = [[] for _ in range(num_frames)]
     # identity index i < num_train_ids -> train_raw[i]; else test_raw[i - num_train_ids]
     for split_ids, mask, c_lo, c_hi in (
         (range(num_train_ids), ~is_test, 1, min(3, num_cameras)),
@@ -191,15 +199,17 @@ def generate_prw(
         need = int(sum(max(k_app[i], c_lo) for i in split_ids))
         cap = _free_places(lrng, n_persons, frames, need, pmax)
         for i in lrng.permutation(np.asarray(list(split_ids))):
-            cams = [c for c in range(1, num_cameras + 1)
-                    if (cap[frames][cam_of[frames] == c] > 0).any()]
+            cams = [
+                c for c in range(1, num_cameras + 1) if (cap[frames][cam_of[frames] == c] > 0).any()
+            ]
             k = int(max(k_app[i], c_lo))
             n_c = int(lrng.integers(c_lo, min(c_hi, len(cams), k) + 1)) if len(cams) >= c_lo else 0
             if n_c < c_lo:
                 raise ValueError(
-                    f"could not place identity across {c_lo} cameras; raise num_*_frames")
+                    f"could not place identity across {c_lo} cameras; raise num_*_frames"
+                )
             chosen = lrng.choice(np.asarray(cams), size=n_c, replace=False)
-            picks: List[int] = []
+            picks: list[int] = []
             for c in chosen:
                 cands = frames[(cam_of[frames] == c) & (cap[frames] > 0)]
                 picks.append(int(_weighted_pick(lrng, cands, cap, 1)[0]))
@@ -226,8 +236,14 @@ def generate_prw(
     with _AtomicDir(root, overwrite) as tmp:
         os.makedirs(os.path.join(tmp, "frames"))
         os.makedirs(os.path.join(tmp, "annotations"))
-        logger.info("PRW: rendering %d frames (%dx%d, %d cameras) into %s",
-                    num_frames, width, height, num_cameras, root)
+        logger.info(
+            "PRW: rendering %d frames (%dx%d, %d cameras) into %s",
+            num_frames,
+            width,
+            height,
+            num_cameras,
+            root,
+        )
         jobs = []
         for j in range(num_frames):
             c = int(cam_of[j])
@@ -238,17 +254,26 @@ def generate_prw(
             lighting = (b * jit[0], tuple(x * y for x, y in zip(cast, jit[1])))
             hr = (height_range[0] * cam_scale[c], min(1.0, height_range[1] * cam_scale[c]))
             side = "left" if jrng.random() < 0.5 else "top"
-            jobs.append(_ImageJob(
-                path=os.path.join(tmp, "frames", frame_names[j] + ".jpg"), width=width,
-                height=height, seed_keys=(seed, _PRW_STREAM, 2, j), people=people,
-                background=cam_styles[c], height_range=hr, edge_person=side if edge[j] else None,
-                occluder_prob=occluder_prob, lighting=lighting,  # type: ignore[arg-type]
-                jpeg_quality=jpeg_quality))
+            jobs.append(
+                _ImageJob(
+                    path=os.path.join(tmp, "frames", frame_names[j] + ".jpg"),
+                    width=width,
+                    height=height,
+                    seed_keys=(seed, _PRW_STREAM, 2, j),
+                    people=people,
+                    background=cam_styles[c],
+                    height_range=hr,
+                    edge_person=side if edge[j] else None,
+                    occluder_prob=occluder_prob,
+                    lighting=lighting,  # type: ignore[arg-type]
+                    jpeg_quality=jpeg_quality,
+                )
+            )
         results = _run_jobs(jobs, num_workers, progress, "PRW frames", _run_job)
 
         key_counts = {k: 0 for k in PRW_ANNOTATION_KEYS}
         n_lab = n_unl = n_neg = 0
-        appearances: Dict[int, List[Tuple[int, Tuple[float, float, float, float], bool]]] = {}
+        appearances: dict[int, list[tuple[int, tuple[float, float, float, float], bool]]] = {}
         order = sorted(range(num_frames), key=lambda j: frame_names[j])
         for rank, j in enumerate(order):
             rows = []
@@ -264,23 +289,30 @@ def generate_prw(
                     n_unl += 1
             key = PRW_ANNOTATION_KEYS[rank % len(PRW_ANNOTATION_KEYS)]
             key_counts[key] += 1
-            _write_mat(os.path.join(tmp, "annotations", frame_names[j] + ".jpg.mat"),
-                       {key: np.asarray(rows, dtype=np.float64).reshape(-1, 5)})
+            _write_mat(
+                os.path.join(tmp, "annotations", frame_names[j] + ".jpg.mat"),
+                {key: np.asarray(rows, dtype=np.float64).reshape(-1, 5)},
+            )
 
         def name_cell(idx: Iterable[int]) -> np.ndarray:
             return _char_cell(sorted(frame_names[j] for j in idx))
 
-        _write_mat(os.path.join(tmp, "frame_train.mat"),
-                   {"img_index_train": name_cell(np.flatnonzero(~is_test))})
-        _write_mat(os.path.join(tmp, "frame_test.mat"),
-                   {"img_index_test": name_cell(np.flatnonzero(is_test))})
-        _write_mat(os.path.join(tmp, "ID_train.mat"),
-                   {"ID_train": train_raw.astype(np.float64)[None, :]})
+        _write_mat(
+            os.path.join(tmp, "frame_train.mat"),
+            {"img_index_train": name_cell(np.flatnonzero(~is_test))},
+        )
+        _write_mat(
+            os.path.join(tmp, "frame_test.mat"),
+            {"img_index_test": name_cell(np.flatnonzero(is_test))},
+        )
+        _write_mat(
+            os.path.join(tmp, "ID_train.mat"), {"ID_train": train_raw.astype(np.float64)[None, :]}
+        )
 
         qrng = _rng(seed, _PRW_STREAM, 4)
         lines = []
         for i in sorted(range(num_train_ids, num_ids), key=raw_id):
-            by_cam: Dict[int, List[Tuple[int, Tuple[float, ...], bool]]] = {}
+            by_cam: dict[int, list[tuple[int, tuple[float, ...], bool]]] = {}
             for a in appearances[i]:
                 by_cam.setdefault(int(cam_of[a[0]]), []).append(a)
             cams = sorted(by_cam)

@@ -3,6 +3,9 @@
 Pure torch modules (no Detectron2 inside): the losses, their memories (:mod:`.memory`), the label
 pools HEP and C2HEP share (:mod:`.pools`) and the shared input checks (:mod:`.checks`).
 """
+
+from __future__ import annotations
+
 from .c2hep import C2HEPLoss
 from .criterion import REID_LOSS_NAMES, ReIDCriterion
 from .hep import HEPLoss

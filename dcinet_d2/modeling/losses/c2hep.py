@@ -7,7 +7,8 @@ classes of an anchor are the centres most similar to it.
 
 Only torch is used (no Detectron2).
 """
-from typing import Dict, Optional, Tuple
+
+from __future__ import annotations
 
 from torch import Tensor
 
@@ -60,8 +61,8 @@ class C2HEPLoss(PooledSoftmaxLoss):
         self.centres = ClassCentres(self.num_classes, self.dim, momentum, update)
 
     def forward(
-        self, embeds: Tensor, pids: Tensor, image_ids: Tensor, num_pairs: Optional[int] = None
-    ) -> Tuple[Tensor, Dict[str, Tensor]]:
+        self, embeds: Tensor, pids: Tensor, image_ids: Tensor, num_pairs: int | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """C2HEP loss of a batch of pairs, with the centre initialisation and update of the step.
 
         Args:
@@ -88,7 +89,8 @@ class C2HEPLoss(PooledSoftmaxLoss):
         centres, initialized = centres.clone(), initialized.clone()
         # Hard classes: the initialised centres most similar to each row.
         hardness = (embeds.detach().float() @ centres.t()).masked_fill(
-            ~initialized[None, :], float("-inf"))
+            ~initialized[None, :], float("-inf")
+        )
         loss, stats = pooled_cross_entropy(
             embeds,
             pids,

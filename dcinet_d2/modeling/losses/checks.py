@@ -2,6 +2,9 @@
 
 Only torch is used (no Detectron2).
 """
+
+from __future__ import annotations
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -40,8 +43,9 @@ def check_pids_below(pids: Tensor, num_classes: int) -> None:
     host before the step (``check_pid_range``), as ``ReIDCriterion`` does when called directly.
     """
     if pids.numel():
-        torch._assert_async(pids.max() < num_classes,
-                            f"an identity (pid) is >= num_classes = {num_classes}")
+        torch._assert_async(
+            pids.max() < num_classes, f"an identity (pid) is >= num_classes = {num_classes}"
+        )
 
 
 def check_pid_range(pids: Tensor, num_classes: int, collective: bool = True) -> None:

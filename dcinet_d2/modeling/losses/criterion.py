@@ -4,8 +4,12 @@ I-Net = OLP + HEP, DC-I-Net = OLP + C2HEP (Zhang et al., TPAMI 2020); any subset
 for ablations, and OIM (the field's baseline, :mod:`.oim`) can replace them for comparisons.
 Only torch is used (no Detectron2): the ROI heads call it and report its metrics.
 """
+
+from __future__ import annotations
+
 import logging
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -65,9 +69,9 @@ class ReIDCriterion(nn.Module):
         num_classes: int,
         dim: int,
         losses: Sequence[str] = ("olp", "hep"),
-        weights: Optional[Dict[str, float]] = None,
+        weights: dict[str, float] | None = None,
         dictionary_size: int = 2048,
-        options: Optional[Mapping[str, Mapping[str, Any]]] = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
     ):
         super().__init__()
         losses = tuple(str(name).lower() for name in losses)
@@ -100,7 +104,7 @@ class ReIDCriterion(nn.Module):
             self.dim,
         )
 
-    def _build_loss(self, name: str, options: Dict[str, Any]) -> nn.Module:
+    def _build_loss(self, name: str, options: dict[str, Any]) -> nn.Module:
         """The module of loss ``name`` built with ``options`` (and C, D except for OLP)."""
         cls = REID_LOSS_CLASSES[name]
         shared = {} if name == "olp" else {"num_classes": self.num_classes, "dim": self.dim}
@@ -117,9 +121,9 @@ class ReIDCriterion(nn.Module):
         embeds: Tensor,
         pids: Tensor,
         image_ids: Tensor,
-        num_images: Optional[int] = None,
+        num_images: int | None = None,
         check_pids: bool = True,
-    ) -> Tuple[Dict[str, Tensor], Dict[str, Union[float, Tensor]]]:
+    ) -> tuple[dict[str, Tensor], dict[str, float | Tensor]]:
         """Re-id losses of one batch.
 
         Given ``num_images`` and ``check_pids=False`` (as the ROI heads call it), nothing here
@@ -164,9 +168,9 @@ class ReIDCriterion(nn.Module):
             num_images = int(image_ids.max()) + 1 if image_ids.numel() else 0
         num_pairs = (num_images + 1) // 2
 
-        loss_dict: Dict[str, Tensor] = {}
+        loss_dict: dict[str, Tensor] = {}
         labelled = (pids >= 0).sum()
-        metrics: Dict[str, Union[float, Tensor]] = {
+        metrics: dict[str, float | Tensor] = {
             "reid/num_labelled": labelled,
             "reid/num_unlabelled": pids.numel() - labelled,
         }

@@ -8,7 +8,8 @@ similar entry of the dynamic feature dictionary), random other identities up to 
 
 Only torch is used (no Detectron2).
 """
-from typing import Dict, Optional, Tuple
+
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -45,8 +46,8 @@ class HEPLoss(PooledSoftmaxLoss):
         image_ids: Tensor,
         dict_feats: Tensor,
         dict_pids: Tensor,
-        num_pairs: Optional[int] = None,
-    ) -> Tuple[Tensor, Dict[str, Tensor]]:
+        num_pairs: int | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """HEP loss of a batch of pairs.
 
         Args:

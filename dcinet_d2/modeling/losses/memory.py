@@ -9,8 +9,10 @@ must call them at the same step, even one without any embedding to add.
 
 Only torch is used (no Detectron2).
 """
+
+from __future__ import annotations
+
 import logging
-from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +23,14 @@ from .checks import check_pids_below, check_rows
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeatureDictionary", "ClassCentres", "EMPTY_PID", "momentum_update_in_order",
-           "CENTRE_UPDATES", "WholeStateMemory"]
+__all__ = [
+    "FeatureDictionary",
+    "ClassCentres",
+    "EMPTY_PID",
+    "momentum_update_in_order",
+    "CENTRE_UPDATES",
+    "WholeStateMemory",
+]
 
 #: Update rules of :class:`ClassCentres`: one momentum step per class towards the batch mean of
 #: the class, or one step per sample in batch order (as the OIM look-up table).
@@ -33,9 +41,7 @@ EMPTY_PID = -2
 
 
 @torch.no_grad()
-def momentum_update_in_order(
-    table: Tensor, feats: Tensor, pids: Tensor, momentum: float
-) -> Tensor:
+def momentum_update_in_order(table: Tensor, feats: Tensor, pids: Tensor, momentum: float) -> Tensor:
     """Per-sample momentum update of a table of unit rows, in place, in the order of the rows.
 
     For every row ``i`` of ``feats`` with ``pids[i] >= 0``, in order::
@@ -95,14 +101,21 @@ class WholeStateMemory(nn.Module):
     def reset(self) -> None:  # pragma: no cover - every subclass defines it
         raise NotImplementedError
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        own = {name: buf for name, buf in self._buffers.items()
-               if buf is not None and name not in self._non_persistent_buffers_set}
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
+        own = {
+            name: buf
+            for name, buf in self._buffers.items()
+            if buf is not None and name not in self._non_persistent_buffers_set
+        }
         present = [name for name in own if prefix + name in state_dict]
-        reshaped = [f"{name}: checkpoint {tuple(state_dict[prefix + name].shape)}, "
-                    f"model {tuple(own[name].shape)}" for name in present
-                    if tuple(state_dict[prefix + name].shape) != tuple(own[name].shape)]
+        reshaped = [
+            f"{name}: checkpoint {tuple(state_dict[prefix + name].shape)}, "
+            f"model {tuple(own[name].shape)}"
+            for name in present
+            if tuple(state_dict[prefix + name].shape) != tuple(own[name].shape)
+        ]
         if present and (len(present) < len(own) or reshaped):
             absent = [name for name in own if name not in present]
             for name in present:
@@ -111,10 +124,14 @@ class WholeStateMemory(nn.Module):
             logger.warning(
                 "%s: the checkpoint holds %s of this memory (missing: %s; other shape: %s); "
                 "none is loaded, the memory starts empty and fills again during training",
-                prefix.rstrip(".") or type(self).__name__, present, absent or "none",
-                reshaped or "none")
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
+                prefix.rstrip(".") or type(self).__name__,
+                present,
+                absent or "none",
+                reshaped or "none",
+            )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
 
 class FeatureDictionary(WholeStateMemory):
@@ -190,7 +207,7 @@ class FeatureDictionary(WholeStateMemory):
         self.ptr.copy_((self.ptr + n) % self.size)
         self.num_filled.copy_(torch.clamp(self.num_filled + n, max=self.size))
 
-    def entries(self) -> Tuple[Tensor, Tensor]:
+    def entries(self) -> tuple[Tensor, Tensor]:
         """The filled entries, in slot order (not oldest-first once the queue has wrapped).
 
         Returns copies, so that a loss may keep them for its backward pass while the queue is
@@ -203,7 +220,7 @@ class FeatureDictionary(WholeStateMemory):
         n = int(self.num_filled.item())
         return self.feats[:n].clone(), self.pids[:n].clone()
 
-    def slots(self) -> Tuple[Tensor, Tensor]:
+    def slots(self) -> tuple[Tensor, Tensor]:
         """Every slot, filled or not: ``[size, D]`` embeddings and ``[size]`` identities, where an
         empty slot has identity ``EMPTY_PID`` (-2) and a zero embedding.
 
@@ -271,7 +288,7 @@ class ClassCentres(WholeStateMemory):
         self.initialized.zero_()
 
     @torch.no_grad()
-    def class_means(self, feats: Tensor, pids: Tensor) -> Tuple[Tensor, Tensor]:
+    def class_means(self, feats: Tensor, pids: Tensor) -> tuple[Tensor, Tensor]:
         """Per-class means of the labelled rows (pid >= 0); no gathering, no state change.
 
         Dense over the C classes (a one-hot matmul, no ``unique``), so nothing here waits for
@@ -298,7 +315,7 @@ class ClassCentres(WholeStateMemory):
         return counts > 0, (one_hot @ feats) / counts.clamp(min=1)[:, None]
 
     @torch.no_grad()
-    def preview_unseen(self, feats: Tensor, pids: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    def preview_unseen(self, feats: Tensor, pids: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """What :meth:`initialize_unseen` would produce, without changing any buffer.
 
         No gathering: pass the gathered batch. Returns copies ``(centres [C, D],
@@ -333,7 +350,7 @@ class ClassCentres(WholeStateMemory):
 
     @torch.no_grad()
     def update(
-        self, feats: Tensor, pids: Tensor, exclude: Optional[Tensor] = None, sync: bool = True
+        self, feats: Tensor, pids: Tensor, exclude: Tensor | None = None, sync: bool = True
     ) -> Tensor:
         """Apply the update rule of the class docstring for the classes of the batch.
 
@@ -350,8 +367,9 @@ class ClassCentres(WholeStateMemory):
         if sync:
             feats, pids = all_gather_rows(feats, pids)
         if exclude is not None and exclude.shape != (self.num_classes,):
-            raise ValueError(f"exclude must be a [{self.num_classes}] bool mask, "
-                             f"got {tuple(exclude.shape)}")
+            raise ValueError(
+                f"exclude must be a [{self.num_classes}] bool mask, got {tuple(exclude.shape)}"
+            )
         if self.update_rule == "per_sample":
             return self._update_per_sample(feats, pids, exclude)
         present, means = self.class_means(feats, pids)
@@ -363,9 +381,7 @@ class ClassCentres(WholeStateMemory):
         self.initialized.logical_or_(present)
         return present
 
-    def _update_per_sample(
-        self, feats: Tensor, pids: Tensor, exclude: Optional[Tensor]
-    ) -> Tensor:
+    def _update_per_sample(self, feats: Tensor, pids: Tensor, exclude: Tensor | None) -> Tensor:
         # One momentum step per sample in batch order: rounds of data-dependent count (host reads;
         # the batch-mean rule of the default configs has none).
         self._check(feats, pids)

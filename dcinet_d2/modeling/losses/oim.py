@@ -20,6 +20,7 @@ Only torch is used (no Detectron2). Under ``torch.distributed`` the update all-g
 features of all processes first (rank order), so the buffers stay identical everywhere; every
 process must call ``forward`` at every training step, also with no embedding.
 """
+
 from __future__ import annotations
 
 import logging

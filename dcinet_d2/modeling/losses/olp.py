@@ -12,8 +12,10 @@ no scale is written (s = 1). Ours: s is an argument (config key ``MODEL.REID.OLP
 
 Only torch is used (no Detectron2).
 """
+
+from __future__ import annotations
+
 import logging
-from typing import Dict, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +60,7 @@ def olp_loss(
     dict_pids: Tensor,
     scale: float,
     term_weight: str = "pair",
-) -> Tuple[Tensor, Dict[str, Union[float, Tensor]]]:
+) -> tuple[Tensor, dict[str, float | Tensor]]:
     """OLP loss of one batch of Siamese pairs.
 
     Images ``2k`` and ``2k+1`` of the batch form pair ``k``: the partner image of an embedding
@@ -183,7 +185,7 @@ class OLPLoss(nn.Module):
         image_ids: Tensor,
         dict_feats: Tensor,
         dict_pids: Tensor,
-    ) -> Tuple[Tensor, Dict[str, Union[float, Tensor]]]:
+    ) -> tuple[Tensor, dict[str, float | Tensor]]:
         """See :func:`olp_loss` for the arguments and the outputs."""
         return olp_loss(
             embeds, pids, image_ids, dict_feats, dict_pids, self.scale, self.term_weight

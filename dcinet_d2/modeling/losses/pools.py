@@ -17,7 +17,8 @@ never waits for the device here.
 
 Only torch is used (no Detectron2).
 """
-from typing import Dict, Optional, Tuple
+
+from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
@@ -25,8 +26,13 @@ from torch import Tensor, nn
 from .checks import check_pids_below, check_reid_inputs
 from .olp import masked_logsumexp
 
-__all__ = ["class_hardness", "hard_negative_mask", "build_label_pools", "pooled_cross_entropy",
-           "PooledSoftmaxLoss"]
+__all__ = [
+    "class_hardness",
+    "hard_negative_mask",
+    "build_label_pools",
+    "pooled_cross_entropy",
+    "PooledSoftmaxLoss",
+]
 
 
 def class_hardness(
@@ -88,8 +94,8 @@ def build_label_pools(
     num_pairs: int,
     hard_mask: Tensor,
     pool_size: int,
-    fill_allowed: Optional[Tensor] = None,
-    generator: Optional[torch.Generator] = None,
+    fill_allowed: Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """The label pool of every Siamese pair of the batch, as a ``[P, C]`` mask.
 
@@ -143,10 +149,10 @@ def pooled_cross_entropy(
     pool_size: int,
     num_hard: int,
     scale: float,
-    fill_allowed: Optional[Tensor] = None,
-    generator: Optional[torch.Generator] = None,
-    num_pairs: Optional[int] = None,
-) -> Tuple[Tensor, Dict[str, Tensor]]:
+    fill_allowed: Tensor | None = None,
+    generator: torch.Generator | None = None,
+    num_pairs: int | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Softmax cross-entropy of each labelled embedding over the label pool of its pair.
 
     For pair ``k`` (images ``2k``, ``2k+1``) the pool P_k is :func:`build_label_pools` of the
@@ -227,7 +233,7 @@ class PooledSoftmaxLoss(nn.Module):
         pool_size: int = 500,
         num_hard: int = 20,
         scale: float = 10.0,
-        generator: Optional[torch.Generator] = None,
+        generator: torch.Generator | None = None,
     ):
         super().__init__()
         if num_classes <= 0 or dim <= 0 or pool_size < 0 or num_hard < 0 or scale <= 0:
