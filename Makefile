@@ -2,7 +2,7 @@
 # Both set up .venv first (idempotent: a second run only checks, in seconds).
 PY := .venv/bin/python
 
-.PHONY: setup demo test synthetic pretrain bench clean-venv
+.PHONY: setup demo test lint format synthetic pretrain bench clean-venv
 
 setup:
 	bash tools/setup_env.sh
@@ -19,6 +19,16 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+# One style (pyproject.toml): ruff's linter, then its formatter in check mode. `make format`
+# rewrites the files instead.
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: setup
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 bench: setup
 	$(PY) bench/bench_evaluator.py

@@ -4,6 +4,9 @@
 Detectron2 itself is not on PyPI; `make setup` (tools/setup_env.sh) installs it, or use an existing
 installation (it is left alone when importable).
 """
+
+from __future__ import annotations
+
 from setuptools import find_packages, setup
 
 setup(
@@ -12,7 +15,7 @@ setup(
     description="I-Net / DC-I-Net person search (Zhang et al., TPAMI 2020) as a Detectron2 plugin",
     packages=find_packages(include=["dcinet_d2", "dcinet_d2.*"]),
     package_data={"dcinet_d2.pretrained": ["*.pth"]},
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     install_requires=[
         "torch>=1.10",
         "torchvision",
@@ -26,5 +29,6 @@ setup(
         # video input and Detectron2's Visualizer; headless: servers lack the GUI libraries
         "opencv-python-headless",
     ],
-    extras_require={"dev": ["pytest>=7", "pytest-timeout"]},
+    # ruff: the linter and formatter `make lint` runs (pinned: its rules change between releases)
+    extras_require={"dev": ["pytest>=7", "pytest-timeout", "ruff==0.16.9"]},
 )

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Ablation on the synthetic CUHK-SYSU: OIM, I-Net, DC-I-Net and each of their re-id losses switched
-off, the same schedule and seeds, with the hand-crafted baseline on the same boxes. One Markdown table.
+"""Ablation on the synthetic CUHK-SYSU: OIM, I-Net, DC-I-Net and each of their re-id losses
+switched off, the same schedule and seeds, with the hand-crafted baseline on the same boxes. One
+Markdown table.
 
     python bench/ablation.py --iters 600 --seeds 0 1 2 --out output/ablation
     python bench/ablation.py --iters 1200 --seeds 0 1 2 --variants dcinet   # the demo's recipe
@@ -231,7 +232,8 @@ def main():
             per_seed.append(m)
             print(
                 f"{name} seed {seed}: mAP {m['learned']['search']['mAP']:.2f} "
-                f"(histogram, same detections {m['histogram_same_detections']['search']['mAP']:.2f}) "
+                f"(histogram, same detections "
+                f"{m['histogram_same_detections']['search']['mAP']:.2f}) "
                 f"top-1 {m['learned']['search']['top1']:.2f} ({time.time() - t:.0f} s)",
                 flush=True,
             )
@@ -245,9 +247,9 @@ def main():
         "CUHK-SYSU protocol, gallery 100; each cell: mean (then each seed)\n"
     )
     print(
-        "| variant | search mAP | top-1 | colour histogram, same detections: mAP | top-1 | detection AP | "
-        "kept detections on no person (%) | probe mAP | probe rank-1 | search mAP minus DC-I-Net, "
-        "paired 95 % over queries |"
+        "| variant | search mAP | top-1 | colour histogram, same detections: mAP | top-1 | "
+        "detection AP | kept detections on no person (%) | probe mAP | probe rank-1 | "
+        "search mAP minus DC-I-Net, paired 95 % over queries |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     reference = next((ms for key, _, ms in rows if key == REFERENCE), None)
@@ -259,9 +261,11 @@ def main():
         print(
             f"| {name} | {col('learned', 'search', 'mAP')} | {col('learned', 'search', 'top1')} | "
             f"{col('histogram_same_detections', 'search', 'mAP')} | "
-            f"{col('histogram_same_detections', 'search', 'top1')} | {col('learned', 'detection', 'AP')} | "
+            f"{col('histogram_same_detections', 'search', 'top1')} | "
+            f"{col('learned', 'detection', 'AP')} | "
             f"{cell([100 * m['learned']['false_detections']['false_fraction'] for m in ms])} | "
-            f"{cell([m['probe']['mAP'] for m in ms])} | {cell([m['probe']['rank1'] for m in ms])} | "
+            f"{cell([m['probe']['mAP'] for m in ms])} | "
+            f"{cell([m['probe']['rank1'] for m in ms])} | "
             f"{difference_cell(ms, reference) if key != REFERENCE else ''} |"
         )
     if gt_hist is not None:

@@ -45,8 +45,8 @@ def main():
         shutil.rmtree(cache)
     n_queries = sum(len(d.get("queries", [])) for d in test)
     print(
-        f"images: {len(train)} train + {len(test)} test, identities: {num_train_identities(args.root)} train "
-        f"+ {n_queries} queries"
+        f"images: {len(train)} train + {len(test)} test, "
+        f"identities: {num_train_identities(args.root)} train + {n_queries} queries"
     )
     print(f"first load (parse): {first:6.2f} s   (target < 60 s)")
     print(f"later load (cache): {later:6.2f} s   (target < 5 s)")

@@ -38,7 +38,8 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def build_problem(seed: int = 0):
-    """Synthetic CUHK-SYSU-scale problem: (gallery, query_embeds, queries_g100, queries_full, image_ids, gt)."""
+    """Synthetic CUHK-SYSU-scale problem: (gallery, query_embeds, queries_g100, queries_full,
+    image_ids, gt)."""
     rng = np.random.default_rng(seed)
     image_ids = [f"s{i:05d}.jpg" for i in range(N_IMAGES)]
     id_vecs = unit_rows(rng.standard_normal((N_QUERIES, DIM)))
@@ -134,14 +135,16 @@ def main() -> None:
     args = ap.parse_args()
 
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, numpy {np.__version__}"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"numpy {np.__version__}"
     )
     (gallery, qemb, q100, qfull, image_ids, gt), t_build = timed(build_problem, args.seed)
     n_det = sum(len(v["scores"]) for v in gallery.values())
     n_kept = sum(int((v["scores"] >= 0.5).sum()) for v in gallery.values())
     print(
         f"problem: {len(image_ids)} images, {n_det} detections ({n_kept} with score >= 0.5, "
-        f"{n_det / len(image_ids):.1f} per image), {len(q100)} queries, D={DIM} (built in {t_build:.1f} s)"
+        f"{n_det / len(image_ids):.1f} per image), {len(q100)} queries, D={DIM} "
+        f"(built in {t_build:.1f} s)"
     )
     rows = []
 
@@ -173,7 +176,8 @@ def main() -> None:
         print(
             f"search, {label}: mAP {m['mAP']:.2f}, top-1 {m['top1']:.2f}; vectorised {t_vec:.2f} s "
             f"(first call {t_first:.2f} s), "
-            f"loop {t_loop_all:.1f} s{note}; speed-up {t_loop_all / t_vec:.0f}x; {agree(vec, loop, sub)}"
+            f"loop {t_loop_all:.1f} s{note}; speed-up {t_loop_all / t_vec:.0f}x; "
+            f"{agree(vec, loop, sub)}"
         )
         rows.append((f"search, {label}", t_vec, t_loop_all, n_loop))
 
@@ -183,7 +187,8 @@ def main() -> None:
     )
     loop, t_loop = timed(reference.evaluate_detection, gallery, gt, image_ids)
     print(
-        f"detection: recall {100 * vec.recall:.2f}, AP {100 * vec.ap:.2f}; vectorised {t_vec:.2f} s "
+        f"detection: recall {100 * vec.recall:.2f}, AP {100 * vec.ap:.2f}; "
+        f"vectorised {t_vec:.2f} s "
         f"(first call {t_first:.2f} s), "
         f"loop {t_loop:.1f} s; speed-up {t_loop / t_vec:.0f}x; "
         f"identical: {vec.count_tp == loop.count_tp and abs(vec.ap - loop.ap) < 1e-12}"

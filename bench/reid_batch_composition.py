@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Why the small CPU configs use GroupNorm in the res5 ROI heads: re-id learning vs batch composition.
+"""Why the small CPU configs use GroupNorm in the res5 ROI heads: re-id learning vs batch
+composition.
 
 A person-search training step embeds the ROIs of two pairs of images: many rows, but only a
 handful of identities. This experiment isolates that effect outside the detector. The small
@@ -36,7 +37,8 @@ VARIANTS = {"diverse": ("diverse", "BN"), "bn4": ("4 ids", "BN"), "gn4": ("4 ids
 
 
 def load_crops(dataset, pixel_mean, pixel_std, size=(64, 128)):
-    """Labelled gt crops of ``dataset``, resized to ``size`` (w, h), normalised, BGR: ``[N, 3, h, w]``, pids."""
+    """Labelled gt crops of ``dataset``, resized to ``size`` (w, h), normalised, BGR:
+    ``[N, 3, h, w]``, pids."""
     from PIL import Image
 
     crops, pids = [], []

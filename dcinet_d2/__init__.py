@@ -1,8 +1,9 @@
 """dcinet_d2: I-Net and DC-I-Net person search (Zhang et al., TPAMI 2020) as a Detectron2 extension.
 
 Importing the package registers its model components (``PersonSearchRCNN`` in
-``META_ARCH_REGISTRY``, ``INetROIHeads`` and ``DCINetROIHeads`` in ``ROI_HEADS_REGISTRY``) and its datasets (``cuhk_sysu_{train,test}``, ``prw_{train,test}`` and
-the ``synthetic_*`` counterparts) in Detectron2's catalogs; no file is read until a dataset is used.
+``META_ARCH_REGISTRY``, ``INetROIHeads`` and ``DCINetROIHeads`` in ``ROI_HEADS_REGISTRY``) and
+its datasets (``cuhk_sysu_{train,test}``, ``prw_{train,test}`` and the ``synthetic_*``
+counterparts) in Detectron2's catalogs; no file is read until a dataset is used.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""dcinet_d2 end to end on a CPU: synthetic data -> DC-I-Net training -> CUHK-SYSU protocol -> picture.
+"""dcinet_d2 end to end on a CPU: synthetic data -> DC-I-Net training -> CUHK-SYSU protocol ->
+picture.
 
     python demo/run_demo.py                       # what `make demo` runs
     python demo/run_demo.py --iters 300 --out output/demo_quick
@@ -146,8 +147,10 @@ def main(argv=None) -> int:
     )
     s, d = metrics["search"], metrics["detection"]
     print(
-        f"\nDC-I-Net on {dataset_name} (CUHK-SYSU protocol, gallery {cfg.TEST.PERSON_SEARCH.GALLERY_SIZE}): "
-        f"mAP {s['mAP']:.2f}  top-1 {s['top1']:.2f}  top-5 {s['top5']:.2f}  top-10 {s['top10']:.2f}  | "
+        f"\nDC-I-Net on {dataset_name} "
+        f"(CUHK-SYSU protocol, gallery {cfg.TEST.PERSON_SEARCH.GALLERY_SIZE}): "
+        f"mAP {s['mAP']:.2f}  top-1 {s['top1']:.2f}  top-5 {s['top5']:.2f}  "
+        f"top-10 {s['top10']:.2f}  | "
         f"detection recall {d['recall']:.2f}  AP {d['AP']:.2f}"
     )
     print("The same protocol, learned embeddings vs colour histograms of the same boxes:")

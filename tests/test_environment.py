@@ -12,7 +12,8 @@ from .data.official_files import write_image
 
 
 def test_detectron2_train_loader_builds(tmp_path):
-    # data/build.py (np.bool/np.int in the class histogram) and transforms (Image.LINEAR) are used here
+    # data/build.py (np.bool/np.int in the class histogram) and transforms (Image.LINEAR) are used
+    # here
     path = str(tmp_path / "a.jpg")
     write_image(path, 48, 40)
     record = {

@@ -1,4 +1,5 @@
-"""tools/reid_probe.py: retrieval metrics over given boxes, checked against a hand-worked example."""
+"""tools/reid_probe.py: retrieval metrics over given boxes, checked against a hand-worked
+example."""
 
 from __future__ import annotations
 

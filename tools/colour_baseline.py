@@ -2,7 +2,8 @@
 """Learned embeddings vs colour histograms of the same boxes, through the unchanged protocol.
 
     python tools/colour_baseline.py --dataset synthetic_cuhk_sysu_test \\
-        --predictions output/demo/inference/synthetic_cuhk_sysu_test/person_search_predictions.pth \\
+        --predictions \\
+        output/demo/inference/synthetic_cuhk_sysu_test/person_search_predictions.pth \\
         [--gallery-size 100] [--det-thresh 0.5] [--json OUT]
 
 Rows: the predictions as they are (learned embeddings); the same detections re-embedded with a

@@ -19,7 +19,8 @@ def main(path: str) -> None:
         names = ["FasterRCNN", "INetROIHeads", "DCINetROIHeads"]
         print(
             f"Model benchmark ({model[0]['config']}, {model[0]['images']} images, "
-            f"{model[0]['device']}); best of the interleaved runs, ratio to Faster R-CNN, peak MiB\n"
+            f"{model[0]['device']}); best of the interleaved runs, "
+            "ratio to Faster R-CNN, peak MiB\n"
         )
         print("| measure | precision | Faster R-CNN | I-Net | DC-I-Net |")
         print("|---|---|---|---|---|")
@@ -52,7 +53,8 @@ def main(path: str) -> None:
         print("|---|---|---|---|")
         for r in batched:
             print(
-                f"| {r['batch']} | {r['precision']} | {r['images_per_s']:.1f} | {r['ratio_to_batch1']:.2f}x |"
+                f"| {r['batch']} | {r['precision']} | {r['images_per_s']:.1f} | "
+                f"{r['ratio_to_batch1']:.2f}x |"
             )
 
 

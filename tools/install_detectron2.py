@@ -45,7 +45,8 @@ RUNTIME_DEPS = [
     "setuptools<81",  # model_zoo imports pkg_resources
 ]
 
-# Files that use numpy aliases removed in numpy 1.24 (upstream 857d5de2, 027099d3, 54dd614e, 654570a2).
+# Files that use numpy aliases removed in numpy 1.24 (upstream 857d5de2, 027099d3, 54dd614e,
+# 654570a2).
 NUMPY_ALIAS_FILES = [
     "data/build.py",
     "structures/masks.py",
@@ -79,7 +80,9 @@ TEXT_FIXES = [
     ),
 ]
 
-PLACEHOLDER_C = '''"""Placeholder for Detectron2's compiled extension, which this build does not include.
+PLACEHOLDER_C = (
+    '''"""Placeholder for Detectron2's compiled extension, '''
+    '''which this build does not include.
 
 Installed by dcinet_d2's tools/install_detectron2.py. Modules that import ``detectron2._C`` at load
 time (``evaluation/fast_eval_api.py``) import fine, ``collect_env`` (``default_setup``) reports the
@@ -107,19 +110,23 @@ def __getattr__(name):
         "(https://github.com/facebookresearch/detectron2) if you need them."
     )
 '''
+)
 
-PURE_SETUP = """from setuptools import find_packages, setup
+PURE_SETUP = (
+    """from setuptools import find_packages, setup
 
 setup(
     name="detectron2",
     version="0.6",
     description="Detectron2 v0.6, pure-Python build (no C++ ops), installed by dcinet_d2",
     packages=find_packages(include=["detectron2", "detectron2.*"]),
-    package_data={"detectron2.model_zoo": ["configs/**/*.yaml", "configs/**/*.py", "configs/*.yaml"]},
+    package_data={"detectron2.model_zoo": """
+    """["configs/**/*.yaml", "configs/**/*.py", "configs/*.yaml"]},
     include_package_data=True,
     python_requires=">=3.7",
 )
 """
+)
 
 
 class SetupError(RuntimeError):

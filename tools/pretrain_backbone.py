@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Pre-train the small configs' ResNet on a disjoint synthetic set and write the shipped weights.
 
-    python tools/pretrain_backbone.py                  # writes dcinet_d2/pretrained/synthetic_r50q_c4.pth
+    python tools/pretrain_backbone.py   # writes dcinet_d2/pretrained/synthetic_r50q_c4.pth
     python tools/pretrain_backbone.py --out /tmp/pre --weights-out /tmp/r50q.pth
 
 1. generates ``$DETECTRON2_DATASETS/synthetic_pretrain/CUHK-SYSU`` when absent: a synthetic

@@ -45,8 +45,8 @@ def retrieval_metrics(
         image_ids: ``[N]`` long image of each box.
 
     Returns:
-        ``queries``; ``rank1`` and ``rank1_labelled_only`` (candidates restricted to labelled boxes),
-        ``mAP`` (mean over queries of the average precision of the full ranking), in %;
+        ``queries``; ``rank1`` and ``rank1_labelled_only`` (candidates restricted to labelled
+        boxes), ``mAP`` (mean over queries of the average precision of the full ranking), in %;
         ``median_first_hit`` (0-based rank of the first true match); ``cos_same_id`` /
         ``cos_diff_id``: mean cosine of labelled box pairs from different images with the same /
         a different identity (NaN when there is none).

@@ -1,4 +1,5 @@
-"""Train loader that yields Siamese pairs: images 2k and 2k+1 of every batch share a labelled identity."""
+"""Train loader that yields Siamese pairs: images 2k and 2k+1 of every batch share a labelled
+identity."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def training_dataset_dicts(cfg) -> tuple[list[dict], list[IdentityRange]]:
     if problems and not cfg.DATALOADER.SKIP_UNREADABLE_IMAGES:
         raise UnreadableImageError(
             f"{len(problems)} training images cannot be read:\n{describe_unreadable(problems)}\n"
-            "Repair or remove them, or set DATALOADER.SKIP_UNREADABLE_IMAGES True to train without them."
+            "Repair or remove them, or set DATALOADER.SKIP_UNREADABLE_IMAGES True "
+            "to train without them."
         )
     if problems:
         bad = {path for path, _ in problems}
@@ -107,7 +109,8 @@ class PairedDataset(torchdata.Dataset):
             )
         self.fallback = fallback
         self.mapper = mapper
-        # Serialised storage: workers do not copy-on-access the Python dicts (Detectron2's approach).
+        # Serialised storage: workers do not copy-on-access the Python dicts (Detectron2's
+        # approach).
         self._dicts = DatasetFromList(list(dataset_dicts), copy=True, serialize=True)
         no_partner = sum(1 for p in self.partners if len(p) == 0)
         logger.info(
@@ -167,17 +170,17 @@ def build_paired_train_loader(
 ):
     """Infinite train loader of paired batches, per process ``IMS_PER_BATCH / world_size`` images.
 
-    Uses Detectron2's :class:`TrainingSampler` (shuffled, sharded by rank), ``DATALOADER.NUM_WORKERS``
-    workers and :func:`worker_init_reset_seed`. With ``DATALOADER.ASPECT_RATIO_GROUPING`` (Detectron2's
-    key, True by default) the pairs of a batch share the orientation of their first image
-    (:class:`PairsGroupedByAspectRatio`).
+    Uses Detectron2's :class:`TrainingSampler` (shuffled, sharded by rank),
+    ``DATALOADER.NUM_WORKERS`` workers and :func:`worker_init_reset_seed`. With
+    ``DATALOADER.ASPECT_RATIO_GROUPING`` (Detectron2's key, True by default) the pairs of a batch
+    share the orientation of their first image (:class:`PairsGroupedByAspectRatio`).
     """
     world = comm.get_world_size()
     ims = cfg.SOLVER.IMS_PER_BATCH
     if ims % world != 0 or (ims // world) % 2 != 0:
         raise ValueError(
-            f"SOLVER.IMS_PER_BATCH ({ims}) must be a multiple of 2 x the number of processes ({world}): "
-            "every process needs whole pairs of images"
+            f"SOLVER.IMS_PER_BATCH ({ims}) must be a multiple of 2 x the number of processes "
+            f"({world}): every process needs whole pairs of images"
         )
     if cfg.DATALOADER.SAMPLER_TRAIN != "TrainingSampler":
         raise ValueError(

@@ -59,7 +59,8 @@ def build_partner_index(
 
 
 def anchor_indices(partners: Sequence[np.ndarray], fallback: str) -> np.ndarray:
-    """Images that serve as anchors: all, or with ``fallback == "drop"`` only those with a partner."""
+    """Images that serve as anchors: all, or with ``fallback == "drop"`` only those with a
+    partner."""
     if fallback not in FALLBACKS:
         raise ValueError(
             f"DATALOADER.PAIRING.FALLBACK must be one of {FALLBACKS}, got {fallback!r}"
@@ -72,7 +73,8 @@ def anchor_indices(partners: Sequence[np.ndarray], fallback: str) -> np.ndarray:
 def choose_partner(
     index: int, partners: Sequence[np.ndarray], fallback: str, rng: random.Random | None = None
 ) -> int:
-    """Draw the partner of image ``index``: uniformly among ``partners[index]``, else by ``fallback``.
+    """Draw the partner of image ``index``: uniformly among ``partners[index]``, else by
+    ``fallback``.
 
     ``"self"`` returns ``index`` (the image is paired with a second augmented copy of itself),
     ``"random"`` a uniformly drawn other image, ``"drop"`` raises (such images are no anchors).

@@ -21,9 +21,9 @@ logger = logging.getLogger(__name__)
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    """Detectron2's standard arguments (``--config-file --eval-only --resume --num-gpus --num-machines
-    --machine-rank --dist-url`` and trailing ``KEY VALUE`` overrides). Without CUDA, ``--num-gpus N``
-    starts N CPU processes (gloo)."""
+    """Detectron2's standard arguments (``--config-file --eval-only --resume --num-gpus
+    --num-machines --machine-rank --dist-url`` and trailing ``KEY VALUE`` overrides). Without
+    CUDA, ``--num-gpus N`` starts N CPU processes (gloo)."""
     return default_argument_parser(
         epilog="dcinet_d2: I-Net / DC-I-Net person search training and evaluation"
     )
@@ -47,7 +47,8 @@ def setup_cfg(args) -> CfgNode:
 
 def setup_logging(cfg: CfgNode) -> None:
     """Send dcinet_d2's own log lines where Detectron2's go: the console (rank 0) and
-    ``OUTPUT_DIR/log.txt`` (``log.txt.rank{N}`` for the other ranks). Call after ``default_setup``."""
+    ``OUTPUT_DIR/log.txt`` (``log.txt.rank{N}`` for the other ranks). Call after
+    ``default_setup``."""
     setup_logger(
         cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="dcinet_d2", abbrev_name="dcinet"
     )
@@ -85,7 +86,8 @@ def load_for_evaluation(model, cfg: CfgNode, resume: bool) -> None:
 
 
 def main(args):
-    """One process's work: train (optionally resuming) or evaluate. Returns the evaluation results."""
+    """One process's work: train (optionally resuming) or evaluate. Returns the evaluation
+    results."""
     cfg = setup_cfg(args)
     default_setup(cfg, args)
     setup_logging(cfg)

@@ -48,7 +48,8 @@ class PersonSearchTrainer(DefaultTrainer):
 
     - before the first iteration: the training identities are numbered across the training sets
       and checked against ``MODEL.REID.NUM_IDS``, and the training and test images are checked
-      (``dcinet_d2.data.build``); the identity ranges are written to ``OUTPUT_DIR/train_identities.json``;
+      (``dcinet_d2.data.build``); the identity ranges are written to
+      ``OUTPUT_DIR/train_identities.json``;
     - checkpoints are written atomically, carry what inference needs (the config with
       ``NUM_IDS`` resolved), and ``--resume`` falls back to the newest intact one
       (:class:`~.checkpoint.PersonSearchCheckpointer`).

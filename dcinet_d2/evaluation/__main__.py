@@ -52,7 +52,9 @@ def _unit_interval(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m dcinet_d2.evaluation",
-        description="Person-search evaluation (CUHK-SYSU / PRW community protocol) of saved predictions.",
+        description=(
+            "Person-search evaluation (CUHK-SYSU / PRW community protocol) of saved predictions."
+        ),
     )
     p.add_argument(
         "--dataset", required=True, help="registered test set, e.g. cuhk_sysu_test, prw_test"

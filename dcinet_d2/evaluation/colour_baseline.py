@@ -244,7 +244,8 @@ def compare_with_histograms(
 def format_comparison(rows: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
     """The rows of :func:`compare_with_histograms` as a small text table."""
     lines = [
-        f"{'embedding on boxes':<28} {'mAP':>6} {'top-1':>6} {'top-5':>6} {'top-10':>6} {'det AP':>7}"
+        f"{'embedding on boxes':<28} {'mAP':>6} {'top-1':>6} {'top-5':>6} {'top-10':>6} "
+        f"{'det AP':>7}"
     ]
     for name, res in rows.items():
         s, d = res["search"], res["detection"]

@@ -1,9 +1,10 @@
-"""``PersonSearchEvaluator``: the protocol as a Detectron2 ``DatasetEvaluator``, and the function that
-evaluates validated predictions against a registered test set (shared with the command line).
+"""``PersonSearchEvaluator``: the protocol as a Detectron2 ``DatasetEvaluator``, and the function
+that evaluates validated predictions against a registered test set (shared with the command line).
 
 Results (floats, percent)::
 
-    {"search":    {"mAP", "top1", "top5", "top10"},        # headline gallery (CUHK-SYSU: GALLERY_SIZE)
+    {"search":    {"mAP", "top1", "top5", "top10"},        # headline gallery
+                                                           # (CUHK-SYSU: GALLERY_SIZE)
      "detection": {"recall", "AP", "recall_labeled", "AP_labeled"},
      "search_gallery{N}": {...} / "search_full_set": {...}, # CUHK-SYSU curve (GALLERY_SIZE_CURVE)
      "search_cross_camera": {...}}                         # PRW, with CROSS_CAMERA
@@ -107,7 +108,8 @@ def evaluate_person_search(
 
     Args:
         dataset_dicts: the test set's dicts (``DatasetCatalog.get(name)``).
-        predictions: validated predictions (numpy), covering exactly the dataset's images and queries.
+        predictions: validated predictions (numpy), covering exactly the dataset's images and
+            queries.
         protocol: ``"cuhk_sysu"`` or ``"prw"`` (the dataset metadata's ``protocol``).
         root: dataset root (CUHK-SYSU: where ``TestG{N}.mat`` are read).
         det_thresh: detections scoring below it are dropped.
@@ -115,7 +117,8 @@ def evaluate_person_search(
         gallery_size_curve: CUHK-SYSU extra gallery sizes, each reported as its own task.
         cross_camera: PRW: also report the cross-camera variant.
         cbgm: CBGM re-scoring, ``None`` = off.
-        galleries_loader: ``(root, N) -> gallery lists`` (default: the CUHK-SYSU ``TestG{N}.mat`` reader).
+        galleries_loader: ``(root, N) -> gallery lists`` (default: the CUHK-SYSU
+            ``TestG{N}.mat`` reader).
 
     Returns:
         ``OrderedDict`` task -> {metric: float} in percent (see the module docstring).
@@ -304,7 +307,8 @@ class PersonSearchEvaluator(DatasetEvaluator):
             embeds = _to_numpy(inst.pred_embeds)
             if embeds.ndim != 2:
                 raise ValueError(
-                    f"model output for {image_id}: pred_embeds must be [N, D], got {list(embeds.shape)}"
+                    f"model output for {image_id}: pred_embeds must be [N, D], "
+                    f"got {list(embeds.shape)}"
                 )
             self._gallery[image_id] = {
                 "boxes": np.ascontiguousarray(boxes[keep]),
@@ -320,7 +324,8 @@ class PersonSearchEvaluator(DatasetEvaluator):
                 q_emb = _to_numpy(out["query_embeds"])
                 if q_emb.shape[0] != len(queries):
                     raise ValueError(
-                        f"{image_id}: {len(queries)} queries but query_embeds has {q_emb.shape[0]} rows"
+                        f"{image_id}: {len(queries)} queries but query_embeds has "
+                        f"{q_emb.shape[0]} rows"
                     )
                 for q, e in zip(queries, q_emb):
                     self._queries[int(q["query_id"])] = {"embed": np.array(e, dtype=np.float32)}

@@ -2,8 +2,8 @@
 
 A :class:`SearchQuery` names the query's own image (never searched), its box, the gallery images it
 searches and the target box in every image that holds its identity. Both implementations of the
-protocol (:mod:`.protocol`, vectorised, and `tests/evaluation/reference.py`, a plain loop) consume the same
-queries, so the rules below are written once:
+protocol (:mod:`.protocol`, vectorised, and `tests/evaluation/reference.py`, a plain loop) consume
+the same queries, so the rules below are written once:
 
 - A gallery is either an explicit list of image ids (CUHK-SYSU ``TestG{N}``) or ``None``, meaning
   every image of the test set (CUHK-SYSU full set, PRW).
@@ -245,7 +245,8 @@ def cuhk_sysu_queries(
             both = with_target & without
             if both:
                 raise ValueError(
-                    f"query {qid}: gallery image {sorted(both)[0]} listed twice with different targets"
+                    f"query {qid}: gallery image {sorted(both)[0]} listed twice "
+                    "with different targets"
                 )
         targets.pop(image_id, None)  # the query's own image is never searched
         gallery = tuple(name for name in unique if name != image_id)
@@ -260,7 +261,8 @@ def prw_queries(
     dataset_dicts: Sequence[Mapping[str, Any]], cross_camera: bool = False
 ) -> list[SearchQuery]:
     """PRW queries: gallery = every test frame except the query's own; targets = the frames that
-    hold the query's ``person_id``. With ``cross_camera``, frames of the query's camera are left out.
+    hold the query's ``person_id``. With ``cross_camera``, frames of the query's camera are left
+    out.
 
     Returns:
         The queries, sorted by ``query_id``.

@@ -1,9 +1,11 @@
 """The person-search predictions file: format, validation, save and load.
 
-Format (stable; a dict saved with ``torch.save``, loadable with ``torch.load(..., weights_only=True)``)::
+Format (stable; a dict saved with ``torch.save``, loadable with
+``torch.load(..., weights_only=True)``)::
 
     {
-      "gallery": {image_id: {"boxes":  float32 tensor [n, 4]  x1, y1, x2, y2 in original image pixels,
+      "gallery": {image_id: {"boxes":  float32 tensor [n, 4]  x1, y1, x2, y2 in original
+                                                              image pixels,
                              "scores": float32 tensor [n]     detection probabilities in [0, 1],
                              "embeds": float32 tensor [n, D]  L2-normalised (*)}},
       "queries": {query_id: {"embed": float32 tensor [D]  L2-normalised}},
@@ -279,7 +281,8 @@ def check_against_dataset(
         )
     if want - have:
         raise PredictionsFormatError(
-            f"'gallery' misses {len(want - have)} of the dataset's {len(want)} images: {_few(list(want - have))}"
+            f"'gallery' misses {len(want - have)} of the dataset's {len(want)} images: "
+            f"{_few(list(want - have))}"
         )
     have, want = set(predictions["queries"]), {int(q) for q in query_ids}
     if have - want:
@@ -288,7 +291,8 @@ def check_against_dataset(
         )
     if want - have:
         raise PredictionsFormatError(
-            f"'queries' misses {len(want - have)} of the dataset's {len(want)} queries: {_few(list(want - have))}"
+            f"'queries' misses {len(want - have)} of the dataset's {len(want)} queries: "
+            f"{_few(list(want - have))}"
         )
 
 

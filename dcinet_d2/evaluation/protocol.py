@@ -2,7 +2,8 @@
 
 This is the community protocol (OIM's ``psdb.py``, SeqNet's ``eval_func.py``; DESIGN.md section 4)
 computed with matrix products and array operations instead of per-detection Python loops.
-`tests/evaluation/reference.py` computes the same numbers with plain loops; the tests hold the two equal.
+`tests/evaluation/reference.py` computes the same numbers with plain loops; the tests hold the two
+equal.
 
 Search, per query (``SearchQuery``, see :mod:`.galleries`):
 
@@ -136,7 +137,8 @@ def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
     (descending) of ``(R_n - R_{n-1}) * P_n``; equal scores form one threshold.
 
     Returns:
-        The AP; 0.0 when ``y_true`` has no positive (scikit-learn warns and its recall is undefined).
+        The AP; 0.0 when ``y_true`` has no positive (scikit-learn warns and its recall is
+        undefined).
     """
     y_true = np.asarray(y_true, dtype=bool).ravel()
     y_score = np.asarray(y_score).ravel()
@@ -500,7 +502,8 @@ def _query_matrix(
         for q, e in zip(queries, rows):
             if e.shape[0] != dim:
                 raise ValueError(
-                    f"query {q.query_id}: embedding dimension {e.shape[0]} != gallery dimension {dim}"
+                    f"query {q.query_id}: embedding dimension {e.shape[0]} "
+                    f"!= gallery dimension {dim}"
                 )
         return np.stack(rows) if rows else np.zeros((0, dim or 0))
     if dim is not None and out.shape[1] != dim:
@@ -511,7 +514,8 @@ def _query_matrix(
 
 
 def _target_arrays(queries: Sequence[SearchQuery], index: Mapping[str, int]) -> tuple:
-    """(query index [T], image index [T], int64 box [T, 4]) of every target of every query, in order."""
+    """(query index [T], image index [T], int64 box [T, 4]) of every target of every query, in
+    order."""
     names = [str(name) for q in queries for name in q.targets]
     try:
         ti = np.fromiter(map(index.__getitem__, names), dtype=np.int64, count=len(names))
@@ -956,7 +960,8 @@ def evaluate_detection(
     gt_boxes = np.concatenate(gts) if gts else np.zeros((0, 4))
     gt_ptr = np.r_[0, np.cumsum(n_gt)]
 
-    # all (gt, det) pairs of each image, gt-major: pair k of image i -> g = k // n_det, d = k % n_det
+    # all (gt, det) pairs of each image, gt-major: pair k of image i -> g = k // n_det,
+    # d = k % n_det
     per_image = n_gt * n_det
     owner, _ = _expand_ranges(np.zeros(n, dtype=np.int64), per_image)
     local = np.arange(owner.size) - (np.cumsum(per_image) - per_image)[owner]

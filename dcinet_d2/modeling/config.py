@@ -12,8 +12,8 @@ __all__ = ["add_model_config"]
 
 
 def add_model_config(cfg: CN) -> CN:
-    """Add ``cfg.MODEL.REID``, ``ROI_HEADS.RES5_NORM`` and ``ROI_BOX_HEAD.IOU_*`` to ``cfg`` in place
-    (and return it). Touches no existing key.
+    """Add ``cfg.MODEL.REID``, ``ROI_HEADS.RES5_NORM`` and ``ROI_BOX_HEAD.IOU_*`` to ``cfg`` in
+    place (and return it). Touches no existing key.
 
     Args:
         cfg: a Detectron2 config (from ``detectron2.config.get_cfg()``).

@@ -144,7 +144,8 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
         iou_score_weight = cfg.MODEL.ROI_BOX_HEAD.IOU_SCORE_WEIGHT
         if iou_score_weight < 0:
             raise ValueError(
-                f"MODEL.ROI_BOX_HEAD.IOU_SCORE_WEIGHT must be >= 0 (0 = off), got {iou_score_weight}"
+                f"MODEL.ROI_BOX_HEAD.IOU_SCORE_WEIGHT must be >= 0 (0 = off), "
+                f"got {iou_score_weight}"
             )
         if iou_score_weight > 0:
             ret["box_predictor"] = IoUAwareOutputLayers(

@@ -157,7 +157,8 @@ class SearchHit(TypedDict):
 
 
 def _json_dict(value: Any, name: str) -> dict:
-    """A JSON round-trip copy of the dict ``value`` (what index.json will hold), or a clear error."""
+    """A JSON round-trip copy of the dict ``value`` (what index.json will hold), or a clear
+    error."""
     if not isinstance(value, dict):
         raise TypeError(f"{name} must be a dict, got {type(value).__name__}")
     try:

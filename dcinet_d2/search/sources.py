@@ -157,7 +157,8 @@ def _unreadable(path: str, reason: str, unreadable: list[str] | None) -> None:
 
 
 def count_units(source: Source, fps: float | None = None) -> int:
-    """Number of units of ``source`` (for progress bars; from the video header, may be approximate)."""
+    """Number of units of ``source`` (for progress bars; from the video header, may be
+    approximate)."""
     if source.kind == "image":
         return 1
     import cv2

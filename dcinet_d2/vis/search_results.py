@@ -83,8 +83,8 @@ def top_matches(
 def _tile_with_box(
     path: str, box: np.ndarray, color, size: tuple[int, int], label: str
 ) -> Image.Image:
-    """The image scaled to fit ``size`` with ``box`` drawn on it (after scaling, so lines stay crisp)
-    and ``label`` above it."""
+    """The image scaled to fit ``size`` with ``box`` drawn on it (after scaling, so lines stay
+    crisp) and ``label`` above it."""
     with Image.open(path) as im:
         im = im.convert("RGB")
     scale = min(size[0] / im.width, size[1] / im.height)

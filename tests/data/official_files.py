@@ -52,7 +52,8 @@ def write_cuhk_sysu(
 ) -> None:
     """images: {name: [(x,y,w,h), ...]}; train: [(idname, [(name, (x,y,w,h)), ...])];
     queries: [(idname, name, (x,y,w,h), [(gallery name, (x,y,w,h) or None), ...])] (one gallery,
-    written padded/cut to each size in gallery_sizes is NOT done: the gallery is written as given)."""
+    written padded/cut to each size in gallery_sizes is NOT done: the gallery is written as
+    given)."""
     ann = os.path.join(root, "annotation")
     os.makedirs(os.path.join(ann, "test", "train_test"), exist_ok=True)
     for name, (w, h) in sizes.items():
@@ -112,7 +113,8 @@ def write_prw(
     keys: dict | None = None,
     newline: str = "\r\n",
 ) -> None:
-    """train_frames/test_frames: {frame (no ext): [[id, x, y, w, h], ...]}; keys: {frame: mat key}."""
+    """train_frames/test_frames: {frame (no ext): [[id, x, y, w, h], ...]}; keys: {frame: mat
+    key}."""
     keys = keys or {}
     os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
     for frame, rows in {**train_frames, **test_frames}.items():

@@ -1,4 +1,5 @@
-"""Paired loading under torch.distributed (2 gloo processes on CPU): each process gets other pairs."""
+"""Paired loading under torch.distributed (2 gloo processes on CPU): each process gets other
+pairs."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ def test_two_processes_draw_disjoint_anchors(tmp_path):
     mp.spawn(_worker, args=(2, free_port(), str(imgs), str(out)), nprocs=2, join=True)
     r0 = (out / "rank0.txt").read_text().split("\n")
     r1 = (out / "rank1.txt").read_text().split("\n")
-    # TrainingSampler shards one shared permutation: within the first epoch ranks see disjoint anchors,
-    # and together all 8 images
+    # TrainingSampler shards one shared permutation: within the first epoch ranks see disjoint
+    # anchors, and together all 8 images
     assert len(set(r0)) == 4 and len(set(r1)) == 4
     assert set(r0).isdisjoint(r1) and len(set(r0) | set(r1)) == 8

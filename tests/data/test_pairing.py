@@ -46,8 +46,8 @@ def test_partner_index_by_hand():
     no_pref = build_partner_index(DICTS, prefer_other_camera=False)
     assert [p.tolist() for p in no_pref] == [[1, 2, 5], [0, 5], [0], [], [], [0, 1]]
     pref = build_partner_index(DICTS, prefer_other_camera=True)
-    # 0 (c1): other camera among {1,2,5} -> {1}; 1 (c2): {0,5} are both c1 -> kept; 2 (c1): {0} only c1 -> kept
-    # 5 (c1): {0 (c1), 1 (c2)} -> {1}
+    # 0 (c1): other camera among {1,2,5} -> {1}; 1 (c2): {0,5} are both c1 -> kept;
+    # 2 (c1): {0} only c1 -> kept; 5 (c1): {0 (c1), 1 (c2)} -> {1}
     assert [p.tolist() for p in pref] == [[1], [0, 5], [0], [], [], [1]]
     assert labelled_ids(DICTS[0]) == {1, 2}
 
@@ -90,7 +90,7 @@ def test_paired_dataset_pairs_share_identity():
     assert len(batch) == 4 and labelled_ids(batch[0]) & labelled_ids(batch[1])
 
 
-# ---------------------------------------------------------------------------- real mapper and loader
+# --------------------------------------------------------------------------- real mapper and loader
 def _cfg(**over):
     cfg = get_cfg()
     add_dcinet_config(cfg)
@@ -104,7 +104,8 @@ def _cfg(**over):
 
 
 def _image_dicts(tmp_path, n=8):
-    """n images 64x32 (w x h); image i holds identity i // 2 (so i pairs with i ^ 1) and an unlabelled box."""
+    """n images 64x32 (w x h); image i holds identity i // 2 (so i pairs with i ^ 1) and an
+    unlabelled box."""
     dicts = []
     for i in range(n):
         path = str(tmp_path / f"im{i}.jpg")

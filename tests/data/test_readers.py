@@ -37,7 +37,8 @@ def private_cache(tmp_path, monkeypatch):
 
 
 CUHK_IMAGES = {
-    # float box: the reference casts x,y,w,h to int32 first -> (10, 5, 20, 40) -> xyxy (10, 5, 30, 45)
+    # float box: the reference casts x,y,w,h to int32 first -> (10, 5, 20, 40)
+    # -> xyxy (10, 5, 30, 45)
     "s1.jpg": [(10.7, 5.2, 20.6, 40.9), (50, 10, 0, 30), (60, 20, 15, 30)],  # 2nd: w = 0, dropped
     "s2.jpg": [(5, 5, 30, 50), (40, 6, 20, 44)],
     "s3.jpg": [(1, 2, 3, 4), (9, 9, 9, 0)],  # 2nd: h = 0, dropped
@@ -217,7 +218,8 @@ def test_prw_train(prw_root):
     dicts = load_prw(prw_root, "train")
     assert [d["image_id"] for d in dicts] == [f + ".jpg" for f in PRW_TRAIN]
     assert _summary(dicts) == {
-        # clip x,y,w,h at 0, add in floats, cast: (10.5,20,30,60) -> (10.5,20,40.5,80) -> (10,20,40,80)
+        # clip x,y,w,h at 0, add in floats, cast:
+        # (10.5,20,30,60) -> (10.5,20,40.5,80) -> (10,20,40,80)
         # (-4,3,20,40) -> (0,3,20,40) -> (0,3,20,43); id -2 -> -1; ids 5, 7 -> 0, 1 (ID_train order)
         "c1s1_000001.jpg": [([10, 20, 40, 80], 0), ([0, 3, 20, 43], -1)],
         "c2s1_000002.jpg": [([0, 0, 10, 10], 1), ([1, 1, 11, 11], 0)],

@@ -11,8 +11,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def quick_cfg(name: str, output_dir: str, *overrides: str):
-    """The quick schedule ``configs/quick_schedules/<name>_instant_test.yaml`` (frozen), after making
-    sure the default synthetic datasets exist (generated once, about 10 s)."""
+    """The quick schedule ``configs/quick_schedules/<name>_instant_test.yaml`` (frozen), after
+    making sure the default synthetic datasets exist (generated once, about 10 s)."""
     ensure_synthetic_datasets(progress=False)
     path = os.path.join(REPO, "configs", "quick_schedules", f"{name}_instant_test.yaml")
     args = argument_parser().parse_args(

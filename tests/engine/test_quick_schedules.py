@@ -1,4 +1,5 @@
-"""The quick schedules (configs/quick_schedules): train a few iterations, evaluate, metrics come out."""
+"""The quick schedules (configs/quick_schedules): train a few iterations, evaluate, metrics come
+out."""
 
 from __future__ import annotations
 

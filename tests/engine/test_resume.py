@@ -16,7 +16,8 @@ from .common import quick_cfg
 
 
 class _KillAfter(HookBase):
-    """Snapshots the model right after the checkpoint of ``snapshot_iter`` and dies at ``kill_iter``."""
+    """Snapshots the model right after the checkpoint of ``snapshot_iter`` and dies at
+    ``kill_iter``."""
 
     def __init__(self, snapshot_iter, kill_iter):
         self.snapshot_iter, self.kill_iter, self.snapshot = snapshot_iter, kill_iter, None

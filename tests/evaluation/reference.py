@@ -194,7 +194,8 @@ def evaluate_search(
 def _cbgm_loop(
     q: SearchQuery, feat_q, name2sim: dict, kept: dict, image_rank: dict, cbgm: CBGMParams
 ) -> None:
-    """CBGM as SeqNet's loop does it (rules in ``evaluation.cbgm``), modifying ``name2sim`` in place."""
+    """CBGM as SeqNet's loop does it (rules in ``evaluation.cbgm``), modifying ``name2sim`` in
+    place."""
     # images of the k1 most similar detections (ties: dataset image order, then detection order)
     cands = []
     for name, sims in name2sim.items():

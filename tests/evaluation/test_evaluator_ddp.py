@@ -1,5 +1,5 @@
-"""PersonSearchEvaluator under torch.distributed (2 gloo processes on CPU): each process sees half of
-the images; rank 0 gathers everything and gets the single-process numbers, rank 1 returns {}."""
+"""PersonSearchEvaluator under torch.distributed (2 gloo processes on CPU): each process sees half
+of the images; rank 0 gathers everything and gets the single-process numbers, rank 1 returns {}."""
 
 from __future__ import annotations
 

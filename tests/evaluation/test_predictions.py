@@ -94,7 +94,8 @@ def mutate(fn):
         ),
         (
             lambda p: p["gallery"]["s1.jpg"].update(embeds=2 * p["gallery"]["s1.jpg"]["embeds"]),
-            "gallery['s1.jpg']['embeds']: embeddings must be L2-normalised (|norm - 1| <= 0.001); row 0 has norm 2",
+            "gallery['s1.jpg']['embeds']: embeddings must be L2-normalised (|norm - 1| <= 0.001); "
+            "row 0 has norm 2",
         ),
         (
             lambda p: p["queries"][1].update(embed=np.zeros(4, np.float32)),
@@ -129,7 +130,8 @@ def mutate(fn):
         ),
         (
             lambda p: p.update(meta={"thresholds": [0.5, np.float32(0.7)]}),
-            "meta['thresholds'][1]: expected str, int, float, bool, None, list or dict, got float32",
+            "meta['thresholds'][1]: expected str, int, float, bool, None, list or dict, "
+            "got float32",
         ),
         (
             lambda p: p.update(meta={"embed_score_power": -1.0}),

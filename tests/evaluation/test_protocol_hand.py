@@ -242,7 +242,8 @@ def cbgm_case():
     Without CBGM: h1 .65 N, g1 .6 N, g2 .5 P -> AP 1/3, top-1 0.
     CBGM, k2 = 2 (query + d_c): in g.jpg the best matching is q-g2 + c-g1 = 1.2 (vs q-g1 + c-g2 =
     0.6); g2, matched to the query, takes the largest matched weight 0.7. h.jpg (one detection):
-    the matching keeps q-h1 (0.65 > 0), unchanged. Ranking g2 .7 P, h1 .65 N, g1 .6 N -> AP 1, top-1 1.
+    the matching keeps q-h1 (0.65 > 0), unchanged. Ranking g2 .7 P, h1 .65 N, g1 .6 N -> AP 1,
+    top-1 1.
     """
     s15 = math.sqrt(0.15)
     g1 = np.array([0.6, 0.7, s15, 0.0], np.float32)

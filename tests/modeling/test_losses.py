@@ -630,7 +630,8 @@ class TestOLPTermWeight:
         assert self.loss("anchor") == pytest.approx(
             (L1 + L2 + 0.5 * (L1 + LOG2) + 2 * LOG2) / 5, abs=1e-6
         )
-        # each identity of the pair weighs 1: identity 0's 4 terms 1/4 each, identity 1's 2 terms 1/2
+        # each identity of the pair weighs 1: identity 0's 4 terms 1/4 each, identity 1's 2 terms
+        # 1/2
         assert self.loss("identity") == pytest.approx(
             (0.25 * (2 * L1 + L2 + LOG2) + 0.5 * 2 * LOG2) / 2, abs=1e-6
         )

@@ -5,7 +5,8 @@ directory as in Detectron2):
 
 - ``cuhk_sysu_train``, ``cuhk_sysu_test``: ``$DETECTRON2_DATASETS/CUHK-SYSU``
 - ``prw_train``, ``prw_test``: ``$DETECTRON2_DATASETS/PRW``
-- ``synthetic_cuhk_sysu_{train,test}``, ``synthetic_prw_{train,test}``: the same under ``synthetic/``
+- ``synthetic_cuhk_sysu_{train,test}``, ``synthetic_prw_{train,test}``: the same under
+  ``synthetic/``
 - ``synthetic_pretrain_cuhk_sysu_{train,test}``: ``synthetic_pretrain/CUHK-SYSU``, a synthetic
   CUHK-SYSU drawn with another seed (identities disjoint from ``synthetic/``), on which
   ``tools/pretrain_backbone.py`` pre-trains the small configs' ResNet

@@ -28,11 +28,13 @@ __all__ = [
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """A dataset file is missing. The message names the path, what it should hold and where to get it."""
+    """A dataset file is missing. The message names the path, what it should hold and where to get
+    it."""
 
 
 class DatasetFormatError(ValueError):
-    """A dataset file exists but does not hold what the official release holds (names file and entry)."""
+    """A dataset file exists but does not hold what the official release holds (names file and
+    entry)."""
 
 
 def require_file(path: str, what: str, how_to_get: str) -> str:
@@ -70,7 +72,8 @@ def load_mat(path: str, keys: Iterable[str], what: str, how_to_get: str) -> tupl
 
 
 def mat_str(value: Any, path: str, entry: str) -> str:
-    """A MATLAB char array (as loaded by scipy: ``array(['s1.jpg'])``, possibly nested) as ``str``."""
+    """A MATLAB char array (as loaded by scipy: ``array(['s1.jpg'])``, possibly nested) as
+    ``str``."""
     arr = np.asarray(value)
     while arr.dtype == object and arr.size == 1:
         arr = np.asarray(arr.reshape(-1)[0])
@@ -134,7 +137,8 @@ def cuhk_xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
 
 
 def prw_annotation_xywh_to_xyxy(xywh: np.ndarray) -> np.ndarray:
-    """PRW frame annotations: clip ``[x, y, w, h]`` at 0, ``x2 = x + w`` in floats, then cast to int32."""
+    """PRW frame annotations: clip ``[x, y, w, h]`` at 0, ``x2 = x + w`` in floats, then cast to
+    int32."""
     box = np.clip(np.asarray(xywh, dtype=np.float64), 0, None)
     box[..., 2:] += box[..., :2]
     return box.astype(np.int32)

@@ -3,7 +3,8 @@
 Layout under ``root`` (DESIGN.md section 3)::
 
     Image/SSM/*.jpg
-    annotation/Images.mat                   Img: per image imname, nAppear, box(idlocate=[x,y,w,h], ishard)
+    annotation/Images.mat                   Img: per image imname, nAppear,
+                                            box(idlocate=[x,y,w,h], ishard)
     annotation/pool.mat                     pool: the test images; training images = all - pool
     annotation/test/train_test/Train.mat    Train: per training identity its appearances
     annotation/test/train_test/TestG{N}.mat TestG{N}: per query, Query and Gallery[N]
@@ -50,8 +51,9 @@ logger = logging.getLogger(__name__)
 
 GALLERY_SIZES = (50, 100, 500, 1000, 2000, 4000)
 HOW_TO_GET = (
-    "CUHK-SYSU comes from its authors (https://github.com/ShuangLI59/person_search, 'Dataset'); unpack it so that "
-    "this folder holds Image/SSM/ and annotation/. Set $DETECTRON2_DATASETS to the folder holding CUHK-SYSU/, "
+    "CUHK-SYSU comes from its authors (https://github.com/ShuangLI59/person_search, 'Dataset'); "
+    "unpack it so that this folder holds Image/SSM/ and annotation/. "
+    "Set $DETECTRON2_DATASETS to the folder holding CUHK-SYSU/, "
     "or run `python datasets/prepare_synthetic.py` for the synthetic stand-in in the same format."
 )
 
@@ -114,7 +116,8 @@ def read_pool_mat(path: str) -> list[str]:
 
 
 def read_train_mat(path: str) -> list[list[tuple[str, np.ndarray]]]:
-    """``Train.mat`` -> per training identity (file order) its appearances [(image name, int32 xyxy)]."""
+    """``Train.mat`` -> per training identity (file order) its appearances
+    [(image name, int32 xyxy)]."""
     _, train = load_mat(
         path, ["Train"], "the CUHK-SYSU training identities (Train.mat)", HOW_TO_GET
     )
@@ -141,7 +144,8 @@ def read_train_mat(path: str) -> list[list[tuple[str, np.ndarray]]]:
 
 
 def read_testg_mat(path: str, gallery_size: int) -> list[dict[str, Any]]:
-    """``TestG{N}.mat`` -> per query (file order) {image_id, bbox int32 xyxy, gallery: [(name, box|None)]}."""
+    """``TestG{N}.mat`` -> per query (file order) {image_id, bbox int32 xyxy,
+    gallery: [(name, box|None)]}."""
     key = f"TestG{gallery_size}"
     _, testg = load_mat(
         path, [key], f"the CUHK-SYSU test protocol with gallery size {gallery_size}", HOW_TO_GET
@@ -204,8 +208,8 @@ def _assign(
                 skipped.append(f"{entry} ('{name}')")
             return
         raise DatasetFormatError(
-            f"'{path}', {entry}: box {box.tolist()} (xyxy) matches no box of '{name}' in Images.mat "
-            f"({boxes_of[name].tolist()})"
+            f"'{path}', {entry}: box {box.tolist()} (xyxy) matches no box of '{name}' "
+            f"in Images.mat ({boxes_of[name].tolist()})"
         )
     pids[name][idx] = pid
 
@@ -385,7 +389,8 @@ def _sources(root: str, split: str) -> list[str]:
 
 
 def load_cuhk_sysu(root: str, split: str) -> list[dict]:
-    """Dataset dicts of the ``"train"`` or ``"test"`` (gallery = pool) split (cached, see ``cache.py``)."""
+    """Dataset dicts of the ``"train"`` or ``"test"`` (gallery = pool) split (cached, see
+    ``cache.py``)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     p = _paths(root)
@@ -412,7 +417,8 @@ def load_cuhk_sysu(root: str, split: str) -> list[dict]:
 
 
 def num_train_identities(root: str) -> int:
-    """C, the number of training identities (entries of Train.mat); uses the same cache as the loader."""
+    """C, the number of training identities (entries of Train.mat); uses the same cache as the
+    loader."""
     _, c = cached(
         "cuhk_sysu", root, "train", _sources(root, "train"), lambda: _build_train(root), check_train
     )
@@ -424,17 +430,20 @@ def load_test_galleries(root: str, gallery_size: int) -> list[dict[str, Any]]:
 
     Args:
         root: dataset root.
-        gallery_size: one of 50, 100, 500, 1000, 2000, 4000 (read from ``TestG{N}.mat``), or -1 for the
-            full set: every pool image except the query's own, target boxes from the test annotations
-            (then ``gallery`` is a lazy :class:`FullSetGallery` with the same item type).
+        gallery_size: one of 50, 100, 500, 1000, 2000, 4000 (read from ``TestG{N}.mat``), or -1
+            for the full set: every pool image except the query's own, target boxes from the test
+            annotations (then ``gallery`` is a lazy :class:`FullSetGallery` with the same item
+            type).
     Returns:
-        per query ``{"query_id", "image_id", "bbox": int32[4] xyxy, "gallery": [(image_id, int32[4] | None)]}``.
+        per query ``{"query_id", "image_id", "bbox": int32[4] xyxy,
+        "gallery": [(image_id, int32[4] | None)]}``.
     """
     if gallery_size == -1:
         return _full_galleries(root)
     if gallery_size not in GALLERY_SIZES:
         raise ValueError(
-            f"CUHK-SYSU gallery size must be one of {GALLERY_SIZES} or -1 (full set), got {gallery_size}"
+            f"CUHK-SYSU gallery size must be one of {GALLERY_SIZES} or -1 (full set), "
+            f"got {gallery_size}"
         )
     path = testg_path(root, gallery_size)
     sources = [path, _paths(root)["image_dir"]]
@@ -449,8 +458,9 @@ def load_test_galleries(root: str, gallery_size: int) -> list[dict[str, Any]]:
 
 
 class FullSetGallery(Sequence):
-    """The full-set gallery of one query: every test image except the query's own, as a lazy sequence of
-    ``(image_id, int32[4] xyxy | None)`` (a materialised list would be 2,900 x 6,977 tuples).
+    """The full-set gallery of one query: every test image except the query's own, as a lazy
+    sequence of ``(image_id, int32[4] xyxy | None)`` (a materialised list would be 2,900 x 6,977
+    tuples).
 
     Attributes:
         image_ids: all test image names in pool order (shared between queries).

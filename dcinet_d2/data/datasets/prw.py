@@ -3,7 +3,8 @@
 Layout under ``root`` (DESIGN.md section 3)::
 
     frames/c{cam}s{seq}_{frame}.jpg
-    annotations/{frame}.jpg.mat   N x 5 [id, x, y, w, h] under 'box_new', 'anno_file' or 'anno_previous'
+    annotations/{frame}.jpg.mat   N x 5 [id, x, y, w, h] under 'box_new', 'anno_file' or
+                                  'anno_previous'
     frame_train.mat               img_index_train: training frame names (no extension)
     frame_test.mat                img_index_test: test frame names
     ID_train.mat                  ID_train: the training identity ids
@@ -53,9 +54,10 @@ logger = logging.getLogger(__name__)
 ANNOTATION_KEYS = ("box_new", "anno_file", "anno_previous")
 FRAME_NAME = re.compile(r"^c(\d+)s(\d+)_(\d+)$")
 HOW_TO_GET = (
-    "PRW comes from its authors (https://github.com/liangzheng06/PRW-baseline, 'PRW-v16.04.20'); unpack it so "
-    "that this folder holds frames/, annotations/ and the .mat/.txt files. Set $DETECTRON2_DATASETS to the folder "
-    "holding PRW/, or run `python datasets/prepare_synthetic.py` for the synthetic stand-in in the same format."
+    "PRW comes from its authors (https://github.com/liangzheng06/PRW-baseline, 'PRW-v16.04.20'); "
+    "unpack it so that this folder holds frames/, annotations/ and the .mat/.txt files. "
+    "Set $DETECTRON2_DATASETS to the folder holding PRW/, "
+    "or run `python datasets/prepare_synthetic.py` for the synthetic stand-in in the same format."
 )
 
 
@@ -283,7 +285,8 @@ def _sources(root: str, split: str) -> list[str]:
 
 
 def _annotation_sources(root: str, split: str) -> list[str]:
-    # Every annotation file of the split takes part in the cache key (an edited .mat invalidates it).
+    # Every annotation file of the split takes part in the cache key (an edited .mat invalidates
+    # it).
     p = _paths(root)
     key, var = (
         ("train_frames", "img_index_train")
