@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .boxes import elementwise_iou
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["CBGMParams", "top_k1_images", "context_indices", "rescore"]
@@ -79,20 +81,6 @@ def top_k1_images(sims: np.ndarray, det_image: np.ndarray, k1: int) -> np.ndarra
     return np.unique(det_image[cand[order]])
 
 
-def _iou_torchvision(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one box with many (x1, y1, x2, y2; areas without +1, as torchvision's NMS)."""
-    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = iw * ih
-    union = (
-        (box[2] - box[0]) * (box[3] - box[1])
-        + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        - inter
-    )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return inter / union
-
-
 def context_indices(
     query_box: np.ndarray, boxes: np.ndarray, scores: np.ndarray, k2: int
 ) -> np.ndarray:
@@ -115,7 +103,8 @@ def context_indices(
     for j in np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable"):
         if len(out) >= k2 - 1:
             break
-        ious = _iou_torchvision(boxes[j], np.stack(kept_boxes))
+        kept = np.stack(kept_boxes)
+        ious = elementwise_iou(np.broadcast_to(boxes[j], kept.shape), kept)
         if np.any(ious > CONTEXT_NMS_THRESH):
             continue
         kept_boxes.append(boxes[j])

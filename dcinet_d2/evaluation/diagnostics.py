@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from .boxes import elementwise_iou
 from .evaluator import protocol_queries
 from .galleries import dataset_image_ids, detection_ground_truth, image_cameras
 from .predictions import check_against_dataset, load_predictions
-from .protocol import _iou_pairs, evaluate_search
+from .protocol import evaluate_search
 
 __all__ = [
     "box_iou_matrix",
@@ -46,12 +47,12 @@ BACKGROUND_IOU = 0.1
 def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box of ``a`` ``[n, 4]`` with every box of ``b`` ``[m, 4]`` (xyxy) -> ``[n, m]``.
 
-    The protocol's own IoU (:func:`~.protocol._iou_pairs`, the one detection matching uses) over
+    The protocol's own IoU (:func:`~.boxes.elementwise_iou`, the one detection matching uses) over
     all pairs; a zero union counts as IoU 0.
     """
     a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    iou = _iou_pairs(np.repeat(a, len(b), axis=0), np.tile(b, (len(a), 1)))
+    iou = elementwise_iou(np.repeat(a, len(b), axis=0), np.tile(b, (len(a), 1)))
     return np.nan_to_num(iou, nan=0.0).reshape(len(a), len(b))
 
 

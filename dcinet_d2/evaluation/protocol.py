@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .boxes import elementwise_iou
 from .cbgm import CBGMParams, context_indices, rescore, top_k1_images
 from .galleries import GroundTruth, SearchQuery
 
@@ -163,20 +164,6 @@ def small_box_iou_threshold(boxes: np.ndarray) -> np.ndarray:
     w = (boxes[:, 2] - boxes[:, 0]).astype(np.float64)
     h = (boxes[:, 3] - boxes[:, 1]).astype(np.float64)
     return np.minimum(0.5, (w * h) / ((w + 10.0) * (h + 10.0)))
-
-
-def _iou_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Element-wise IoU of boxes a[i] and b[i] (float64, NaN for a zero union)."""
-    iw = np.maximum(0.0, np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]))
-    ih = np.maximum(0.0, np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]))
-    inter = iw * ih
-    union = (
-        (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-        + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        - inter
-    )
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return inter / union
 
 
 def _lookup(index: Mapping[str, int], names: Sequence[str]) -> tuple:
@@ -433,7 +420,7 @@ def evaluate_search(
     # ---- detections of each target image that overlap the target enough (IoU >= small-box rule)
     t_ndet = packed.ptr[ti + 1] - packed.ptr[ti]
     tflat_owner, tflat_det = _expand_ranges(packed.ptr[ti], t_ndet)
-    ious = _iou_pairs(packed.boxes[tflat_det], tbox[tflat_owner].astype(np.float64))
+    ious = elementwise_iou(packed.boxes[tflat_det], tbox[tflat_owner].astype(np.float64))
     tflat_match = ious >= small_box_iou_threshold(tbox)[tflat_owner]  # NaN -> False
     tflat_ptr = np.r_[0, np.cumsum(t_ndet)].astype(np.int64)
 
@@ -967,7 +954,7 @@ def evaluate_detection(
     local = np.arange(owner.size) - (np.cumsum(per_image) - per_image)[owner]
     g_idx = gt_ptr[owner] + local // np.maximum(n_det[owner], 1)
     d_idx = packed.ptr[owner] + local % np.maximum(n_det[owner], 1)
-    ious = _iou_pairs(gt_boxes[g_idx], det_boxes[d_idx]).astype(np.float32)
+    ious = elementwise_iou(gt_boxes[g_idx], det_boxes[d_idx]).astype(np.float32)
     key = np.where(np.isnan(ious), np.inf, ious)  # np.argmax takes a NaN as the maximum
 
     is_match = ious >= iou_thresh

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..evaluation.boxes import elementwise_iou
 from ..evaluation.galleries import SearchQuery
 from ..evaluation.protocol import small_box_iou_threshold
 
@@ -21,18 +22,6 @@ class Match:
     box: np.ndarray  # float [4] x1, y1, x2, y2
     similarity: float
     correct: bool  # the protocol's true positive for this query
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    iw = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    ih = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = iw * ih
-    union = (
-        (box[2] - box[0]) * (box[3] - box[1])
-        + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        - inter
-    )
-    return inter / np.maximum(union, 1e-12)
 
 
 def top_matches(
@@ -67,10 +56,8 @@ def top_matches(
         correct = np.zeros(len(sims), dtype=bool)
         target = query.targets.get(image_id)
         if target is not None:
-            ok = (
-                _iou(np.asarray(target, dtype=np.float64), boxes)
-                >= small_box_iou_threshold(target[None])[0]
-            )
+            target_boxes = np.broadcast_to(np.asarray(target, dtype=np.float64), boxes.shape)
+            ok = elementwise_iou(target_boxes, boxes) >= small_box_iou_threshold(target[None])[0]
             order = np.argsort(-sims, kind="stable")
             first = [i for i in order if ok[i]]
             if first:

@@ -63,42 +63,32 @@ def _register(name: str, loader: Callable[[], list], **metadata) -> None:
         _LAZY[(name, key)] = compute
 
 
+def _register_splits(name_prefix: str, root: str, protocol: str, reader) -> None:
+    """Register ``<name_prefix>_train`` and ``<name_prefix>_test`` read from ``root`` by
+    ``reader`` (a module with ``load_<protocol>(root, split)`` and ``num_train_identities``)."""
+    load = getattr(reader, f"load_{protocol}")
+    for split in ("train", "test"):
+        extra = (
+            {"num_train_ids": lambda: reader.num_train_identities(root)} if split == "train" else {}
+        )
+        _register(
+            f"{name_prefix}_{split}",
+            lambda split=split: load(root, split),
+            protocol=protocol,
+            root=root,
+            split=split,
+            **extra,
+        )
+
+
 def register_cuhk_sysu(name_prefix: str, root: str) -> None:
     """Register ``<name_prefix>_train`` and ``<name_prefix>_test`` for a CUHK-SYSU folder."""
-    _register(
-        f"{name_prefix}_train",
-        lambda: cuhk_sysu.load_cuhk_sysu(root, "train"),
-        protocol="cuhk_sysu",
-        root=root,
-        split="train",
-        num_train_ids=lambda: cuhk_sysu.num_train_identities(root),
-    )
-    _register(
-        f"{name_prefix}_test",
-        lambda: cuhk_sysu.load_cuhk_sysu(root, "test"),
-        protocol="cuhk_sysu",
-        root=root,
-        split="test",
-    )
+    _register_splits(name_prefix, root, "cuhk_sysu", cuhk_sysu)
 
 
 def register_prw(name_prefix: str, root: str) -> None:
     """Register ``<name_prefix>_train`` and ``<name_prefix>_test`` for a PRW folder."""
-    _register(
-        f"{name_prefix}_train",
-        lambda: prw.load_prw(root, "train"),
-        protocol="prw",
-        root=root,
-        split="train",
-        num_train_ids=lambda: prw.num_train_identities(root),
-    )
-    _register(
-        f"{name_prefix}_test",
-        lambda: prw.load_prw(root, "test"),
-        protocol="prw",
-        root=root,
-        split="test",
-    )
+    _register_splits(name_prefix, root, "prw", prw)
 
 
 def datasets_root() -> str:

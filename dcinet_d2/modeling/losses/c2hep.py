@@ -15,7 +15,7 @@ from torch import Tensor
 from ...utils.distributed import all_gather_rows
 from .checks import check_reid_inputs
 from .memory import ClassCentres
-from .pools import PooledSoftmaxLoss, pooled_cross_entropy
+from .pools import PooledSoftmaxLoss
 
 __all__ = ["C2HEPLoss"]
 
@@ -91,18 +91,8 @@ class C2HEPLoss(PooledSoftmaxLoss):
         hardness = (embeds.detach().float() @ centres.t()).masked_fill(
             ~initialized[None, :], float("-inf")
         )
-        loss, stats = pooled_cross_entropy(
-            embeds,
-            pids,
-            image_ids,
-            centres,
-            hardness,
-            self.pool_size,
-            self.num_hard,
-            self.scale,
-            fill_allowed=initialized,
-            generator=self.generator,
-            num_pairs=num_pairs,
+        loss, stats = self.pooled_loss(
+            embeds, pids, image_ids, centres, hardness, initialized, num_pairs
         )
         if self.training:
             self.centres.update(feats_all, pids_all, exclude=fresh, sync=False)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .pools import PooledSoftmaxLoss, class_hardness, pooled_cross_entropy
+from .pools import PooledSoftmaxLoss, class_hardness
 
 __all__ = ["HEPLoss"]
 
@@ -63,16 +63,5 @@ class HEPLoss(PooledSoftmaxLoss):
             :func:`pooled_cross_entropy`.
         """
         weight = F.normalize(self.weight, dim=1)
-        return pooled_cross_entropy(
-            embeds,
-            pids,
-            image_ids,
-            weight,
-            class_hardness(embeds, dict_feats, dict_pids, self.num_classes),
-            self.pool_size,
-            self.num_hard,
-            self.scale,
-            fill_allowed=None,
-            generator=self.generator,
-            num_pairs=num_pairs,
-        )
+        hardness = class_hardness(embeds, dict_feats, dict_pids, self.num_classes)
+        return self.pooled_loss(embeds, pids, image_ids, weight, hardness, None, num_pairs)

@@ -178,18 +178,10 @@ class OLPLoss(nn.Module):
         self.scale = float(scale)
         self.term_weight = term_weight
 
-    def forward(
-        self,
-        embeds: Tensor,
-        pids: Tensor,
-        image_ids: Tensor,
-        dict_feats: Tensor,
-        dict_pids: Tensor,
-    ) -> tuple[Tensor, dict[str, float | Tensor]]:
-        """See :func:`olp_loss` for the arguments and the outputs."""
-        return olp_loss(
-            embeds, pids, image_ids, dict_feats, dict_pids, self.scale, self.term_weight
-        )
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, dict[str, float | Tensor]]:
+        """``olp_loss(embeds, pids, image_ids, dict_feats, dict_pids)`` with this module's scale and
+        term weighting; see :func:`olp_loss` for the arguments and the outputs."""
+        return olp_loss(*inputs, self.scale, self.term_weight)
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}, term_weight={self.term_weight}"

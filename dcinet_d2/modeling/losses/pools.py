@@ -248,6 +248,32 @@ class PooledSoftmaxLoss(nn.Module):
         self.scale = float(scale)
         self.generator = generator
 
+    def pooled_loss(
+        self,
+        embeds: Tensor,
+        pids: Tensor,
+        image_ids: Tensor,
+        class_vectors: Tensor,
+        hardness: Tensor,
+        fill_allowed: Tensor | None,
+        num_pairs: int | None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """:func:`pooled_cross_entropy` with this loss's pool size, hard classes, scale and
+        generator."""
+        return pooled_cross_entropy(
+            embeds,
+            pids,
+            image_ids,
+            class_vectors,
+            hardness,
+            self.pool_size,
+            self.num_hard,
+            self.scale,
+            fill_allowed=fill_allowed,
+            generator=self.generator,
+            num_pairs=num_pairs,
+        )
+
     def extra_repr(self) -> str:
         return (
             f"num_classes={self.num_classes}, dim={self.dim}, pool_size={self.pool_size}, "
