@@ -178,27 +178,23 @@ def main(argv: list[str] | None = None) -> int:
     progress = not args.quiet
     try:
         if args.force:
+            generators = {
+                "cuhk_sysu": (generate_cuhk_sysu, "CUHK-SYSU"),
+                "prw": (generate_prw, "PRW"),
+            }
             results = {}
-            if args.which in ("cuhk_sysu", "both"):
-                results["cuhk_sysu"] = generate_cuhk_sysu(
-                    os.path.join(base, "CUHK-SYSU"),
+            for key, (generate, folder) in generators.items():
+                if args.which not in (key, "both"):
+                    continue
+                results[key] = generate(
+                    os.path.join(base, folder),
                     seed=args.seed,
                     num_workers=args.workers,
                     overwrite=True,
                     progress=progress,
-                    **kw["cuhk_sysu"],
+                    **kw[key],
                 )
-                results["cuhk_sysu"]["generated"] = True
-            if args.which in ("prw", "both"):
-                results["prw"] = generate_prw(
-                    os.path.join(base, "PRW"),
-                    seed=args.seed,
-                    num_workers=args.workers,
-                    overwrite=True,
-                    progress=progress,
-                    **kw["prw"],
-                )
-                results["prw"]["generated"] = True
+                results[key]["generated"] = True
         else:
             results = ensure_synthetic_datasets(
                 base,

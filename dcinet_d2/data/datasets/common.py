@@ -170,6 +170,17 @@ def box_problem(
     return None
 
 
+def check_query_box(xyxy: np.ndarray, where: str, box_note: str, suffix: str = "") -> None:
+    """Raise :class:`DatasetFormatError`, ``"<where>: query box [..] (<box_note>) <problem>"`` and
+    ``suffix``, when a query's converted box is unusable (:func:`box_problem`): the protocol
+    cannot search for a person without a box, so the whole file is refused."""
+    problem = box_problem(xyxy)
+    if problem is not None:
+        raise DatasetFormatError(
+            f"{where}: query box {xyxy.tolist()} ({box_note}) {problem}{suffix}"
+        )
+
+
 class BoxReport:
     """The unusable boxes of one annotation file (or one split's files): ONE warning for all.
 

@@ -38,6 +38,7 @@ from .common import (
     BoxReport,
     DatasetFormatError,
     box_problem,
+    check_query_box,
     cuhk_xywh_to_xyxy,
     image_size,
     load_mat,
@@ -160,13 +161,9 @@ def read_testg_mat(path: str, gallery_size: int) -> list[dict[str, Any]]:
         if q_box is None:
             raise DatasetFormatError(f"'{path}', {entry}.Query ('{q_name}'): empty idlocate")
         q_xyxy = cuhk_xywh_to_xyxy(q_box)
-        problem = box_problem(q_xyxy)
-        if problem is not None:
-            raise DatasetFormatError(
-                f"'{path}', {entry}.Query ('{q_name}'): query box "
-                f"{q_xyxy.tolist()} (xyxy; idlocate {q_box.tolist()}) "
-                f"{problem}"
-            )
+        check_query_box(
+            q_xyxy, f"'{path}', {entry}.Query ('{q_name}')", f"xyxy; idlocate {q_box.tolist()}"
+        )
         gallery = []
         for j, g in enumerate(
             mat_struct_records(rec["Gallery"], ["imname", "idlocate"], path, f"{entry}.Gallery")

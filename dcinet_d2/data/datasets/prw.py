@@ -41,6 +41,7 @@ from .common import (
     BoxReport,
     DatasetFormatError,
     box_problem,
+    check_query_box,
     image_size,
     load_mat,
     mat_str,
@@ -169,12 +170,7 @@ def read_query_info(path: str) -> list[dict[str, Any]]:
         if not FRAME_NAME.match(frame):
             raise DatasetFormatError(f"'{path}', line {lineno}: '{frame}' is not a frame name")
         bbox = prw_query_xywh_to_xyxy(xywh)
-        problem = box_problem(bbox)
-        if problem is not None:
-            raise DatasetFormatError(
-                f"'{path}', line {lineno}: query box {bbox.tolist()} (xyxy) "
-                f"{problem}: {line.strip()!r}"
-            )
+        check_query_box(bbox, f"'{path}', line {lineno}", "xyxy", f": {line.strip()!r}")
         queries.append(
             {
                 "query_id": len(queries),
