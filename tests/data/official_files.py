@@ -1,4 +1,5 @@
-"""Writers of tiny CUHK-SYSU / PRW files in the official formats, for reader tests.
+"""Writers of tiny CUHK-SYSU / PRW files in the official formats, for reader tests (and a
+summary of what a reader returned).
 
 Written independently of the synthetic generator so that the readers are tested against the
 format as documented (DESIGN.md section 3), not against our own generator's interpretation.
@@ -137,3 +138,9 @@ def write_prw(
     )
     with open(os.path.join(root, "query_info.txt"), "w", newline="") as f:
         f.write("".join(line + newline for line in query_lines))
+
+
+def summary(dicts: list[dict]) -> dict:
+    """What a reader returned, for comparison with hand-worked values: {image_id: [(bbox,
+    person_id), ...]} in annotation order."""
+    return {d["image_id"]: [(a["bbox"], a["person_id"]) for a in d["annotations"]] for d in dicts}

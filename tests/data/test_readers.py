@@ -28,12 +28,9 @@ from dcinet_d2.data.datasets.cuhk_sysu import (
 from dcinet_d2.data.datasets.prw import load_prw
 from dcinet_d2.data.datasets.prw import num_train_identities as prw_num_train_ids
 
-from .official_files import write_cuhk_sysu, write_prw
+from .official_files import summary, write_cuhk_sysu, write_prw
 
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DCINET_D2_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 CUHK_IMAGES = {
@@ -74,14 +71,10 @@ def cuhk_root(tmp_path):
     return root
 
 
-def _summary(dicts):
-    return {d["image_id"]: [(a["bbox"], a["person_id"]) for a in d["annotations"]] for d in dicts}
-
-
 def test_cuhk_sysu_train(cuhk_root):
     dicts = load_cuhk_sysu(cuhk_root, "train")
     assert [d["image_id"] for d in dicts] == ["s1.jpg", "s2.jpg", "s3.jpg"]  # all - pool, sorted
-    assert _summary(dicts) == {
+    assert summary(dicts) == {
         "s1.jpg": [([10, 5, 30, 45], 0), ([60, 20, 75, 50], -1)],
         "s2.jpg": [([5, 5, 35, 55], 0), ([40, 6, 60, 50], 1)],
         "s3.jpg": [([1, 2, 4, 6], 1)],
@@ -99,7 +92,7 @@ def test_cuhk_sysu_train(cuhk_root):
 def test_cuhk_sysu_test_and_queries(cuhk_root):
     dicts = load_cuhk_sysu(cuhk_root, "test")
     assert [d["image_id"] for d in dicts] == CUHK_POOL
-    assert _summary(dicts) == {
+    assert summary(dicts) == {
         "s4.jpg": [([10, 10, 30, 50], 0), ([40, 10, 60, 50], -1)],
         "s5.jpg": [([12, 8, 34, 52], 0), ([70, 5, 80, 25], 1)],
         "s6.jpg": [([30, 30, 40, 40], -1), ([3, 3, 28, 53], 1)],
@@ -139,7 +132,7 @@ def test_cuhk_sysu_cache_reused_and_invalidated(cuhk_root, tmp_path):
     os.utime(
         os.path.join(cuhk_root, "annotation", "test", "train_test", "Train.mat"), ns=(1, 10**18)
     )
-    assert _summary(load_cuhk_sysu(cuhk_root, "train"))["s3.jpg"] == [([1, 2, 4, 6], -1)]
+    assert summary(load_cuhk_sysu(cuhk_root, "train"))["s3.jpg"] == [([1, 2, 4, 6], -1)]
 
 
 def test_cuhk_sysu_errors(cuhk_root, tmp_path):
@@ -217,7 +210,7 @@ def prw_root(tmp_path):
 def test_prw_train(prw_root):
     dicts = load_prw(prw_root, "train")
     assert [d["image_id"] for d in dicts] == [f + ".jpg" for f in PRW_TRAIN]
-    assert _summary(dicts) == {
+    assert summary(dicts) == {
         # clip x,y,w,h at 0, add in floats, cast:
         # (10.5,20,30,60) -> (10.5,20,40.5,80) -> (10,20,40,80)
         # (-4,3,20,40) -> (0,3,20,40) -> (0,3,20,43); id -2 -> -1; ids 5, 7 -> 0, 1 (ID_train order)
@@ -233,7 +226,7 @@ def test_prw_train(prw_root):
 
 def test_prw_test_and_queries(prw_root):
     dicts = load_prw(prw_root, "test")
-    assert _summary(dicts) == {
+    assert summary(dicts) == {
         # annotation: clip first (-1.5 -> 0): (0,2.5,10,20) -> (0,2.5,10,22.5) -> (0,2,10,22)
         "c3s1_000010.jpg": [([0, 2, 10, 22], 100), ([5, 5, 10, 10], -1)],
         "c4s1_000020.jpg": [([30, 30, 40, 40], 100), ([1, 1, 3, 3], 101)],

@@ -16,44 +16,44 @@ from dcinet_d2.data.datasets.cuhk_sysu import load_cuhk_sysu, load_test_gallerie
 from dcinet_d2.data.datasets.prw import load_prw
 from dcinet_d2.data.synthetic import generate_cuhk_sysu, generate_prw
 
+pytestmark = pytest.mark.usefixtures("private_cache")
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DCINET_D2_CACHE", str(tmp_path / "cache"))
+# the generators' arguments (besides the root and progress=False)
+CUHK_ARGS = dict(
+    seed=5,
+    image_size=(96, 72),
+    num_images=100,
+    pool_size=55,
+    gallery_sizes=[50],
+    num_train_ids=15,
+    num_test_ids=10,
+)
+PRW_ARGS = dict(
+    seed=5,
+    image_size=(96, 64),
+    num_cameras=3,
+    num_train_frames=30,
+    num_test_frames=24,
+    num_train_ids=10,
+    num_test_ids=6,
+)
+
+
+def _generated(tmp_path_factory, name, generate, kwargs):
+    """A dataset written by ``generate`` (no progress bar) into a fresh folder ``name``; returns its
+    root and the generator's statistics."""
+    root = str(tmp_path_factory.mktemp("rt") / name)
+    return root, generate(root, progress=False, **kwargs)
 
 
 @pytest.fixture(scope="module")
 def cuhk(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("rt") / "CUHK-SYSU")
-    stats = generate_cuhk_sysu(
-        root,
-        seed=5,
-        num_images=100,
-        num_train_ids=15,
-        num_test_ids=10,
-        pool_size=55,
-        image_size=(96, 72),
-        gallery_sizes=[50],
-        progress=False,
-    )
-    return root, stats
+    return _generated(tmp_path_factory, "CUHK-SYSU", generate_cuhk_sysu, CUHK_ARGS)
 
 
 @pytest.fixture(scope="module")
 def prw(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("rt") / "PRW")
-    stats = generate_prw(
-        root,
-        seed=5,
-        num_cameras=3,
-        num_train_frames=30,
-        num_test_frames=24,
-        num_train_ids=10,
-        num_test_ids=6,
-        image_size=(96, 64),
-        progress=False,
-    )
-    return root, stats
+    return _generated(tmp_path_factory, "PRW", generate_prw, PRW_ARGS)
 
 
 def _xyxy(xywh):

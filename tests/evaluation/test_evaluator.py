@@ -24,10 +24,7 @@ from dcinet_d2.evaluation.evaluator import METRICS_FILE, PREDICTIONS_FILE
 
 from ..data.official_files import write_cuhk_sysu
 
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DCINET_D2_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def emb(sim: float) -> list:

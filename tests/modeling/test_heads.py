@@ -18,6 +18,7 @@ from detectron2.utils.events import EventStorage
 from dcinet_d2.data.identities import num_train_identities
 from dcinet_d2.modeling.build import build_reid_criterion, reid_dictionary_size
 from dcinet_d2.modeling.roi_heads import DCINetROIHeads, EmbeddingHead, INetROIHeads
+from tests.ddp import free_port, gloo_group
 from tests.modeling.common import (
     PAIR_BATCH_GT,
     build_test_model,
@@ -477,20 +478,9 @@ def test_dcinet_reid_module_starts_from_res5_of_a_checkpoint_without_it(tmp_path
 
 # ------------------------------------------------------------------------------ DDP
 def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    import datetime
-
-    import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=120),
-    )
-    try:
+    with gloo_group(rank, world, port, timeout_s=120):
         cfg = reduce_for_cpu(load_cfg(SMALL_DCINET))
         cfg.MODEL.REID.LOSSES = ["olp", "hep", "c2hep"]  # every memory and the HEP classifier
         model = build_test_model(cfg, seed=0).train()  # same initial weights on both ranks
@@ -514,20 +504,13 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
             "params": {k: v.detach().clone() for k, v in model.named_parameters()},
         }
         torch.save(state, os.path.join(out_dir, f"rank{rank}.pth"))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.timeout(300)
 def test_two_ddp_processes_hold_identical_memories(tmp_path):
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(str(tmp_path / "rank0.pth"))
     r1 = torch.load(str(tmp_path / "rank1.pth"))
     assert set(r0["buffers"]) == set(r1["buffers"])

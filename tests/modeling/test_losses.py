@@ -446,6 +446,20 @@ class TestC2HEP:
 
 
 # ----------------------------------------------------------------------------- criterion
+def all_three(num_classes: int, dim: int, dictionary_size: int, pool_size: int | None = None):
+    """A criterion with OLP, HEP and C2HEP; ``pool_size``, when given, for both HEP and C2HEP."""
+    options = None
+    if pool_size is not None:
+        options = {"hep": {"pool_size": pool_size}, "c2hep": {"pool_size": pool_size}}
+    return ReIDCriterion(
+        num_classes=num_classes,
+        dim=dim,
+        losses=["olp", "hep", "c2hep"],
+        dictionary_size=dictionary_size,
+        options=options,
+    )
+
+
 class TestCriterion:
     def test_first_step_sees_empty_dictionary_then_enqueues_all(self):
         crit = ReIDCriterion(
@@ -528,13 +542,7 @@ class TestCriterion:
             ReIDCriterion(num_classes=4, dim=2, losses=["olp"], options={"triplet": {}})
 
     def test_no_labelled_person_all_zero_and_connected(self):
-        crit = ReIDCriterion(
-            num_classes=3,
-            dim=2,
-            losses=["olp", "hep", "c2hep"],
-            dictionary_size=4,
-            options={"hep": {"pool_size": 3}, "c2hep": {"pool_size": 3}},
-        )
+        crit = all_three(num_classes=3, dim=2, dictionary_size=4, pool_size=3)
         crit.dictionary.enqueue(T([[1.0, 0.0]]), T([1]))
         embeds = T([[0.6, 0.8], [0.8, 0.6]], requires_grad=True)
         losses, metrics = crit(embeds, T([-1, -1]), T([0, 1]))
@@ -549,18 +557,14 @@ class TestCriterion:
         assert crit.dictionary.pids.tolist() == [1, -1, -1, -2]
 
     def test_empty_batch(self):
-        crit = ReIDCriterion(
-            num_classes=3, dim=2, losses=["olp", "hep", "c2hep"], dictionary_size=4
-        )
+        crit = all_three(num_classes=3, dim=2, dictionary_size=4)
         embeds = torch.zeros(0, 2, requires_grad=True)
         losses, metrics = crit(embeds, T([]).long(), T([]).long())
         assert all(v.item() == 0.0 for v in losses.values())
         assert metrics["reid/dict_fill"] == 0.0
 
     def test_eval_mode_leaves_memories(self):
-        crit = ReIDCriterion(
-            num_classes=3, dim=2, losses=["olp", "hep", "c2hep"], dictionary_size=4
-        )
+        crit = all_three(num_classes=3, dim=2, dictionary_size=4)
         crit.eval()
         crit(T([[1.0, 0.0], [0.0, 1.0]]), T([0, 0]), T([0, 1]))
         assert crit.dictionary.num_filled.item() == 0
@@ -568,22 +572,10 @@ class TestCriterion:
 
     def test_state_dict_round_trip(self):
         torch.manual_seed(1)
-        crit = ReIDCriterion(
-            num_classes=5,
-            dim=3,
-            losses=["olp", "hep", "c2hep"],
-            dictionary_size=6,
-            options={"hep": {"pool_size": 3}, "c2hep": {"pool_size": 3}},
-        )
+        crit = all_three(num_classes=5, dim=3, dictionary_size=6, pool_size=3)
         for _ in range(3):
             crit(F.normalize(torch.randn(4, 3), dim=1), T([0, 3, -1, 0]), T([0, 0, 1, 1]))
-        fresh = ReIDCriterion(
-            num_classes=5,
-            dim=3,
-            losses=["olp", "hep", "c2hep"],
-            dictionary_size=6,
-            options={"hep": {"pool_size": 3}, "c2hep": {"pool_size": 3}},
-        )
+        fresh = all_three(num_classes=5, dim=3, dictionary_size=6, pool_size=3)
         fresh.load_state_dict(crit.state_dict())
         keys = {
             "dictionary.feats",

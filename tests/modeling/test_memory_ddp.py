@@ -8,7 +8,6 @@ the concatenation of the ranks' inputs in rank order.
 
 from __future__ import annotations
 
-import datetime
 import os
 
 import pytest
@@ -20,7 +19,7 @@ import torch.nn.functional as F
 from dcinet_d2.modeling.losses import ReIDCriterion
 from dcinet_d2.utils import all_gather_rows, get_rank, get_world_size
 
-from ..ddp import free_port
+from ..ddp import free_port, gloo_group
 
 WORLD_SIZE = 2
 NUM_CLASSES, DIM = 6, 3
@@ -53,15 +52,7 @@ def make_batch(rank: int, step: int):
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD_SIZE,
-        timeout=datetime.timedelta(seconds=60),
-    )
-    try:
+    with gloo_group(rank, WORLD_SIZE, port, timeout_s=60):
         assert get_world_size() == WORLD_SIZE and get_rank() == rank
         # all_gather_rows: rank 0 has 1 row, rank 1 has 3 (then 0 and 2, then 0 and 0)
         for sizes in ((1, 3), (0, 2), (0, 0)):
@@ -88,8 +79,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             sum(losses.values()).backward()
         buffers = {name: b.clone() for name, b in crit.named_buffers()}
         torch.save(buffers, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")

@@ -23,10 +23,7 @@ from .common import captured_log
 SYNTHETIC = os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "synthetic")
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DCINET_D2_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture

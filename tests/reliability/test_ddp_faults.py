@@ -7,7 +7,6 @@ until the process group's timeout; now both raise the same ValueError at once.
 
 from __future__ import annotations
 
-import datetime
 import os
 
 import pytest
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 
 from dcinet_d2.modeling.losses import ReIDCriterion
 
-from ..ddp import free_port
+from ..ddp import free_port, gloo_group
 
 WORLD_SIZE = 2
 NUM_CLASSES, DIM = 5, 4
@@ -26,32 +25,24 @@ TIMEOUT_S = 60  # the process group's timeout: a hang would end here, not in a V
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD_SIZE,
-        timeout=datetime.timedelta(seconds=TIMEOUT_S),
-    )
-    outcome = "no error"
-    try:
-        crit = ReIDCriterion(
-            NUM_CLASSES,
-            DIM,
-            losses=["olp", "c2hep"],
-            dictionary_size=16,
-            options={"c2hep": {"pool_size": 4, "num_hard": 2}},
-        )
-        embeds = F.normalize(torch.randn(4, DIM), dim=1)
-        pids = torch.tensor([0, 1, 2, NUM_CLASSES if rank == 1 else 3])
-        crit(embeds, pids, torch.tensor([0, 0, 1, 1]))
-    except Exception as e:  # the outcome is what the test checks
-        outcome = f"{type(e).__name__}: {e}"
-    finally:
-        with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
-            f.write(outcome)
-        dist.destroy_process_group()
+    with gloo_group(rank, WORLD_SIZE, port, TIMEOUT_S):
+        outcome = "no error"
+        try:
+            crit = ReIDCriterion(
+                NUM_CLASSES,
+                DIM,
+                losses=["olp", "c2hep"],
+                dictionary_size=16,
+                options={"c2hep": {"pool_size": 4, "num_hard": 2}},
+            )
+            embeds = F.normalize(torch.randn(4, DIM), dim=1)
+            pids = torch.tensor([0, 1, 2, NUM_CLASSES if rank == 1 else 3])
+            crit(embeds, pids, torch.tensor([0, 0, 1, 1]))
+        except Exception as e:  # the outcome is what the test checks
+            outcome = f"{type(e).__name__}: {e}"
+        finally:
+            with open(os.path.join(out_dir, f"rank{rank}.txt"), "w") as f:
+                f.write(outcome)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")

@@ -20,9 +20,7 @@ from ..data.official_files import write_cuhk_sysu
 E1 = [1.0, 0.0, 0.0]
 
 
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DCINET_D2_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture

@@ -20,13 +20,10 @@ from dcinet_d2.data.datasets.cuhk_sysu import (
 )
 from dcinet_d2.data.datasets.prw import load_prw
 
-from ..data.official_files import write_cuhk_sysu, write_prw
+from ..data.official_files import summary, write_cuhk_sysu, write_prw
 from .common import captured_log
 
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("DCINET_D2_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 @pytest.fixture
@@ -34,10 +31,6 @@ def reader_warnings():
     """The warnings the readers log (their loggers propagate to ``dcinet_d2.data.datasets``)."""
     with captured_log("dcinet_d2.data.datasets", logging.WARNING) as log:
         yield log.messages
-
-
-def _summary(dicts):
-    return {d["image_id"]: [(a["bbox"], a["person_id"]) for a in d["annotations"]] for d in dicts}
 
 
 # ------------------------------------------------------------------------------------- CUHK-SYSU
@@ -76,7 +69,7 @@ def _cuhk(tmp_path, images=CUHK_IMAGES, queries=CUHK_QUERIES):
 def test_cuhk_train_drops_unusable_boxes_one_warning_per_file(tmp_path, reader_warnings):
     root = _cuhk(tmp_path)
     dicts = load_cuhk_sysu(root, "train")
-    assert _summary(dicts) == {"t1.jpg": [([10, 10, 30, 50], 0)], "t2.jpg": [([10, 10, 30, 50], 0)]}
+    assert summary(dicts) == {"t1.jpg": [([10, 10, 30, 50], 0)], "t2.jpg": [([10, 10, 30, 50], 0)]}
     assert num_train_identities(root) == 2  # b keeps its number, it has no box left
     images_mat = os.path.join(root, "annotation", "Images.mat")
     train_mat = os.path.join(root, "annotation", "test", "train_test", "Train.mat")
@@ -94,7 +87,7 @@ def test_cuhk_test_split_keeps_unusable_boxes_and_warns(tmp_path, reader_warning
     root = _cuhk(tmp_path)
     dicts = load_cuhk_sysu(root, "test")
     # the protocol counts every box: the (5000, 5000) one stays, unlabelled
-    assert _summary(dicts) == {
+    assert summary(dicts) == {
         "q1.jpg": [([10, 10, 30, 50], 0), ([5000, 5000, 5020, 5040], -1)],
         "q2.jpg": [([30, 30, 50, 70], 0)],
     }
@@ -157,7 +150,7 @@ def _prw(tmp_path, queries=(PRW_QUERY,)):
 def test_prw_training_split_drops_unusable_boxes_with_one_warning(tmp_path, reader_warnings):
     root = _prw(tmp_path)
     dicts = load_prw(root, "train")
-    assert _summary(dicts) == {
+    assert summary(dicts) == {
         "c1s1_000001.jpg": [([10, 10, 30, 40], 0)],
         "c1s1_000002.jpg": [([1, 1, 11, 11], 1)],
     }
@@ -173,7 +166,7 @@ def test_prw_test_split_keeps_unusable_boxes_and_warns(tmp_path, reader_warnings
     root = _prw(tmp_path)
     dicts = load_prw(root, "test")
     # (20, 5, -6, 10) -> clipped (20, 5, 0, 10) -> [20, 5, 20, 15]: kept, the protocol counts it
-    assert _summary(dicts) == {"c2s1_000010.jpg": [([10, 10, 30, 40], 100), ([20, 5, 20, 15], -1)]}
+    assert summary(dicts) == {"c2s1_000010.jpg": [([10, 10, 30, 40], 100), ([20, 5, 20, 15], -1)]}
     assert reader_warnings == [
         f"'{os.path.join(root, 'annotations')}': 1 box in 1 annotation file is degenerate or "
         "outside their image, kept in the test split, as the evaluation protocol counts them: "

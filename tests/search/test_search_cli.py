@@ -65,6 +65,12 @@ def _index(weights, out, *paths, extra=()):
     )
 
 
+def _query(index, query, *extra, out_dir=None):
+    """``query --index INDEX --query QUERY EXTRA...``, then ``--out OUT_DIR`` when given."""
+    args = ["query", "--index", str(index), "--query", query, *extra]
+    return main(args if out_dir is None else [*args, "--out", str(out_dir)])
+
+
 def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, capsys, monkeypatch):
     out = tmp_path / "index"
     assert _index(complete_checkpoint, out, gallery / "photos") == 0
@@ -93,24 +99,7 @@ def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, ca
     # query with a box: the best match per unit, similarities = dot products with the stored rows
     query = str(gallery / "photos" / "p1.png")
     res_dir = tmp_path / "res"
-    assert (
-        main(
-            [
-                "query",
-                "--index",
-                str(out),
-                "--query",
-                query,
-                "--box",
-                "10,10,60,80",
-                "--topk",
-                "4",
-                "--out",
-                str(res_dir),
-            ]
-        )
-        == 0
-    )
+    assert _query(out, query, "--box", "10,10,60,80", "--topk", "4", out_dir=res_dir) == 0
     with open(res_dir / "results.json") as f:
         result = json.load(f)
     assert os.path.isfile(res_dir / "results.jpg")
@@ -128,44 +117,12 @@ def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, ca
     )
 
     # the query's own image, when it is in the gallery, comes first (same model, same picture)
-    assert (
-        main(
-            [
-                "query",
-                "--index",
-                str(out),
-                "--query",
-                query,
-                "--person",
-                "0",
-                "--topk",
-                "2",
-                "--out",
-                str(res_dir),
-            ]
-        )
-        == 0
-    )
+    assert _query(out, query, "--person", "0", "--topk", "2", out_dir=res_dir) == 0
     with open(res_dir / "results.json") as f:
         first = json.load(f)["matches"][0]
     assert first["source"] == query and abs(first["similarity"] - 1.0) < 1e-4
     assert (
-        main(
-            [
-                "query",
-                "--index",
-                str(out),
-                "--query",
-                query,
-                "--person",
-                "0",
-                "--topk",
-                "3",
-                "--exclude-query-image",
-                "--out",
-                str(res_dir),
-            ]
-        )
+        _query(out, query, "--person", "0", "--topk", "3", "--exclude-query-image", out_dir=res_dir)
         == 0
     )
     with open(res_dir / "results.json") as f:
@@ -197,27 +154,12 @@ def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, ca
         "search",
         lambda self, *a, **kw: asked.append(kw.get("nprobe")) or search(self, *a, **kw),
     )
+    ivf_dir = tmp_path / "res_ivf"
     assert (
-        main(
-            [
-                "query",
-                "--index",
-                str(once),
-                "--query",
-                query,
-                "--box",
-                "10,10,60,80",
-                "--topk",
-                "4",
-                "--nprobe",
-                "2",
-                "--out",
-                str(tmp_path / "res_ivf"),
-            ]
-        )
+        _query(once, query, "--box", "10,10,60,80", "--topk", "4", "--nprobe", "2", out_dir=ivf_dir)
         == 0
     )
-    with open(tmp_path / "res_ivf" / "results.json") as f:
+    with open(ivf_dir / "results.json") as f:
         exhaustive = json.load(f)["matches"]
     assert asked == [2]
     monkeypatch.undo()
@@ -247,28 +189,12 @@ def test_index_rerun_append_and_query(complete_checkpoint, gallery, tmp_path, ca
     assert by_unit(index_once, arrays_once) == by_unit(index, arrays)
 
     # --list, --person and a mismatching model
-    assert main(["query", "--index", str(out), "--query", query, "--list"]) == 0
+    assert _query(out, query, "--list") == 0
     assert "person 0: box" in capsys.readouterr().out
-    assert (
-        main(
-            [
-                "query",
-                "--index",
-                str(out),
-                "--query",
-                query,
-                "--person",
-                "0",
-                "--cbgm",
-                "--topk",
-                "3",
-            ]
-        )
-        == 0
-    )
-    assert main(["query", "--index", str(out), "--query", query, "--person", "100000"]) == 2
+    assert _query(out, query, "--person", "0", "--cbgm", "--topk", "3") == 0
+    assert _query(out, query, "--person", "100000") == 2
     assert "--person 100000" in capsys.readouterr().err
-    assert main(["query", "--index", str(out), "--query", query, "--box", "500,10,600,80"]) == 2
+    assert _query(out, query, "--box", "500,10,600,80") == 2
     assert "outside the 128x96 image" in capsys.readouterr().err
 
 
@@ -294,19 +220,7 @@ def test_unreadable_files_are_skipped_and_an_empty_index_refused(
     )
     assert "Skipping '" + str(bad / "broken.jpg") in log.text()
     # --det-thresh 1 kept no detection: the index is empty, and a query says so
-    assert (
-        main(
-            [
-                "query",
-                "--index",
-                str(tmp_path / "index"),
-                "--query",
-                str(bad / "good.png"),
-                "--list",
-            ]
-        )
-        == 2
-    )
+    assert _query(tmp_path / "index", str(bad / "good.png"), "--list") == 2
     assert "holds no detection" in capsys.readouterr().err
 
 
