@@ -23,7 +23,6 @@ from detectron2.engine import (
 from detectron2.evaluation import DatasetEvaluators
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..data import (
@@ -85,10 +84,11 @@ class PersonSearchTrainer(DefaultTrainer):
         """Wrap the model in DDP when there are several processes (Detectron2's
         ``create_ddp_model``, ``broadcast_buffers=False``). A CPU model (gloo processes, see
         ``launch.py``) is wrapped with ``device_ids=None``: torch refuses device ids for a CPU
-        module, which Detectron2's function always passes."""
-        if comm.get_world_size() > 1 and next(model.parameters()).device.type == "cpu":
-            return DistributedDataParallel(model, device_ids=None, broadcast_buffers=False)
-        return create_ddp_model(model, broadcast_buffers=False)
+        module, which Detectron2's function passes unless given some."""
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        return create_ddp_model(
+            model, broadcast_buffers=False, **({"device_ids": None} if on_cpu else {})
+        )
 
     def resume_or_load(self, resume: bool = True):
         """As Detectron2's; the iteration continues only when a checkpoint was actually resumed."""
