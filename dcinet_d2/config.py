@@ -43,6 +43,17 @@ def add_dcinet_config(cfg: CN) -> CN:
     # which moves detections and embeddings slightly (a few 1e-3 here), so metrics can differ in
     # the last digits. bench/bench_inference.py measures the throughput.
     cfg.TEST.IMS_PER_BATCH = 1
+    # Ours: inference (evaluation, predictor, gallery indexing) runs an eval copy of the model
+    # with fixed-statistics norms (FrozenBN, BN's running statistics) folded into the convolutions:
+    # the same outputs up to float rounding, less GPU work (dcinet_d2/modeling/fast_inference.py;
+    # measured in docs/benchmarks.md).
+    cfg.TEST.FOLD_NORMS = True
+    # Ours: on CUDA, that copy keeps its weights and activations channels-last (NHWC), the layout
+    # cuDNN's tensor-core convolutions use (measured in docs/benchmarks.md); ignored on the CPU.
+    cfg.TEST.CHANNELS_LAST = True
+    # Ours: fp16 autocast for inference on CUDA (embeddings returned in fp32); off by default so
+    # that evaluation gives fp32 numbers. Ignored on the CPU.
+    cfg.TEST.AMP = False
 
     # ---------------------------------------------------------------- person-search evaluation
     cfg.TEST.PERSON_SEARCH = CN()

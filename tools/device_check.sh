@@ -13,7 +13,7 @@
 #   2. the model benchmark of the paper configuration: Faster R-CNN, I-Net, DC-I-Net in one run,
 #      inference at K = 10/25/100 detections and a training step, fp32 and AMP, peak memory;
 #   3. batched inference throughput (DC-I-Net, paper configuration) at 1, 8 and 32 images per
-#      forward, fp32 and AMP;
+#      forward, fp32 and AMP, the plain model and the inference copy that evaluation runs;
 #   4. a short demo training (300 iterations of the small DC-I-Net) with its evaluation;
 #   5. a summary table for the README (tools/device_summary.py), from the JSON lines of 2 and 3.
 set -uo pipefail

@@ -49,12 +49,12 @@ def main(path: str) -> None:
     batched = [r for r in rows if r["bench"] == "inference_batch"]
     if batched:
         print(f"\nBatched inference ({batched[0]['config']}, {batched[0]['device']})\n")
-        print("| images per forward | precision | images/s | vs batch 1 |")
-        print("|---|---|---|---|")
+        print("| model | images per forward | precision | images/s | vs plain fp32 batch 1 |")
+        print("|---|---|---|---|---|")
         for r in batched:
             print(
-                f"| {r['batch']} | {r['precision']} | {r['images_per_s']:.1f} | "
-                f"{r['ratio_to_batch1']:.2f}x |"
+                f"| {r['variant']} | {r['batch']} | {r['precision']} | {r['images_per_s']:.1f} | "
+                f"{r['ratio_to_base']:.2f}x |"
             )
 
 

@@ -32,6 +32,7 @@ from ..data import (
     training_dataset_dicts,
 )
 from ..evaluation import PersonSearchEvaluator
+from ..modeling.fast_inference import inference_autocast, inference_model_from_config
 from .checkpoint import PersonSearchCheckpointer
 
 __all__ = ["PersonSearchTrainer"]
@@ -142,3 +143,12 @@ class PersonSearchTrainer(DefaultTrainer):
         return DatasetEvaluators(
             [PersonSearchEvaluator.from_config(cfg, dataset_name, output_folder)]
         )
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """``DefaultTrainer.test`` on an inference copy of the model (``TEST.FOLD_NORMS``,
+        ``TEST.CHANNELS_LAST``: :func:`~dcinet_d2.modeling.fast_inference.inference_model`) under
+        ``TEST.AMP``'s autocast; the training model is left as it is."""
+        eval_model = inference_model_from_config(cfg, model)
+        with inference_autocast(cfg, next(eval_model.parameters()).device):
+            return super().test(cfg, eval_model, evaluators)

@@ -132,6 +132,8 @@ class PersonSearchRCNN(GeneralizedRCNN):
         else:
             detected_instances = [x.to(self.device) for x in detected_instances]
             results = self.roi_heads.forward_with_given_boxes(features, detected_instances)
+        for r in results:  # fp32 under autocast too (TEST.AMP): the evaluator ranks in fp32
+            r.pred_embeds = r.pred_embeds.float()
         if self.embed_score_power:
             for r in results:
                 if r.has("scores"):
@@ -189,4 +191,4 @@ class PersonSearchRCNN(GeneralizedRCNN):
             sy = h_in / float(x.get("height", h_in))
             scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float32, device=self.device)
             scaled.append(Boxes(b * scale))
-        return self.roi_heads.embed_boxes(features, scaled)
+        return [e.float() for e in self.roi_heads.embed_boxes(features, scaled)]
