@@ -73,7 +73,9 @@ def main(argv=None) -> None:
     w = int(round(h * args.aspect))
     largest = max(args.batches)
     images = [torch.randint(0, 255, (3, h, w), dtype=torch.uint8) for _ in range(largest)]
-    models = {"plain": model, "fast": inference_model(model, channels_last=True)}
+    models = {"plain": model}
+    if "fast" in args.variants:
+        models["fast"] = inference_model(model, channels_last=True)
     precisions = ["fp32", "amp"] if device.startswith("cuda") else ["fp32"]
     runs = [(v, prec, b) for v in args.variants for prec in precisions for b in args.batches]
     times = {r: [] for r in runs}

@@ -32,13 +32,10 @@ __all__ = ["fold_batchnorm", "inference_model", "inference_model_from_config", "
 def _fixed_affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(scale, shift)`` with ``norm(x) == x * scale + shift`` per channel, for norms whose output
     does not depend on the batch; None for any other module."""
-    if isinstance(norm, FrozenBatchNorm2d):
-        pass
-    elif isinstance(norm, nn.BatchNorm2d):
-        if norm.training or not norm.track_running_stats or norm.running_mean is None:
-            return None
-    else:
+    if not isinstance(norm, (FrozenBatchNorm2d, nn.BatchNorm2d)):
         return None
+    if isinstance(norm, nn.BatchNorm2d) and (norm.training or norm.running_mean is None):
+        return None  # batch statistics, or no running ones (track_running_stats=False)
     var, mean = norm.running_var.double(), norm.running_mean.double()
     weight = norm.weight.double() if norm.weight is not None else torch.ones_like(var)
     bias = norm.bias.double() if norm.bias is not None else torch.zeros_like(var)
