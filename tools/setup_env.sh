@@ -12,6 +12,9 @@ VENV="${DCINET_VENV:-$ROOT/.venv}"
 PYTHON_BIN="${PYTHON:-python3.11}"
 TORCH_SPEC=(torch==2.14.1 torchvision==0.29.1)
 STAMP="$VENV/.dcinet_setup_stamp"
+# Free space that the torch install needs, in KiB: 5.6 GB installed (measured: `du -sh .venv` is
+# 6.0 GB with everything) plus a margin for pip's temporary files. Our choice.
+TORCH_DISK_KB="${DCINET_TORCH_DISK_KB:-$((7 * 1024 * 1024))}"
 
 step() { printf '\n[setup] %s\n' "$*"; }
 fail() { printf '\n[setup] FAILED at step "%s": %s\n' "$CURRENT_STEP" "$*" >&2; exit 1; }
@@ -45,6 +48,12 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 
 if ! "$PY" -c "import torch, torchvision; assert torch.__version__.startswith('2.14.1') and torchvision.__version__.startswith('0.29.1')" 2>/dev/null; then
+  # PyPI's torch 2.14.1 for x86_64 is a CUDA build: about 5.6 GB once installed. Check the disk
+  # first, so a full disk is named as such rather than as pip's OSError halfway through.
+  CURRENT_STEP="check free disk space for torch"
+  free_kb="$(df -Pk "$VENV" | awk 'NR == 2 {print $4}')"
+  [ "$free_kb" -ge "$TORCH_DISK_KB" ] \
+    || fail "$(( free_kb / 1024 / 1024 )) GB free on the disk of $VENV; installing torch needs about $(( TORCH_DISK_KB / 1024 / 1024 )) GB (free space, or set DCINET_VENV to a folder on a larger disk)"
   run_step "install ${TORCH_SPEC[*]} (several GB the first time)" "${PIP[@]}" install "${TORCH_SPEC[@]}"
 fi
 CURRENT_STEP="check torchvision ops"
