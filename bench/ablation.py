@@ -5,23 +5,27 @@ Markdown table.
 
     python bench/ablation.py --iters 600 --seeds 0 1 2 --out output/ablation
     python bench/ablation.py --iters 1200 --seeds 0 1 2 --variants dcinet   # the demo's recipe
+    python bench/ablation.py --iters 1000 --seeds 0 1 2 --variants oim inet dcinet \
+        --test-set synthetic_heldout_cuhk_sysu_test   # the same runs on 200 held-out queries
 
 Each variant and seed is one `train_net.py` run (a separate process) of
 configs/synthetic/{inet,dcinet}_small.yaml with MODEL.REID.LOSSES overridden, evaluated with the
-CUHK-SYSU protocol (gallery 100, 70 queries). Per run the table reads:
+CUHK-SYSU protocol (gallery 100) on --test-set: the benchmark's test split (70 queries) by default,
+or any registered CUHK-SYSU-style test set, which the trained runs are then evaluated on
+(`train_net.py --eval-only`, into the run's `eval_<test set>/`). Per run the table reads:
 - search mAP / top-1 of the learned embeddings;
 - search mAP / top-1 of colour histograms of the *same detections*
   (dcinet_d2.evaluation.colour_baseline, weighted by the detection score as the model weighs its
   embeddings, MODEL.REID.EMBED_SCORE_POWER), so learned and hand-crafted features meet on equal
   boxes with equal help from the detector;
 - detection AP;
-- the re-id probe (tools/reid_probe.py on the test set's ground-truth boxes: unseen identities,
-  detection plays no part): mAP and rank-1.
+- the re-id probe (tools/reid_probe.py on the ground-truth boxes of the test set's first 100
+  images: unseen identities, detection plays no part): mAP and rank-1.
 The colour histogram on the ground-truth boxes does not depend on the model: it is printed once.
 The last column says what is within noise: the search mAP of the variant minus DC-I-Net's, both
 averaged over the seeds they share, with its 95 % interval when the test queries are resampled
 (paired bootstrap, dcinet_d2.evaluation.diagnostics.bootstrap_query_means). An interval that holds
-0 is a difference the 70 queries cannot tell apart; it does not include seed-to-seed variation
+0 is a difference the test queries cannot tell apart; it does not include seed-to-seed variation
 beyond the averaging.
 Runs whose results already exist in --out are not repeated; with --existing nothing is run and
 the table holds the runs found in --out (each row names its seeds).
@@ -39,7 +43,7 @@ import time
 import numpy as np
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEST_SET = "synthetic_cuhk_sysu_test"
+TEST_SET = "synthetic_cuhk_sysu_test"  # where the runs are evaluated at the end of training
 VARIANTS = [
     # key, name, config, losses
     ("oim", "OIM (shared res5, as OIM)", "inet_small", ["oim"]),
@@ -59,12 +63,26 @@ def _run(cmd, log_path):
         subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=True)
 
 
-def run_variant(config, losses, seed, iters, out_dir, opts):
+def result_paths(out_dir, test_set):
+    """Where a run keeps its results on ``test_set``: (predictions, baselines, probe) files.
+    The benchmark's test split keeps the names the demo and earlier runs write."""
+    if test_set == TEST_SET:
+        eval_dir, suffix = out_dir, ""
+    else:
+        eval_dir, suffix = os.path.join(out_dir, f"eval_{test_set}"), f"_{test_set}"
+    return (
+        os.path.join(eval_dir, "inference", test_set, "person_search_predictions.pth"),
+        os.path.join(out_dir, f"baselines{suffix}.json"),
+        os.path.join(out_dir, f"reid_probe_test{suffix}.json"),
+    )
+
+
+def run_variant(config, losses, seed, iters, out_dir, opts, test_set=TEST_SET):
     cfg_file = os.path.join(REPO, "configs", "synthetic", f"{config}.yaml")
     loss_opt = ["MODEL.REID.LOSSES", json.dumps(losses).replace(" ", "")]
-    result_dir = os.path.join(out_dir, "inference", TEST_SET)
-    predictions = os.path.join(result_dir, "person_search_predictions.pth")
-    if not os.path.isfile(predictions):
+    predictions, baselines, probe_path = result_paths(out_dir, test_set)
+    trained = os.path.join(out_dir, "model_final.pth")
+    if not os.path.isfile(result_paths(out_dir, TEST_SET)[0]):
         _run(
             [
                 sys.executable,
@@ -86,16 +104,36 @@ def run_variant(config, losses, seed, iters, out_dir, opts):
             ],
             out_dir + ".log",
         )
-    baselines = os.path.join(out_dir, "baselines.json")  # what the demo writes too
-    if not os.path.isfile(baselines):
+    if not os.path.isfile(predictions):
+        eval_dir = os.path.dirname(os.path.dirname(os.path.dirname(predictions)))
+        _run(
+            [
+                sys.executable,
+                os.path.join(REPO, "train_net.py"),
+                "--eval-only",
+                "--config-file",
+                cfg_file,
+                *loss_opt,
+                "SEED",
+                str(seed),
+                "MODEL.WEIGHTS",
+                trained,
+                "DATASETS.TEST",
+                f"('{test_set}',)",
+                "OUTPUT_DIR",
+                eval_dir,
+                *opts,
+            ],
+            eval_dir + ".log",
+        )
+    if not os.path.isfile(baselines):  # for the benchmark's test split, what the demo writes too
         from dcinet_d2.evaluation.colour_baseline import compare_with_histograms
 
         with open(baselines, "w") as f:
-            json.dump(compare_with_histograms(TEST_SET, predictions), f, indent=2)
+            json.dump(compare_with_histograms(test_set, predictions), f, indent=2)
     with open(baselines) as f:
         metrics = json.load(f)
     # Re-id alone, without detection: retrieval among the test set's ground-truth boxes.
-    probe_path = os.path.join(out_dir, "reid_probe_test.json")
     if not os.path.isfile(probe_path):
         out = subprocess.run(
             [
@@ -104,9 +142,9 @@ def run_variant(config, losses, seed, iters, out_dir, opts):
                 "--config-file",
                 cfg_file,
                 "--weights",
-                os.path.join(out_dir, "model_final.pth"),
+                trained,
                 "--dataset",
-                TEST_SET,
+                test_set,
                 *loss_opt,
                 *opts,
             ],
@@ -122,16 +160,9 @@ def run_variant(config, losses, seed, iters, out_dir, opts):
     return metrics
 
 
-def finished(out_dir):
-    """Whether a run's three result files (predictions, baselines, probe) exist."""
-    return all(
-        os.path.isfile(os.path.join(out_dir, *parts))
-        for parts in (
-            ("inference", TEST_SET, "person_search_predictions.pth"),
-            ("baselines.json",),
-            ("reid_probe_test.json",),
-        )
-    )
+def finished(out_dir, test_set=TEST_SET):
+    """Whether a run's three result files (predictions, baselines, probe) on ``test_set`` exist."""
+    return all(os.path.isfile(path) for path in result_paths(out_dir, test_set))
 
 
 def trained_iterations(out_dir):
@@ -142,14 +173,12 @@ def trained_iterations(out_dir):
         return int(yaml.safe_load(f)["SOLVER"]["MAX_ITER"])
 
 
-def seed_mean_query_ap(runs, seeds):
+def seed_mean_query_ap(runs, seeds, test_set=TEST_SET):
     """Per-query search AP of the runs with the given seeds, averaged over them: (ids, [Q])."""
     from dcinet_d2.evaluation.diagnostics import per_query_ap
 
     per_run = [
-        per_query_ap(
-            TEST_SET, os.path.join(m["dir"], "inference", TEST_SET, "person_search_predictions.pth")
-        )
+        per_query_ap(test_set, result_paths(m["dir"], test_set)[0])
         for m in runs
         if m["seed"] in seeds
     ]
@@ -159,7 +188,7 @@ def seed_mean_query_ap(runs, seeds):
     return ids, np.mean([ap for _, ap in per_run], axis=0)
 
 
-def difference_cell(runs, reference_runs, samples=10000):
+def difference_cell(runs, reference_runs, test_set=TEST_SET, samples=10000):
     """Search mAP of ``runs`` minus ``reference_runs`` over their common seeds, with its paired
     95 % bootstrap interval over the queries; empty without a common seed."""
     from dcinet_d2.evaluation.diagnostics import bootstrap_query_means
@@ -167,8 +196,8 @@ def difference_cell(runs, reference_runs, samples=10000):
     seeds = {m["seed"] for m in runs} & {m["seed"] for m in reference_runs or []}
     if not seeds:
         return ""
-    ids, ap = seed_mean_query_ap(runs, seeds)
-    ref_ids, ref_ap = seed_mean_query_ap(reference_runs, seeds)
+    ids, ap = seed_mean_query_ap(runs, seeds, test_set)
+    ref_ids, ref_ap = seed_mean_query_ap(reference_runs, seeds, test_set)
     if not np.array_equal(ids, ref_ids):
         raise ValueError("runs were not evaluated on the same queries")
     boot = 100.0 * bootstrap_query_means(np.stack([ap, ref_ap]), samples)
@@ -202,6 +231,12 @@ def main():
     )
     p.add_argument("--out", default=os.path.join("output", "ablation"))
     p.add_argument(
+        "--test-set",
+        default=TEST_SET,
+        help="registered CUHK-SYSU-style test set of the table (gallery 100); the runs train on "
+        "synthetic_cuhk_sysu_train whatever it is",
+    )
+    p.add_argument(
         "--existing",
         action="store_true",
         help="run nothing: tabulate the finished runs found in --out",
@@ -222,9 +257,9 @@ def main():
         for seed in args.seeds:
             t = time.time()
             out_dir = os.path.abspath(os.path.join(args.out, f"{key}_seed{seed}"))
-            if args.existing and not finished(out_dir):
+            if args.existing and not finished(out_dir, args.test_set):
                 continue
-            m = run_variant(config, losses, seed, args.iters, out_dir, args.opts)
+            m = run_variant(config, losses, seed, args.iters, out_dir, args.opts, args.test_set)
             m["seed"] = seed
             m["dir"] = out_dir
             iterations.add(trained_iterations(out_dir))
@@ -244,7 +279,7 @@ def main():
 
     print(
         f"\n{' / '.join(map(str, sorted(iterations)))} iterations (SOLVER.MAX_ITER of the runs); "
-        "CUHK-SYSU protocol, gallery 100; each cell: mean (then each seed)\n"
+        f"{args.test_set}, CUHK-SYSU protocol, gallery 100; each cell: mean (then each seed)\n"
     )
     print(
         "| variant | search mAP | top-1 | colour histogram, same detections: mAP | top-1 | "
@@ -266,7 +301,7 @@ def main():
             f"{cell([100 * m['learned']['false_detections']['false_fraction'] for m in ms])} | "
             f"{cell([m['probe']['mAP'] for m in ms])} | "
             f"{cell([m['probe']['rank1'] for m in ms])} | "
-            f"{difference_cell(ms, reference) if key != REFERENCE else ''} |"
+            f"{difference_cell(ms, reference, args.test_set) if key != REFERENCE else ''} |"
         )
     if gt_hist is not None:
         print(
