@@ -48,8 +48,10 @@ def add_dcinet_config(cfg: CN) -> CN:
     # the same outputs up to float rounding, less GPU work (dcinet_d2/modeling/fast_inference.py;
     # measured in docs/benchmarks.md).
     cfg.TEST.FOLD_NORMS = True
-    # Ours: on CUDA, that copy keeps its weights and activations channels-last (NHWC), the layout
-    # cuDNN's tensor-core convolutions use (measured in docs/benchmarks.md); ignored on the CPU.
+    # Ours: on CUDA, the inference copy (made when this or FOLD_NORMS is on) keeps its weights
+    # and activations channels-last (NHWC), the layout cuDNN's tensor-core convolutions use
+    # (measured in docs/benchmarks.md); other cuDNN kernels, so outputs differ by float rounding.
+    # Ignored on the CPU.
     cfg.TEST.CHANNELS_LAST = True
     # Ours: fp16 autocast for inference on CUDA (embeddings returned in fp32); off by default so
     # that evaluation gives fp32 numbers. Ignored on the CPU.

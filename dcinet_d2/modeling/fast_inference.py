@@ -12,7 +12,11 @@ seventh of its time converting layouts. :func:`inference_model` removes both on 
 * ``channels_last``: the copy's weights in NHWC, so cuDNN keeps activations in NHWC (CUDA only:
   on the CPU this was not measured to pay, and the copy keeps NCHW there).
 
-The model given is left untouched (training continues from it after an evaluation).
+The model given is left untouched (training continues from it after an evaluation). The copy of a
+model wrapped in DistributedDataParallel takes rank 0's buffers on every rank: trained BatchNorm
+statistics drift apart between ranks (each updates them with its own batches; the trainer wraps
+with ``broadcast_buffers=False``, as Detectron2), and rank 0's are the ones the checkpoint saves,
+so evaluation during training gives what ``--eval-only`` on that checkpoint gives.
 :func:`inference_autocast` is the fp16 autocast of ``TEST.AMP`` (CUDA only).
 """
 
@@ -22,6 +26,7 @@ import contextlib
 import copy
 
 import torch
+import torch.distributed as dist
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -32,9 +37,10 @@ __all__ = ["fold_batchnorm", "inference_model", "inference_model_from_config", "
 def _fixed_affine(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``(scale, shift)`` with ``norm(x) == x * scale + shift`` per channel, for norms whose output
     does not depend on the batch; None for any other module."""
-    if not isinstance(norm, (FrozenBatchNorm2d, nn.BatchNorm2d)):
+    batch_norm = (nn.BatchNorm2d, nn.SyncBatchNorm)  # SyncBN: a BatchNorm2d once in eval mode
+    if not isinstance(norm, (FrozenBatchNorm2d, *batch_norm)):
         return None
-    if isinstance(norm, nn.BatchNorm2d) and (norm.training or norm.running_mean is None):
+    if isinstance(norm, batch_norm) and (norm.training or norm.running_mean is None):
         return None  # batch statistics, or no running ones (track_running_stats=False)
     var, mean = norm.running_var.double(), norm.running_mean.double()
     weight = norm.weight.double() if norm.weight is not None else torch.ones_like(var)
@@ -72,18 +78,24 @@ def fold_batchnorm(model: nn.Module) -> int:
 def inference_model(
     model: nn.Module, *, fold_norms: bool = True, channels_last: bool = False
 ) -> nn.Module:
-    """An eval-mode copy of ``model`` (unwrapped from DistributedDataParallel) with its norms
-    folded (``fold_norms``) and, on CUDA, its weights in channels-last layout. Without either
-    option the (unwrapped) model itself is returned, its mode unchanged."""
-    if isinstance(model, DistributedDataParallel):
-        model = model.module
+    """An eval-mode copy of ``model`` (unwrapped from DistributedDataParallel, with rank 0's
+    buffers when several processes run it) with its norms folded (``fold_norms``) and, on CUDA,
+    its weights in channels-last layout. Without either option, and unless buffers have to be
+    taken from rank 0, the (unwrapped) model itself is returned, its mode unchanged."""
+    ddp = model if isinstance(model, DistributedDataParallel) else None
+    if ddp is not None:
+        model = ddp.module
     on_cuda = any(p.is_cuda for p in model.parameters())
     use_channels_last = channels_last and on_cuda
-    if not fold_norms and not use_channels_last:
+    sync_buffers = ddp is not None and dist.is_initialized() and dist.get_world_size() > 1
+    if not fold_norms and not use_channels_last and not sync_buffers:
         return model
     copied = copy.deepcopy(model).eval()
     for p in copied.parameters():
         p.requires_grad_(False)
+    if sync_buffers:
+        for buffer in copied.buffers():
+            dist.broadcast(buffer, src=0, group=ddp.process_group)
     if fold_norms:
         fold_batchnorm(copied)
     if use_channels_last:

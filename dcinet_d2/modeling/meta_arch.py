@@ -134,6 +134,8 @@ class PersonSearchRCNN(GeneralizedRCNN):
             results = self.roi_heads.forward_with_given_boxes(features, detected_instances)
         for r in results:  # fp32 under autocast too (TEST.AMP): the evaluator ranks in fp32
             r.pred_embeds = r.pred_embeds.float()
+            if r.has("scores"):  # fp32 from CUDA's autocast; CPU's bfloat16 one gives bfloat16
+                r.scores = r.scores.float()
         if self.embed_score_power:
             for r in results:
                 if r.has("scores"):

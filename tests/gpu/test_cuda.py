@@ -163,3 +163,24 @@ def test_inference_copy_matches_the_model_on_cuda(tmp_path, no_tf32):
         reference, outputs = model(batch), fast(batch)
     for a, b in zip(outputs, reference):
         _assert_same_detections(a["instances"], b["instances"])
+
+
+def test_test_amp_returns_fp32_on_cuda(tmp_path):
+    """TEST.AMP: inference under fp16 autocast returns fp32 boxes, scores, embeddings and query
+    embeddings (the evaluator and the gallery index rank in fp32)."""
+    from detectron2.modeling import build_model
+
+    from dcinet_d2.modeling.fast_inference import inference_autocast, inference_model
+
+    cfg = quick_cfg("dcinet", str(tmp_path), "MODEL.DEVICE", "cuda", "TEST.AMP", "True")
+    torch.manual_seed(0)
+    fast = inference_model(build_model(cfg), channels_last=True)
+    batch = next(iter(PersonSearchTrainer.build_test_loader(cfg, cfg.DATASETS.TEST[0])))[:1]
+    with torch.no_grad(), inference_autocast(cfg, "cuda"):
+        (out,) = fast(batch)
+        boxes = out["instances"].pred_boxes.tensor[:3]
+        (query_embeds,) = fast.embed_boxes(batch, [boxes])
+    instances = out["instances"]
+    assert len(instances) > 0
+    for t in (instances.pred_embeds, instances.scores, instances.pred_boxes.tensor, query_embeds):
+        assert t.dtype == torch.float32

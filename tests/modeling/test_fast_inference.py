@@ -41,19 +41,22 @@ def test_fold_one_frozen_batchnorm_by_hand():
         assert torch.allclose(conv(x), expected, atol=1e-6)
 
 
-def _random_norm_stats(norm):
-    g = torch.Generator().manual_seed(1)
+def _random_norm_stats(norm, seed=1, spread=1.0):
+    """Random weight, bias and statistics; ``spread`` < 1 keeps them nearer a new norm's."""
+    g = torch.Generator().manual_seed(seed)
     c = norm.running_mean.numel()
     with torch.no_grad():
-        norm.weight.copy_(torch.rand(c, generator=g) + 0.5)
-        norm.bias.copy_(torch.randn(c, generator=g))
-        norm.running_mean.copy_(torch.randn(c, generator=g))
-        norm.running_var.copy_(torch.rand(c, generator=g) + 0.1)
+        norm.weight.copy_(1 + spread * (torch.rand(c, generator=g) - 0.5))
+        norm.bias.copy_(spread * torch.randn(c, generator=g))
+        norm.running_mean.copy_(spread * torch.randn(c, generator=g))
+        norm.running_var.copy_(1 + spread * (torch.rand(c, generator=g) - 0.9))
 
 
-@pytest.mark.parametrize("kind", ["FrozenBN", "BN"])
+@pytest.mark.parametrize("kind", ["FrozenBN", "BN", "SyncBN"])
 def test_fold_matches_conv_then_norm(kind):
-    norm = FrozenBatchNorm2d(6) if kind == "FrozenBN" else nn.BatchNorm2d(6)
+    norm = {"FrozenBN": FrozenBatchNorm2d, "BN": nn.BatchNorm2d, "SyncBN": nn.SyncBatchNorm}[kind](
+        6
+    )
     _random_norm_stats(norm)
     conv = Conv2d(4, 6, kernel_size=3, padding=1, bias=True, norm=norm, activation=torch.relu)
     conv.eval()
@@ -76,6 +79,11 @@ def test_inference_copy_gives_the_models_outputs_and_leaves_it_untouched(tmp_pat
     cfg = quick_cfg("dcinet", str(tmp_path))
     torch.manual_seed(0)
     model = build_model(cfg).train()
+    # statistics of a trained model: with a new model's (mean 0, variance 1, weight 1, bias 0)
+    # folding is nearly the identity, and a fold that ignored one of them would pass
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for i, bn in enumerate(bns):
+        _random_norm_stats(bn, seed=i, spread=0.2)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     fast = inference_model(model)
     assert fast is not model and model.training and not fast.training
@@ -154,3 +162,22 @@ def test_autocast_only_on_cuda_and_only_with_test_amp(tmp_path):
         on_cuda = inference_autocast(amp, "cuda:0")
     assert isinstance(on_cuda, torch.autocast)
     assert on_cuda.device == "cuda" and on_cuda.fast_dtype == torch.float16
+
+
+def test_outputs_stay_fp32_under_autocast(tmp_path):
+    """TEST.AMP runs inference under fp16 autocast on CUDA; the model returns fp32 boxes, scores
+    and embeddings whatever autocast computes in, so the evaluator ranks in fp32. CPU's bfloat16
+    autocast stands in for it here (CUDA's is in tests/gpu)."""
+    cfg = quick_cfg("dcinet", str(tmp_path))
+    model = build_model(cfg).eval()
+    batch = next(iter(PersonSearchTrainer.build_test_loader(cfg, cfg.DATASETS.TEST[0])))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        (out,) = model(batch[:1])
+        boxes = out["instances"].pred_boxes.tensor[:3]
+        (query_embeds,) = model.embed_boxes(batch[:1], [boxes])
+    instances = out["instances"]
+    assert len(instances) > 0 and len(query_embeds) == len(boxes)
+    assert instances.pred_embeds.dtype == torch.float32
+    assert instances.scores.dtype == torch.float32
+    assert instances.pred_boxes.tensor.dtype == torch.float32
+    assert query_embeds.dtype == torch.float32
