@@ -245,9 +245,16 @@ def main():
         "opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides for every run"
     )
     args = p.parse_args()
-    from dcinet_d2.data.synthetic import ensure_synthetic_datasets
+    from dcinet_d2.data.synthetic import (
+        SYNTHETIC_TEST_SETS,
+        ensure_synthetic_datasets,
+        ensure_synthetic_test_set,
+    )
 
     ensure_synthetic_datasets(progress=False)
+    for folder in SYNTHETIC_TEST_SETS:  # synthetic_val and synthetic_heldout, made on demand
+        if args.test_set.startswith(f"{folder}_cuhk_sysu_"):
+            ensure_synthetic_test_set(folder, progress=False)
     os.makedirs(args.out, exist_ok=True)
     rows, gt_hist, iterations = [], None, set()
     for key, name, config, losses in VARIANTS:

@@ -12,7 +12,8 @@ Modules:
     * :mod:`.jobs`: random streams, argument checks, job running, the atomic output folder.
     * :mod:`.cuhk_sysu`: :func:`generate_cuhk_sysu` (the layout it writes is documented there).
     * :mod:`.prw`: :func:`generate_prw` (the layout it writes is documented there).
-    * :mod:`.ensure`: :func:`ensure_synthetic_datasets`, both datasets on demand.
+    * :mod:`.ensure`: :func:`ensure_synthetic_datasets`, both datasets on demand, and
+      :func:`ensure_synthetic_test_set`, the 200-query validation and held-out sets.
     * :mod:`.alt`: a second, differently rendered CUHK-SYSU
       (``python -m dcinet_d2.data.synthetic.alt``); not imported here.
 """
@@ -20,7 +21,12 @@ Modules:
 from __future__ import annotations
 
 from .cuhk_sysu import CUHK_GALLERY_SIZES, FULL_SCALE_CUHK_SYSU, generate_cuhk_sysu
-from .ensure import default_synthetic_root, ensure_synthetic_datasets
+from .ensure import (
+    SYNTHETIC_TEST_SETS,
+    default_synthetic_root,
+    ensure_synthetic_datasets,
+    ensure_synthetic_test_set,
+)
 from .jobs import STATS_FILE
 from .looks import (
     SIMILARITY_ATTRIBUTES,
@@ -51,5 +57,7 @@ __all__ = [
     "generate_cuhk_sysu",
     "generate_prw",
     "ensure_synthetic_datasets",
+    "ensure_synthetic_test_set",
+    "SYNTHETIC_TEST_SETS",
     "default_synthetic_root",
 ]

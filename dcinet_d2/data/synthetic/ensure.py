@@ -1,7 +1,9 @@
 """Both synthetic datasets on demand.
 
 :func:`ensure_synthetic_datasets` generates ``<base>/CUHK-SYSU`` and ``<base>/PRW`` unless they
-exist; :func:`default_synthetic_root` is the default ``<base>``.
+exist; :func:`default_synthetic_root` is the default ``<base>``. :func:`ensure_synthetic_test_set`
+does the same for the 200-query CUHK-SYSU sets that recipes are chosen on (``synthetic_val``) and
+reported on beside the benchmark's 70 test queries (``synthetic_heldout``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,28 @@ from .prw import generate_prw
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["default_synthetic_root", "ensure_synthetic_datasets"]
+__all__ = [
+    "SYNTHETIC_TEST_SETS",
+    "default_synthetic_root",
+    "ensure_synthetic_datasets",
+    "ensure_synthetic_test_set",
+]
+
+#: The extra synthetic CUHK-SYSU sets, by folder under ``$DETECTRON2_DATASETS``: (seed,
+#: generator arguments). Ours: 400 gallery images and 200 queries of persons of their own seed,
+#: 10 training identities only (the split is for testing), TestG50 and TestG100; the seeds keep
+#: their persons apart from ``synthetic/`` (0) and ``synthetic_pretrain/`` (1000).
+_TEST_SET_SIZE = {
+    "num_images": 430,
+    "pool_size": 400,
+    "num_train_ids": 10,
+    "num_test_ids": 200,
+    "gallery_sizes": (50, 100),
+}
+SYNTHETIC_TEST_SETS: dict[str, tuple[int, dict[str, Any]]] = {
+    "synthetic_val": (2000, _TEST_SET_SIZE),  # recipe choices are made here
+    "synthetic_heldout": (3000, _TEST_SET_SIZE),  # never used for a choice
+}
 
 
 def default_synthetic_root() -> str:
@@ -86,3 +109,19 @@ def ensure_synthetic_datasets(
         stats["generated"] = True
         out[key] = stats
     return out
+
+
+def ensure_synthetic_test_set(folder: str, *, progress: bool = True) -> dict[str, Any]:
+    """Generate ``$DETECTRON2_DATASETS/<folder>/CUHK-SYSU`` unless it exists, for a folder of
+    :data:`SYNTHETIC_TEST_SETS`; the same files as ``python datasets/prepare_synthetic.py --which
+    cuhk_sysu --seed SEED --out datasets/<folder> --cuhk-images 430 --cuhk-pool 400
+    --cuhk-train-ids 10 --cuhk-test-ids 200 --gallery-sizes 50 100``. Returns its statistics."""
+    if folder not in SYNTHETIC_TEST_SETS:
+        raise ValueError(
+            f"unknown synthetic test set {folder!r}; known: {sorted(SYNTHETIC_TEST_SETS)}"
+        )
+    seed, size = SYNTHETIC_TEST_SETS[folder]
+    base = os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), folder)
+    return ensure_synthetic_datasets(
+        base, seed=seed, which="cuhk_sysu", cuhk_sysu=dict(size), progress=progress
+    )["cuhk_sysu"]
