@@ -14,7 +14,9 @@ the arithmetic is that of any other rate). Reported per setting:
   batch's largest height and width, rounded up to the backbone's size divisibility) over the
   pixels of the images themselves, and the share of batches mixing orientations;
 * step time: median and best of forward, backward and SGD step;
-* peak memory of a step (CUDA only: ``torch.cuda.max_memory_allocated``).
+* activation memory: the bytes autograd keeps for the backward pass of a step (every saved
+  tensor's storage, counted once), which padding inflates, on any device; and on CUDA the peak
+  memory of a step (``torch.cuda.max_memory_allocated``).
 
 Usage::
 
@@ -137,29 +139,40 @@ def main() -> None:
     divisibility = model.backbone.size_divisibility
     on_cuda = next(model.parameters()).is_cuda
 
-    def step(batch) -> tuple[float, float]:
+    def step(batch) -> tuple[float, float, int]:
+        storages = {}
+
+        def pack(t):
+            storage = t.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+            return t
+
         if on_cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
-        losses = model(batch)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+            losses = model(batch)
         optimizer.zero_grad()
         sum(losses.values()).backward()
         optimizer.step()
         if on_cuda:
             torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else 0.0
-        return time.perf_counter() - t, peak
+        return time.perf_counter() - t, peak, sum(storages.values())
 
     times = {g: [] for g in settings}
     peaks = {g: [] for g in settings}
+    saved = {g: [] for g in settings}
     with EventStorage(0):
         for i in range(args.warmup + args.iters):
-            for grouping, s in settings.items():  # interleaved: drift of the machine hits both
-                seconds, peak = step(s["batches"][i])
+            order = [True, False] if i % 2 == 0 else [False, True]
+            for grouping in order:  # interleaved, first one then the other: drift hits both
+                seconds, peak, saved_bytes = step(settings[grouping]["batches"][i])
                 if i >= args.warmup:
                     times[grouping].append(seconds)
                     peaks[grouping].append(peak)
+                    saved[grouping].append(saved_bytes)
     rows = {}
     for grouping, s in settings.items():
         stats = [padding_stats(b, divisibility) for b in s["batches"][args.warmup :]]
@@ -169,6 +182,7 @@ def main() -> None:
             "mixed_batches": sum(x[2] for x in stats) / len(stats),
             "step_s_median": statistics.median(times[grouping]),
             "step_s_best": min(times[grouping]),
+            "saved_for_backward_mib_mean": statistics.mean(saved[grouping]) / 2**20,
             "peak_mib_median": statistics.median(peaks[grouping]) if on_cuda else None,
             "device": str(cfg.MODEL.DEVICE),
             "steps": args.iters,
@@ -177,18 +191,23 @@ def main() -> None:
     on, off = rows[True], rows[False]
     print(
         "\n| DATALOADER.ASPECT_RATIO_GROUPING | padded / image pixels | batches mixing "
-        "orientations | step, median (best) | peak memory, median |"
+        "orientations | step, median (best) | saved for backward, mean | peak memory, median |"
     )
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for r in (off, on):
         peak = f"{r['peak_mib_median']:.0f} MiB" if r["peak_mib_median"] is not None else "(CPU)"
         print(
             f"| {r['grouping']} | {r['padded_over_image_pixels']:.3f} | "
             f"{100 * r['mixed_batches']:.0f} % | {r['step_s_median']:.3f} s "
-            f"({r['step_s_best']:.3f} s) | {peak} |"
+            f"({r['step_s_best']:.3f} s) | {r['saved_for_backward_mib_mean']:.0f} MiB | {peak} |"
         )
     ratio = on["step_s_median"] / off["step_s_median"]
-    print(f"\ngrouped / ungrouped: step time {ratio:.3f}x (median)", end="")
+    saved_ratio = on["saved_for_backward_mib_mean"] / off["saved_for_backward_mib_mean"]
+    print(
+        f"\ngrouped / ungrouped: step time {ratio:.3f}x (median), saved for backward "
+        f"{saved_ratio:.3f}x",
+        end="",
+    )
     if on_cuda:
         print(f", peak memory {on['peak_mib_median'] / off['peak_mib_median']:.3f}x", end="")
     print()
