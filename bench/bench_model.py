@@ -78,6 +78,9 @@ def load_cfg(config_file: str, image_size: int, num_ids: int, device: str = "cpu
     # Detectron2's Res5ROIHeads (the baseline) builds its res5 with MODEL.RESNETS.NORM and ignores
     # our RES5_NORM: give every model the same res5 blocks, so that the ratios time the heads only.
     cfg.MODEL.ROI_HEADS.RES5_NORM = ""
+    # The heads' own cost, as measured before flip test-time augmentation existed: with
+    # MODEL.REID.TEST_FLIP (on in the small configs) an inference runs the backbone twice.
+    cfg.MODEL.REID.TEST_FLIP = False
     return cfg
 
 

@@ -62,6 +62,11 @@ def add_model_config(cfg: CN) -> CN:
     # behind a confident one (the idea of NAE's norm-aware embeddings). Queries given as boxes
     # stay unit vectors. 0 = off (unit embeddings).
     cfg.MODEL.REID.EMBED_SCORE_POWER = 0.0
+    # Ours (the paper embeds each box once): at inference every embedding, of a detection or of a
+    # query box, is the normalised mean of the box's embedding and that of its mirror image in
+    # the horizontally flipped image (flip test-time augmentation, common in re-id). It costs one
+    # more backbone pass per image and one more re-id pass per box. False = one embedding.
+    cfg.MODEL.REID.TEST_FLIP = False
 
     # ------------------------------------------------------------------------- identities
     # Number C of labelled training identities (pids 0..C-1). 0 = read it from

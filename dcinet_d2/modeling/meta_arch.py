@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Boxes, ImageList, Instances
@@ -37,17 +38,21 @@ class PersonSearchRCNN(GeneralizedRCNN):
     """
 
     @configurable
-    def __init__(self, *, embed_score_power: float = 0.0, **kwargs):
+    def __init__(self, *, embed_score_power: float = 0.0, test_flip: bool = False, **kwargs):
         """
         Args:
             embed_score_power: p >= 0; at inference each detection's embedding is multiplied by
                 its score to the power p (``MODEL.REID.EMBED_SCORE_POWER``; 0: unit embeddings).
+            test_flip: at inference every embedding (detections and query boxes) is the
+                normalised mean of the box's and of its mirror box's in the flipped image
+                (``MODEL.REID.TEST_FLIP``).
             kwargs: arguments of :class:`GeneralizedRCNN`.
         """
         super().__init__(**kwargs)
         if not embed_score_power >= 0:
             raise ValueError(f"MODEL.REID.EMBED_SCORE_POWER must be >= 0, got {embed_score_power}")
         self.embed_score_power = float(embed_score_power)
+        self.test_flip = bool(test_flip)
 
     @classmethod
     def from_config(cls, cfg) -> dict:
@@ -58,6 +63,7 @@ class PersonSearchRCNN(GeneralizedRCNN):
                 f"got MODEL.ROI_HEADS.NAME = {cfg.MODEL.ROI_HEADS.NAME!r}"
             )
         ret["embed_score_power"] = cfg.MODEL.REID.EMBED_SCORE_POWER
+        ret["test_flip"] = cfg.MODEL.REID.TEST_FLIP
         return ret
 
     def forward(self, batched_inputs: list[dict]) -> object:
@@ -123,6 +129,7 @@ class PersonSearchRCNN(GeneralizedRCNN):
         assert not self.training
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
+        flipped = self._flipped_features(images)
         if detected_instances is None:
             if self.proposal_generator is not None:
                 proposals, _ = self.proposal_generator(images, features, None)
@@ -136,6 +143,11 @@ class PersonSearchRCNN(GeneralizedRCNN):
             r.pred_embeds = r.pred_embeds.float()
             if r.has("scores"):  # fp32 from CUDA's autocast; CPU's bfloat16 one gives bfloat16
                 r.scores = r.scores.float()
+        if flipped is not None:
+            embeds = [r.pred_embeds for r in results]
+            boxes = [r.pred_boxes.tensor for r in results]
+            for r, e in zip(results, self._with_flip(images, flipped, boxes, embeds)):
+                r.pred_embeds = e
         if self.embed_score_power:
             for r in results:
                 if r.has("scores"):
@@ -154,7 +166,9 @@ class PersonSearchRCNN(GeneralizedRCNN):
                 else torch.zeros(0, 4)
                 for i in range(len(batched_inputs))
             ]
-            query_embeds = self._embed_original_boxes(batched_inputs, images, features, boxes)
+            query_embeds = self._embed_original_boxes(
+                batched_inputs, images, features, boxes, flipped
+            )
             for i in with_queries:
                 processed[i]["query_embeds"] = query_embeds[i]
         return processed
@@ -175,7 +189,8 @@ class PersonSearchRCNN(GeneralizedRCNN):
             raise ValueError(f"{len(boxes)} box tensors for {len(batched_inputs)} images")
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
-        return self._embed_original_boxes(batched_inputs, images, features, boxes)
+        flipped = self._flipped_features(images)
+        return self._embed_original_boxes(batched_inputs, images, features, boxes, flipped)
 
     def _embed_original_boxes(
         self,
@@ -183,9 +198,10 @@ class PersonSearchRCNN(GeneralizedRCNN):
         images: ImageList,
         features: dict[str, Tensor],
         boxes: Sequence[Tensor],
+        flipped: dict[str, Tensor] | None = None,
     ) -> list[Tensor]:
         """Scale boxes from original to input coordinates (input size / (height, width)) and
-        embed them with the ROI heads."""
+        embed them with the ROI heads (with their mirror boxes in ``flipped``, when given)."""
         scaled = []
         for x, b, (h_in, w_in) in zip(batched_inputs, boxes, images.image_sizes):
             b = torch.as_tensor(b, dtype=torch.float32, device=self.device).reshape(-1, 4)
@@ -193,4 +209,30 @@ class PersonSearchRCNN(GeneralizedRCNN):
             sy = h_in / float(x.get("height", h_in))
             scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float32, device=self.device)
             scaled.append(Boxes(b * scale))
-        return [e.float() for e in self.roi_heads.embed_boxes(features, scaled)]
+        embeds = [e.float() for e in self.roi_heads.embed_boxes(features, scaled)]
+        if flipped is None:
+            return embeds
+        return self._with_flip(images, flipped, [b.tensor for b in scaled], embeds)
+
+    def _flipped_features(self, images: ImageList) -> dict[str, Tensor] | None:
+        """Backbone features of the horizontally flipped (padded) input batch with
+        ``test_flip``, else None."""
+        return self.backbone(images.tensor.flip(-1)) if self.test_flip else None
+
+    def _with_flip(
+        self,
+        images: ImageList,
+        flipped: dict[str, Tensor],
+        boxes: Sequence[Tensor],
+        embeds: Sequence[Tensor],
+    ) -> list[Tensor]:
+        """Unit embeddings ``embeds`` of ``boxes`` (input coordinates) averaged with those of the
+        mirror boxes in the flipped batch, renormalised. The whole padded batch is flipped, so a
+        box ``[x1, y1, x2, y2]`` mirrors to ``[W - x2, y1, W - x1, y2]`` with W its padded width."""
+        width = images.tensor.shape[-1]
+        mirrored = [
+            Boxes(torch.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], dim=1))
+            for b in boxes
+        ]
+        mirror_embeds = self.roi_heads.embed_boxes(flipped, mirrored)
+        return [F.normalize(e + m.float(), dim=1) for e, m in zip(embeds, mirror_embeds)]
