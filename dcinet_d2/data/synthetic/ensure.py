@@ -43,9 +43,15 @@ SYNTHETIC_TEST_SETS: dict[str, tuple[int, dict[str, Any]]] = {
 }
 
 
+def _datasets_root() -> str:
+    """``$DETECTRON2_DATASETS`` (default ``datasets``), as Detectron2 reads it; the generators
+    stay free of Detectron2, so not ``dcinet_d2.data.datasets.datasets_root``."""
+    return os.environ.get("DETECTRON2_DATASETS", "datasets")
+
+
 def default_synthetic_root() -> str:
     """``$DETECTRON2_DATASETS/synthetic`` (``DETECTRON2_DATASETS`` defaults to ``datasets``)."""
-    return os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "synthetic")
+    return os.path.join(_datasets_root(), "synthetic")
 
 
 def ensure_synthetic_datasets(
@@ -121,7 +127,7 @@ def ensure_synthetic_test_set(folder: str, *, progress: bool = True) -> dict[str
             f"unknown synthetic test set {folder!r}; known: {sorted(SYNTHETIC_TEST_SETS)}"
         )
     seed, size = SYNTHETIC_TEST_SETS[folder]
-    base = os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), folder)
+    base = os.path.join(_datasets_root(), folder)
     return ensure_synthetic_datasets(
         base, seed=seed, which="cuhk_sysu", cuhk_sysu=dict(size), progress=progress
     )["cuhk_sysu"]
