@@ -82,50 +82,36 @@ def run_variant(config, losses, seed, iters, out_dir, opts, test_set=TEST_SET):
     loss_opt = ["MODEL.REID.LOSSES", json.dumps(losses).replace(" ", "")]
     predictions, baselines, probe_path = result_paths(out_dir, test_set)
     trained = os.path.join(out_dir, "model_final.pth")
+
+    def train_net(flags, overrides):
+        # flags go before the KEY VALUE overrides, which train_net.py takes as the remainder
+        return [
+            sys.executable,
+            os.path.join(REPO, "train_net.py"),
+            *flags,
+            "--config-file",
+            cfg_file,
+            *loss_opt,
+            "SEED",
+            str(seed),
+            *overrides,
+            *opts,
+        ]
+
     if not os.path.isfile(result_paths(out_dir, TEST_SET)[0]):
-        _run(
-            [
-                sys.executable,
-                os.path.join(REPO, "train_net.py"),
-                "--config-file",
-                cfg_file,
-                *loss_opt,
-                "SEED",
-                str(seed),
-                "SOLVER.MAX_ITER",
-                str(iters),
-                "SOLVER.STEPS",
-                f"({int(iters * 0.8)},)",
-                "SOLVER.CHECKPOINT_PERIOD",
-                str(iters),
-                "OUTPUT_DIR",
-                out_dir,
-                *opts,
-            ],
-            out_dir + ".log",
-        )
+        schedule = [
+            "SOLVER.MAX_ITER",
+            str(iters),
+            "SOLVER.STEPS",
+            f"({int(iters * 0.8)},)",
+            "SOLVER.CHECKPOINT_PERIOD",
+            str(iters),
+        ]
+        _run(train_net([], [*schedule, "OUTPUT_DIR", out_dir]), out_dir + ".log")
     if not os.path.isfile(predictions):
         eval_dir = os.path.dirname(os.path.dirname(os.path.dirname(predictions)))
-        _run(
-            [
-                sys.executable,
-                os.path.join(REPO, "train_net.py"),
-                "--eval-only",
-                "--config-file",
-                cfg_file,
-                *loss_opt,
-                "SEED",
-                str(seed),
-                "MODEL.WEIGHTS",
-                trained,
-                "DATASETS.TEST",
-                f"('{test_set}',)",
-                "OUTPUT_DIR",
-                eval_dir,
-                *opts,
-            ],
-            eval_dir + ".log",
-        )
+        evaluation = ["MODEL.WEIGHTS", trained, "DATASETS.TEST", f"('{test_set}',)"]
+        _run(train_net(["--eval-only"], [*evaluation, "OUTPUT_DIR", eval_dir]), eval_dir + ".log")
     if not os.path.isfile(baselines):  # for the benchmark's test split, what the demo writes too
         from dcinet_d2.evaluation.colour_baseline import compare_with_histograms
 
