@@ -45,6 +45,11 @@ def add_model_config(cfg: CN) -> CN:
     # Ours: normalisation between the linear projection and the L2 norm: "BN" (BatchNorm1d, as in
     # OIM/SeqNet embedding heads) or "" (none).
     cfg.MODEL.REID.EMBED_NORM = "BN"
+    # Ours (the paper pools each ROI's re-id features globally): the embedding head pools P
+    # horizontal stripes of the ROI features separately and projects their concatenation
+    # (part-based pooling, as PCB), so the upper and the lower part of a person keep their own
+    # features. 1 = the spatial mean.
+    cfg.MODEL.REID.EMBED_STRIPES = 1
     # Ours: also embed every ground-truth person box of a training image (in the same ROI pass as
     # the sampled proposals), not only the sampled foreground proposals, so that every labelled
     # identity of a pair always has embeddings in both images. A gt box that was itself sampled as

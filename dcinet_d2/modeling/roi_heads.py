@@ -48,7 +48,13 @@ __all__ = [
 class EmbeddingHead(nn.Module):
     """Projection of ROI features to L2-normalised person embeddings.
 
-    ``x -> spatial mean -> Linear(in_channels, embed_dim) -> [BatchNorm1d] -> L2 normalise``.
+    ``x -> pooling -> Linear(in_channels * stripes, embed_dim) -> [BatchNorm1d] -> L2 normalise``.
+
+    The pooling is the spatial mean (``stripes=1``, the paper's global pooling) or, with
+    ``stripes=P > 1``, the mean of each of P horizontal stripes of equal height (top to bottom,
+    as adaptive average pooling to ``P x 1`` cuts them), concatenated channel by channel
+    (``[N, C * P]``): the upper and the lower part of a person keep their own features, as in
+    part-based re-id models (PCB). Stripes are mirror-invariant, like the mean.
 
     With ``norm="BN"`` in training mode and fewer than two rows, batch statistics do not exist;
     the running statistics are used for that call instead (and are not updated).
@@ -57,11 +63,16 @@ class EmbeddingHead(nn.Module):
         in_channels: channels C of the ROI features.
         embed_dim: embedding dimension D (paper: 256).
         norm: ``"BN"`` or ``""`` (ours, ``MODEL.REID.EMBED_NORM``).
+        stripes: number P of horizontal stripes pooled separately (ours,
+            ``MODEL.REID.EMBED_STRIPES``; 1 = spatial mean).
     """
 
-    def __init__(self, in_channels: int, embed_dim: int, norm: str = "BN"):
+    def __init__(self, in_channels: int, embed_dim: int, norm: str = "BN", stripes: int = 1):
         super().__init__()
-        self.proj = nn.Linear(in_channels, embed_dim)
+        if stripes < 1:
+            raise ValueError(f"MODEL.REID.EMBED_STRIPES must be >= 1, got {stripes}")
+        self.stripes = int(stripes)
+        self.proj = nn.Linear(in_channels * self.stripes, embed_dim)
         nn.init.normal_(self.proj.weight, std=0.01)
         nn.init.zeros_(self.proj.bias)
         if norm == "BN":
@@ -75,13 +86,24 @@ class EmbeddingHead(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """
         Args:
-            x: ``[N, C, H, W]`` ROI feature maps or ``[N, C]`` already pooled features.
+            x: ``[N, C, H, W]`` ROI feature maps (``H >= stripes``), or ``[N, C]`` already
+                pooled features when ``stripes == 1``.
 
         Returns:
             ``[N, D]`` embeddings of unit L2 norm.
         """
         if x.dim() == 4:
-            x = x.mean(dim=(2, 3))
+            if self.stripes == 1:
+                x = x.mean(dim=(2, 3))
+            else:
+                if x.shape[2] < self.stripes:
+                    raise ValueError(
+                        f"MODEL.REID.EMBED_STRIPES = {self.stripes} needs ROI feature maps at "
+                        f"least {self.stripes} cells high, got {x.shape[2]}"
+                    )
+                x = F.adaptive_avg_pool2d(x, (self.stripes, 1)).flatten(1)
+        elif self.stripes != 1:
+            raise ValueError("EmbeddingHead with stripes > 1 needs [N, C, H, W] feature maps")
         x = self.proj(x)
         if self.norm is not None:
             if self.training and x.shape[0] < 2:
@@ -152,7 +174,10 @@ class PersonSearchRes5ROIHeads(Res5ROIHeads):
                 cfg, ShapeSpec(channels=res5_channels, height=1, width=1)
             )
         ret["embed_head"] = EmbeddingHead(
-            res5_channels, cfg.MODEL.REID.EMBED_DIM, cfg.MODEL.REID.EMBED_NORM
+            res5_channels,
+            cfg.MODEL.REID.EMBED_DIM,
+            cfg.MODEL.REID.EMBED_NORM,
+            stripes=cfg.MODEL.REID.EMBED_STRIPES,
         )
         ret["criterion"] = build_reid_criterion(cfg)
         ret["embed_gt_boxes"] = cfg.MODEL.REID.EMBED_GT_BOXES
@@ -352,16 +377,16 @@ class INetROIHeads(PersonSearchRes5ROIHeads):
             return super().forward(images, features, proposals, targets)
         # One pass of the shared res5 scores every proposal (as Res5ROIHeads does) and gives the
         # features each detection is embedded from: those of the proposal it was regressed from.
-        pooled = self._shared_roi_transform(
+        maps = self._shared_roi_transform(
             [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
-        ).mean(dim=(2, 3))  # [R, C]
-        predictions = self.box_predictor(pooled)
+        )  # [R, C, H, W]
+        predictions = self.box_predictor(maps.mean(dim=(2, 3)))
         instances, kept = inference_with_proposal_indices(
             self.box_predictor, predictions, proposals
         )
         start = 0
         for inst, keep, props in zip(instances, kept, proposals):
-            inst.pred_embeds = self.embed_head(pooled[start + keep])
+            inst.pred_embeds = self.embed_head(maps[start + keep])
             start += len(props)
         return instances, {}
 
@@ -372,10 +397,10 @@ class INetROIHeads(PersonSearchRes5ROIHeads):
         self, features: list[Tensor], proposals: list[Instances], targets: list[Instances]
     ) -> dict[str, Tensor]:
         boxes, det_rows, reid_rows, pids, image_ids = self._training_rois(proposals, targets)
-        pooled = self._shared_roi_transform(features, boxes).mean(dim=(2, 3))  # [R, C]
-        predictions = self.box_predictor(pooled[det_rows])
+        maps = self._shared_roi_transform(features, boxes)  # [R, C, H, W]
+        predictions = self.box_predictor(maps[det_rows].mean(dim=(2, 3)))
         losses = self.box_predictor.losses(predictions, proposals)
-        embeds = self.embed_head(pooled[reid_rows])
+        embeds = self.embed_head(maps[reid_rows])
         losses.update(self._reid_losses(embeds, pids, image_ids, len(proposals)))
         return losses
 

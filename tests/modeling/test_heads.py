@@ -91,6 +91,49 @@ def test_embedding_head_bn_with_one_row_in_training_uses_running_statistics():
     assert head(torch.randn(0, 6)).shape == (0, 4)
 
 
+def test_embedding_head_stripes_pool_each_horizontal_stripe_by_hand():
+    # One channel, a 4x2 map: rows 0-1 (the upper stripe) hold 1, 3 / 5, 7 (mean 4), rows 2-3
+    # hold 2, 2 / 0, 4 (mean 2). With two stripes the head projects [4, 2]; with the
+    # projection [[1, 0], [1, 1]] + 0 that is [4, 6], normalised [0.5547, 0.8321].
+    head = EmbeddingHead(1, 2, norm="", stripes=2)
+    with torch.no_grad():
+        head.proj.weight.copy_(torch.tensor([[1.0, 0.0], [1.0, 1.0]]))
+        head.proj.bias.zero_()
+    x = torch.tensor([[1.0, 3.0], [5.0, 7.0], [2.0, 2.0], [0.0, 4.0]]).view(1, 1, 4, 2)
+    norm = math.sqrt(4.0**2 + 6.0**2)
+    torch.testing.assert_close(head(x), torch.tensor([[4.0 / norm, 6.0 / norm]]))
+    # upper and lower swapped: [2, 4] -> [2, 6], another embedding (the mean cannot tell them)
+    swapped = torch.cat([x[:, :, 2:], x[:, :, :2]], dim=2)
+    norm = math.sqrt(2.0**2 + 6.0**2)
+    torch.testing.assert_close(head(swapped), torch.tensor([[2.0 / norm, 6.0 / norm]]))
+    # mirror-invariant, like the mean
+    torch.testing.assert_close(head(x.flip(3)), head(x))
+
+
+def test_embedding_head_stripes_concatenate_channel_by_channel():
+    # Two channels, two stripes: the projection's inputs are (c0 upper, c0 lower, c1 upper,
+    # c1 lower), adaptive average pooling's order flattened.
+    head = EmbeddingHead(2, 4, norm="", stripes=2)
+    with torch.no_grad():
+        head.proj.weight.copy_(torch.eye(4))
+        head.proj.bias.zero_()
+    x = torch.zeros(1, 2, 2, 3)
+    x[0, 0, 0] = 1.0  # channel 0, upper stripe
+    x[0, 1, 1] = 2.0  # channel 1, lower stripe
+    expected = F.normalize(torch.tensor([[1.0, 0.0, 0.0, 2.0]]), dim=1)
+    torch.testing.assert_close(head(x), expected)
+
+
+def test_embedding_head_stripes_reject_bad_inputs():
+    with pytest.raises(ValueError, match="EMBED_STRIPES"):
+        EmbeddingHead(6, 4, stripes=0)
+    head = EmbeddingHead(6, 4, norm="", stripes=4)
+    with pytest.raises(ValueError, match="at least 4 cells high"):
+        head(torch.randn(2, 6, 3, 3))
+    with pytest.raises(ValueError, match="feature maps"):
+        head(torch.randn(2, 6))
+
+
 def test_embedding_head_rejects_unknown_norm():
     with pytest.raises(ValueError, match="EMBED_NORM"):
         EmbeddingHead(6, 4, norm="GN")
