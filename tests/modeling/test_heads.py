@@ -312,6 +312,20 @@ def test_forward_backward_of_every_config(config_file):
 
 
 @pytest.mark.parametrize("config_file", [SMALL_INET, SMALL_DCINET])
+def test_embed_stripes_key_trains_both_heads(config_file):
+    cfg = _cpu_cfg(config_file)
+    cfg.MODEL.REID.EMBED_STRIPES = 2
+    model = build_test_model(cfg).train()
+    head = model.roi_heads.embed_head
+    assert head.stripes == 2
+    assert head.proj.in_features == 2 * model.roi_heads.res5[-1].out_channels
+    with EventStorage():
+        losses = model(make_pair_batch())
+        sum(losses.values()).backward()
+    assert torch.isfinite(head.proj.weight.grad).all() and head.proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("config_file", [SMALL_INET, SMALL_DCINET])
 def test_every_gt_box_and_sampled_foreground_proposal_is_embedded(config_file):
     cfg = _cpu_cfg(config_file)
     cfg.MODEL.ROI_HEADS.PROPOSAL_APPEND_GT = False  # no gt box among the proposals

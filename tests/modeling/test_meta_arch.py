@@ -35,8 +35,10 @@ QUERIES = [
 ]
 
 
-def _eval_model(config_file, score_thresh=None):
+def _eval_model(config_file, score_thresh=None, embed_stripes=None):
     cfg = load_cfg(config_file)
+    if embed_stripes is not None:
+        cfg.MODEL.REID.EMBED_STRIPES = embed_stripes
     if score_thresh is not None:
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_thresh
     if config_file in paper_config_files() or config_file.endswith("Base-DCINet-C4.yaml"):
@@ -184,11 +186,14 @@ def test_embed_score_power_must_not_be_negative():
         build_test_model(cfg)
 
 
-def test_inet_embeds_detections_from_their_proposals():
+@pytest.mark.parametrize("embed_stripes", [1, 2])
+def test_inet_embeds_detections_from_their_proposals(embed_stripes):
     # With the box regression zeroed every detection's box is its proposal's box, so embedding the
     # detection from its proposal's features ("proposals", one ROI pass) must give exactly what a
-    # second pass on the final box gives ("boxes"): this checks the proposal index bookkeeping.
-    model, _ = _eval_model(SMALL_INET, score_thresh=0.0)
+    # second pass on the final box gives ("boxes"): this checks the proposal index bookkeeping,
+    # with the spatial mean and with stripes (which need the res5 maps, not their mean).
+    model, _ = _eval_model(SMALL_INET, score_thresh=0.0, embed_stripes=embed_stripes)
+    assert model.roi_heads.embed_head.stripes == embed_stripes
     assert model.roi_heads.embed_detections_from == "proposals"  # the default
     with torch.no_grad():
         model.roi_heads.box_predictor.bbox_pred.weight.zero_()
@@ -206,7 +211,7 @@ def test_inet_embeds_detections_from_their_proposals():
             a["instances"].pred_embeds, b["instances"].pred_embeds, rtol=1e-4, atol=1e-5
         )
     # and without zeroing, the two differ (the regressed box is not the proposal box)
-    model2, _ = _eval_model(SMALL_INET, score_thresh=0.0)
+    model2, _ = _eval_model(SMALL_INET, score_thresh=0.0, embed_stripes=embed_stripes)
     with torch.no_grad():
         a = model2(inputs)[0]["instances"].pred_embeds
         model2.roi_heads.embed_detections_from = "boxes"
