@@ -10,8 +10,10 @@ on, although an intact earlier checkpoint sits next to it. :class:`PersonSearchC
   checkpoints (``*.pth`` holding an ``iteration``) of the output folder, newest first, and loads
   the first one that reads; each one skipped is named in a warning with the reason. The first
   process chooses, every process loads that file;
-- remembers which model keys a load left missing (:attr:`last_missing_keys`), so that
-  ``--eval-only`` can refuse weights that do not hold the trained model;
+- remembers which model keys a load left missing (:attr:`last_missing_keys`) and which had
+  another shape in the file (:attr:`last_incorrect_shapes`; Detectron2 skips those with a
+  warning), so that ``--eval-only`` and the predictor can refuse weights that do not hold the
+  trained model (:meth:`untrained_parameters_error`);
 - given the config, stores under the key ``"dcinet_d2"`` what inference needs besides the weights
   (the config as YAML with ``MODEL.REID.NUM_IDS`` resolved, the embedding size), so that a
   checkpoint alone builds its model anywhere, without the training set
@@ -104,6 +106,7 @@ class PersonSearchCheckpointer(DetectionCheckpointer):
         super().__init__(*args, **kwargs)
         self.metadata = inference_metadata(cfg) if cfg is not None else None
         self.last_missing_keys: list[str] = []
+        self.last_incorrect_shapes: list[tuple[str, tuple, tuple]] = []
         self.resumed_from = ""
         self.loaded_model = False
         self._preloaded: tuple[str, Any] | None = None
@@ -153,7 +156,33 @@ class PersonSearchCheckpointer(DetectionCheckpointer):
         self.loaded_model = True
         incompatible = super()._load_model(checkpoint)
         self.last_missing_keys = list(incompatible.missing_keys)
+        self.last_incorrect_shapes = list(incompatible.incorrect_shapes)
         return incompatible
+
+    def untrained_parameters_error(self, source: str) -> str:
+        """Why the last load left some of the model's parameters untrained, or "" if it did not.
+
+        A parameter whose shape in the file differs from the model's (a config other than the
+        one the weights were trained with, e.g. ``MODEL.REID.EMBED_STRIPES`` or ``EMBED_DIM``)
+        is named first, with both shapes; then the parameters the file holds no value for.
+        """
+        parameters = {name for name, _ in self.model.named_parameters()}
+        shapes = [x for x in self.last_incorrect_shapes if x[0] in parameters]
+        if shapes:
+            key, in_file, in_model = shapes[0]
+            return (
+                f"'{source}' holds {len(shapes)} of the model's parameters with another shape "
+                f"(e.g. {key}: {tuple(in_file)} in the file, {tuple(in_model)} in the model): "
+                "the config differs from the one the weights were trained with (e.g. "
+                "MODEL.REID.EMBED_STRIPES, MODEL.REID.EMBED_DIM); use the run's config.yaml"
+            )
+        untrained = [k for k in self.last_missing_keys if k in parameters]
+        if untrained:
+            return (
+                f"'{source}' holds no value for {len(untrained)} of the model's parameters "
+                f"(e.g. {', '.join(untrained[:3])})"
+            )
+        return ""
 
     def _read_intact(self, path: str, need_iteration: bool = False) -> tuple[Any, str]:
         """``(checkpoint, "")`` when ``path`` reads as a checkpoint (of a training run, with its

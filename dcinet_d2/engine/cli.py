@@ -60,7 +60,8 @@ def load_for_evaluation(model, cfg: CfgNode, resume: bool) -> None:
     Raises:
         ValueError: ``MODEL.WEIGHTS`` is empty (and nothing is resumed), or the weights lack some
             of the model's parameters (e.g. a backbone-only file such as the small configs'
-            pre-trained ResNet): the model would be partly random.
+            pre-trained ResNet) or hold some with another shape (weights of another config,
+            e.g. another ``MODEL.REID.EMBED_STRIPES``): the model would be partly random.
     """
     checkpointer = PersonSearchCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
     if not cfg.MODEL.WEIGHTS and not (resume and checkpointer.has_checkpoint()):
@@ -74,14 +75,13 @@ def load_for_evaluation(model, cfg: CfgNode, resume: bool) -> None:
             f"--eval-only: nothing was loaded (no checkpoint to resume in "
             f"{cfg.OUTPUT_DIR} and MODEL.WEIGHTS is empty): set MODEL.WEIGHTS"
         )
-    parameters = {name for name, _ in model.named_parameters()}
-    untrained = [k for k in checkpointer.last_missing_keys if k in parameters]
-    if untrained:
-        source = checkpointer.resumed_from or cfg.MODEL.WEIGHTS
+    problem = checkpointer.untrained_parameters_error(
+        checkpointer.resumed_from or cfg.MODEL.WEIGHTS
+    )
+    if problem:
         raise ValueError(
-            f"--eval-only: '{source}' holds no value for {len(untrained)} of the model's "
-            f"parameters (e.g. {', '.join(untrained[:3])}); evaluating would use random weights. "
-            "Set MODEL.WEIGHTS to a checkpoint of the trained model (OUTPUT_DIR/model_final.pth)."
+            f"--eval-only: {problem}; evaluating would use random weights. Set MODEL.WEIGHTS "
+            "to a checkpoint of the trained model (OUTPUT_DIR/model_final.pth)."
         )
 
 

@@ -52,7 +52,8 @@ class EmbeddingHead(nn.Module):
 
     The pooling is the spatial mean (``stripes=1``, the paper's global pooling) or, with
     ``stripes=P > 1``, the mean of each of P horizontal stripes of equal height (top to bottom,
-    as adaptive average pooling to ``P x 1`` cuts them), concatenated channel by channel
+    as adaptive average pooling to ``P x 1`` cuts them: neighbours share a row where P does not
+    divide the height), concatenated channel by channel
     (``[N, C * P]``): the upper and the lower part of a person keep their own features, as in
     part-based re-id models (PCB). Stripes are mirror-invariant, like the mean.
 

@@ -132,13 +132,9 @@ class PersonSearchPredictor(DefaultPredictor):
             )
         checkpointer = PersonSearchCheckpointer(self.model)
         checkpointer.load(cfg.MODEL.WEIGHTS)
-        parameters = {name for name, _ in self.model.named_parameters()}
-        missing = [k for k in checkpointer.last_missing_keys if k in parameters]
-        if missing:
-            raise IncompleteWeightsError(
-                f"'{cfg.MODEL.WEIGHTS}' holds no value for {len(missing)} of the model's "
-                f"parameters (e.g. {', '.join(missing[:3])}): not a trained person search model"
-            )
+        problem = checkpointer.untrained_parameters_error(cfg.MODEL.WEIGHTS)
+        if problem:
+            raise IncompleteWeightsError(f"{problem}: not a trained person search model")
         # what runs: an eval copy with the norms folded, channels-last on CUDA (TEST.* keys)
         self.model = inference_model_from_config(self.cfg, self.model).eval()
         self.aug = T.ResizeShortestEdge(

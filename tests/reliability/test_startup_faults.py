@@ -262,6 +262,28 @@ def test_eval_only_loads_a_complete_checkpoint(tmp_path):
     load_for_evaluation(PersonSearchTrainer.build_model(cfg), cfg, resume=False)  # no error
 
 
+def test_eval_only_with_weights_of_another_config_names_the_shapes(tmp_path):
+    # trained with the spatial mean (EMBED_STRIPES 1), evaluated with two stripes: Detectron2
+    # would skip the projection with a warning and evaluate a random one
+    cfg = quick_cfg("dcinet", str(tmp_path))
+    cfg.defrost()
+    cfg.MODEL.REID.EMBED_STRIPES = 1
+    model = PersonSearchTrainer.build_model(cfg)
+    from dcinet_d2.engine.checkpoint import PersonSearchCheckpointer
+
+    PersonSearchCheckpointer(model, str(tmp_path), save_to_disk=True).save("stripes1")
+    dim, channels = model.roi_heads.embed_head.proj.weight.shape
+    cfg.MODEL.REID.EMBED_STRIPES = 2
+    cfg.MODEL.WEIGHTS = str(tmp_path / "stripes1.pth")
+    expected = (
+        rf"holds 1 of the model's parameters with another shape \(e.g. "
+        rf"roi_heads.embed_head.proj.weight: \({dim}, {channels}\) in the file, "
+        rf"\({dim}, {2 * channels}\) in the model\).*MODEL.REID.EMBED_STRIPES"
+    )
+    with pytest.raises(ValueError, match=expected):
+        load_for_evaluation(PersonSearchTrainer.build_model(cfg), cfg, resume=False)
+
+
 # ------------------------------------------------------------------------- item 8: one log
 def test_dcinet_log_lines_reach_log_txt(tmp_path):
     cfg = quick_cfg("dcinet", str(tmp_path))
