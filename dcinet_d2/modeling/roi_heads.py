@@ -399,7 +399,7 @@ class INetROIHeads(PersonSearchRes5ROIHeads):
     ) -> dict[str, Tensor]:
         boxes, det_rows, reid_rows, pids, image_ids = self._training_rois(proposals, targets)
         maps = self._shared_roi_transform(features, boxes)  # [R, C, H, W]
-        predictions = self.box_predictor(maps[det_rows].mean(dim=(2, 3)))
+        predictions = self.box_predictor(maps.mean(dim=(2, 3))[det_rows])
         losses = self.box_predictor.losses(predictions, proposals)
         embeds = self.embed_head(maps[reid_rows])
         losses.update(self._reid_losses(embeds, pids, image_ids, len(proposals)))
