@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "find_free_port",
     "set_local_process_group",
+    "forget_cached_gloo_group",
     "postprocess_detections",
     "path_prefix_registered",
 ]
@@ -29,6 +30,16 @@ def set_local_process_group(group) -> None:
     from detectron2.utils import comm
 
     comm._LOCAL_PROCESS_GROUP = group
+
+
+def forget_cached_gloo_group() -> None:
+    """Drop the process group that ``comm.gather``/``comm.all_gather`` cache
+    (``detectron2.utils.comm._get_global_gloo_group``, an ``lru_cache``). With gloo it is the
+    default group itself: while cached, ``destroy_process_group`` leaves it alive until the
+    interpreter exits, and its threads are then torn down in no particular order."""
+    from detectron2.utils import comm
+
+    comm._get_global_gloo_group.cache_clear()
 
 
 def postprocess_detections(instances, batched_inputs, image_sizes) -> list:

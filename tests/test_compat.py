@@ -30,6 +30,23 @@ def test_set_local_process_group_is_what_comm_reads():
         compat.set_local_process_group(before)
 
 
+def test_forget_cached_gloo_group_empties_comms_cache(tmp_path):
+    import torch.distributed as dist
+
+    cache = comm._get_global_gloo_group
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
+    try:
+        assert cache() is dist.group.WORLD  # what comm.gather uses, now held by the cache
+        assert cache.cache_info().currsize == 1
+        compat.forget_cached_gloo_group()
+        assert cache.cache_info().currsize == 0
+    finally:
+        compat.forget_cached_gloo_group()
+        dist.destroy_process_group()
+
+
 def test_postprocess_detections_rescales_to_the_requested_size():
     # Input resized from 200 x 100 (h x w) to 400 x 200: every coordinate halves.
     inst = Instances((400, 200))

@@ -6,18 +6,14 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..ddp import free_port
+from ..ddp import free_port, gloo_group
 from .test_pairing import _cfg, _image_dicts
 
 
 def _worker(rank, world, port, tmp, out):
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
+    with gloo_group(rank, world, port, timeout_s=60):
         import pathlib
 
         from detectron2.utils.env import seed_all_rng
@@ -36,8 +32,6 @@ def _worker(rank, world, port, tmp, out):
             assert int(batch[0]["image_id"][2:-4]) ^ 1 == int(batch[1]["image_id"][2:-4])
         with open(os.path.join(out, f"rank{rank}.txt"), "w") as f:
             f.write("\n".join(anchors))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.timeout(120)

@@ -7,17 +7,13 @@ import json
 import os
 
 import pytest
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ..ddp import free_port
+from ..ddp import free_port, gloo_group
 
 
 def _worker(rank, world, port, out):
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    try:
+    with gloo_group(rank, world, port, timeout_s=60):
         from dcinet_d2.evaluation import PersonSearchEvaluator
 
         from .test_evaluator import E1, PRW_DICTS, PRW_OUTPUTS, model_io, register_memory
@@ -31,8 +27,6 @@ def _worker(rank, world, port, out):
         res = ev.evaluate()
         with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
             json.dump(res, f)
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.timeout(120)
