@@ -22,8 +22,8 @@ def gloo_group(rank: int, world_size: int, port: int, timeout_s: float):
     """In a spawned process: one intra-op thread (the processes share the CPUs), then the gloo
     process group of ``world_size`` processes at 127.0.0.1:``port`` joined as ``rank``, with
     ``timeout_s`` as its timeout; the group is left as the CPU launcher leaves it
-    (:func:`dcinet_d2.engine.launch.leave_process_group`), whatever happened."""
-    from dcinet_d2.engine.launch import leave_process_group
+    (:func:`dcinet_d2.engine.launch.leaving_process_group`), whatever happened."""
+    from dcinet_d2.engine.launch import leaving_process_group
 
     torch.set_num_threads(1)
     dist.init_process_group(
@@ -33,9 +33,5 @@ def gloo_group(rank: int, world_size: int, port: int, timeout_s: float):
         world_size=world_size,
         timeout=datetime.timedelta(seconds=timeout_s),
     )
-    completed = False
-    try:
+    with leaving_process_group():
         yield
-        completed = True
-    finally:
-        leave_process_group(completed)

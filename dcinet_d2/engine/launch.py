@@ -8,6 +8,7 @@ processes (and several machines, with ``--num-machines/--machine-rank/--dist-url
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import timedelta
 
@@ -19,7 +20,7 @@ from detectron2.utils import comm
 
 from ..compat import find_free_port, forget_cached_gloo_group, set_local_process_group
 
-__all__ = ["launch", "leave_process_group"]
+__all__ = ["launch", "leaving_process_group"]
 logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
@@ -93,25 +94,28 @@ def _cpu_worker(
         if i == machine_rank:
             set_local_process_group(group)
     comm.synchronize()
-    completed = False
-    try:
+    with leaving_process_group():
         main_func(*args)
-        completed = True
-    finally:
-        leave_process_group(completed)
 
 
-def leave_process_group(completed: bool) -> None:
-    """Destroy this process's default process group (and Detectron2's cached handle on it).
+@contextlib.contextmanager
+def leaving_process_group():
+    """Run the body, then destroy this process's default process group (and Detectron2's cached
+    handle on it), whatever happened.
 
-    After a ``completed`` run the processes first meet at a barrier: a gather's non-root ranks
+    After a body that completed, the processes first meet at a barrier: a gather's non-root ranks
     return as soon as their data is sent, and one that tore its group down while the root was
     still receiving was seen to abort ("terminate called without an active exception", about 1
     run in 12 of the 2-process evaluator test). After a failure there is no barrier (the peers
     may never arrive); the launcher stops them."""
+    completed = False
     try:
-        if completed:
-            dist.barrier()
+        yield
+        completed = True
     finally:
-        forget_cached_gloo_group()
-        dist.destroy_process_group()
+        try:
+            if completed:
+                dist.barrier()
+        finally:
+            forget_cached_gloo_group()
+            dist.destroy_process_group()
